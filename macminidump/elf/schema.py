@@ -1,0 +1,414 @@
+"""construct declarations of Linux ELF cores: 64-bit little-endian, declarations only.
+
+Readers and writers never compute an offset themselves; they go through these structs.
+Conventions:
+
+- Field names of register structs are the names in :mod:`macminidump.arch` (``rflags``,
+  not Linux's ``eflags``; ``fpu_ip``/``fpu_dp``/``mxcsrmask``/``stmm*`` in the fxsave area).
+- Padding and reserved bytes are kept as named ``bytes`` fields (``pad*``, ``ei_pad``,
+  ``si_rest``, ``padding``), so ``build(parse(b)) == b`` for every input that parses.
+  The exceptions are the alignment bytes after a note's name and desc (parsed and
+  discarded, built as zeros) and the bytes after the strings of ``pr_fname``/``pr_psargs``
+  (NUL padding: trailing NULs are stripped on parse and restored on build).
+- Header fields with a known meaning (e_type, e_machine, p_type, auxv type, ...) parse to
+  the IntEnum of :mod:`.constants` when the value is known and to a plain ``int``
+  otherwise; both compare equal to the number, and building accepts either.
+- Parsing raises only ``construct.ConstructError`` subclasses: short input is a
+  ``StreamError``, text that is not UTF-8 a ``StringError``. Variable lengths read from the
+  input (note name/desc) are checked against the bytes left in the stream before reading.
+- Never ``compile()`` these for parsing: compiled structs skip short-read checks.
+
+Per-architecture structs are built by factories (``_prstatus``) from the architecture's
+``pr_reg`` struct; aarch64 instances exist for the ones that differ.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+from typing import Any
+
+from construct import (
+    Adapter,
+    Aligned,
+    Array,
+    Bytes,
+    Const,
+    Construct,
+    FixedSized,
+    GreedyBytes,
+    If,
+    Int8sl,
+    Int8ul,
+    Int16ul,
+    Int32sl,
+    Int32ul,
+    Int64sl,
+    Int64ul,
+    NullStripped,
+    NullTerminated,
+    Rebuild,
+    RepeatUntil,
+    StreamError,
+    StringError,
+    Struct,
+    evaluate,
+    len_,
+    stream_read,
+    this,
+)
+
+from macminidump.elf.constants import (
+    ELFMAG,
+    FAULT_SIGNALS,
+    AuxvType,
+    ElfClass,
+    ElfData,
+    ElfMachine,
+    ElfOsAbi,
+    ElfType,
+    ElfVersion,
+    SegmentType,
+)
+
+__all__ = [
+    "X86_64_USER_REGS",
+    "AARCH64_USER_REGS",
+    "X86_64_FPREGS",
+    "elf64_ehdr",
+    "elf64_phdr",
+    "elf64_nhdr",
+    "elf64_note",
+    "timeval",
+    "user_regs_struct_x86_64",
+    "user_pt_regs_aarch64",
+    "elf_prstatus_x86_64",
+    "elf_prstatus_aarch64",
+    "elf_prpsinfo_x86_64",
+    "elf_prpsinfo_aarch64",
+    "siginfo",
+    "auxv_entry",
+    "auxv",
+    "nt_file_entry",
+    "nt_file",
+    "user_fpregs_struct",
+]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+class _EnumOrInt(Adapter):  # type: ignore[misc]
+    """An integer field that parses to ``enum_type`` member when known, else to ``int``."""
+
+    def __init__(self, subcon: Construct, enum_type: type[enum.IntEnum]):
+        super().__init__(subcon)
+        self.enum_type = enum_type
+
+    def _decode(self, obj: int, context: Any, path: str) -> int:
+        try:
+            return self.enum_type(obj)
+        except ValueError:
+            return obj
+
+    def _encode(self, obj: int, context: Any, path: str) -> int:
+        return obj
+
+
+class _Utf8(Adapter):  # type: ignore[misc]
+    """Strict UTF-8 text over a bytes construct; any decode/encode failure is a StringError.
+
+    construct's own StringEncoded wraps errors too in 2.10.70, but not in every release
+    pyproject allows, and this keeps the contract in one visible place.
+    """
+
+    def _decode(self, obj: bytes, context: Any, path: str) -> str:
+        try:
+            return obj.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StringError(f"not UTF-8: {obj!r} ({exc.reason})", path=path) from None
+
+    def _encode(self, obj: str, context: Any, path: str) -> bytes:
+        if not isinstance(obj, str):
+            raise StringError(f"expected str, got {type(obj).__name__}", path=path)
+        try:
+            return obj.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise StringError(f"cannot encode {obj!r} as UTF-8 ({exc.reason})", path=path) from None
+
+
+def _padded_text(length: int) -> Construct:
+    """A fixed-size NUL-padded UTF-8 string (like PaddedString(length, "utf8"), strict)."""
+    return _Utf8(FixedSized(length, NullStripped(GreedyBytes)))
+
+
+#: A NUL-terminated UTF-8 string (like CString("utf8"), strict)
+_cstring = _Utf8(NullTerminated(GreedyBytes))
+
+
+def _remaining(stream: Any) -> int | None:
+    """Bytes left in a seekable stream, or None when the stream cannot tell."""
+    try:
+        if not stream.seekable():
+            return None
+        pos = stream.tell()
+        end = stream.seek(0, io.SEEK_END)
+        stream.seek(pos)
+        return int(end - pos)
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _BoundedBytes(Bytes):  # type: ignore[misc]
+    """Bytes whose length comes from the input: refuse, before reading, a length larger
+    than the stream holds (a 4 GiB descsz must be a StreamError, not a MemoryError)."""
+
+    def _parse(self, stream: Any, context: Any, path: str) -> bytes:
+        length = evaluate(self.length, context)
+        if length < 0:
+            raise StreamError(f"negative length {length}", path=path)
+        left = _remaining(stream)
+        if left is not None and length > left:
+            raise StreamError(f"length {length} exceeds the {left} bytes left", path=path)
+        data: bytes = stream_read(stream, length, path)
+        return data
+
+
+# -- ELF file structure ---------------------------------------------------------------------
+
+elf64_ehdr = Struct(
+    "ei_mag" / Const(ELFMAG),
+    "ei_class" / _EnumOrInt(Int8ul, ElfClass),
+    "ei_data" / _EnumOrInt(Int8ul, ElfData),
+    "ei_version" / _EnumOrInt(Int8ul, ElfVersion),
+    "ei_osabi" / _EnumOrInt(Int8ul, ElfOsAbi),
+    "ei_abiversion" / Int8ul,
+    "ei_pad" / Bytes(7),
+    "e_type" / _EnumOrInt(Int16ul, ElfType),
+    "e_machine" / _EnumOrInt(Int16ul, ElfMachine),
+    "e_version" / _EnumOrInt(Int32ul, ElfVersion),
+    "e_entry" / Int64ul,
+    "e_phoff" / Int64ul,
+    "e_shoff" / Int64ul,
+    "e_flags" / Int32ul,
+    "e_ehsize" / Int16ul,
+    "e_phentsize" / Int16ul,
+    "e_phnum" / Int16ul,
+    "e_shentsize" / Int16ul,
+    "e_shnum" / Int16ul,
+    "e_shstrndx" / Int16ul,
+)
+
+elf64_phdr = Struct(
+    "p_type" / _EnumOrInt(Int32ul, SegmentType),
+    "p_flags" / Int32ul,  # SegmentFlags bits
+    "p_offset" / Int64ul,
+    "p_vaddr" / Int64ul,
+    "p_paddr" / Int64ul,
+    "p_filesz" / Int64ul,
+    "p_memsz" / Int64ul,
+    "p_align" / Int64ul,
+)
+
+_nhdr_fields = (
+    "namesz" / Rebuild(Int32ul, len_(this.name)),
+    "descsz" / Rebuild(Int32ul, len_(this.desc)),
+    # CoreNoteType for owners CORE/LINUX; left an int because numbers collide across owners
+    "type" / Int32ul,
+)
+
+#: the 12-byte note header alone (namesz and descsz exclude the alignment padding)
+elf64_nhdr = Struct(
+    "namesz" / Int32ul,
+    "descsz" / Int32ul,
+    "type" / Int32ul,
+)
+
+#: one whole note: header, then name and desc each padded to 4 bytes. ``name`` is the raw
+#: owner bytes including its NUL (b"CORE\x00"); sizes are rebuilt from name and desc.
+elf64_note = Struct(
+    *_nhdr_fields,
+    "name" / Aligned(4, _BoundedBytes(this.namesz)),
+    "desc" / Aligned(4, _BoundedBytes(this.descsz)),
+)
+
+
+# -- registers ----------------------------------------------------------------------------
+
+#: struct user_regs_struct (x86_64), in kernel order, named as in arch.py
+X86_64_USER_REGS = (
+    "r15",
+    "r14",
+    "r13",
+    "r12",
+    "rbp",
+    "rbx",
+    "r11",
+    "r10",
+    "r9",
+    "r8",
+    "rax",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "orig_rax",
+    "rip",
+    "cs",
+    "rflags",  # "eflags" in Linux
+    "rsp",
+    "ss",
+    "fs_base",
+    "gs_base",
+    "ds",
+    "es",
+    "fs",
+    "gs",
+)
+
+#: struct user_pt_regs (aarch64): regs[31], sp, pc, pstate, named as in arch.py
+AARCH64_USER_REGS = (
+    *(f"x{i}" for i in range(29)),
+    "fp",  # x29
+    "lr",  # x30
+    "sp",
+    "pc",
+    "cpsr",  # pstate, a u64 in Linux
+)
+
+user_regs_struct_x86_64 = Struct(*(name / Int64ul for name in X86_64_USER_REGS))
+user_pt_regs_aarch64 = Struct(*(name / Int64ul for name in AARCH64_USER_REGS))
+
+#: the fxsave area fields of user_fpregs_struct (x86_64, NT_FPREGSET), named as in arch.py
+X86_64_FPREGS = (
+    "fcw",
+    "fsw",
+    "ftw",
+    "fop",
+    "fpu_ip",
+    "fpu_dp",
+    "mxcsr",
+    "mxcsrmask",
+    *(f"stmm{i}" for i in range(8)),
+    *(f"xmm{i}" for i in range(16)),
+)
+
+#: struct user_fpregs_struct (x86_64) = the 512-byte fxsave area. st registers keep all
+#: 16 bytes of their slot (10-byte value + 6 reserved) so the area round-trips exactly.
+user_fpregs_struct = Struct(
+    "fcw" / Int16ul,  # cwd
+    "fsw" / Int16ul,  # swd
+    "ftw" / Int16ul,  # twd (abridged tag in the low byte)
+    "fop" / Int16ul,
+    "fpu_ip" / Int64ul,  # rip
+    "fpu_dp" / Int64ul,  # rdp
+    "mxcsr" / Int32ul,
+    "mxcsrmask" / Int32ul,  # mxcr_mask
+    *(f"stmm{i}" / Bytes(16) for i in range(8)),  # st_space
+    *(f"xmm{i}" / Bytes(16) for i in range(16)),  # xmm_space
+    # bytes 464..511: the kernel keeps its software-reserved xstate info here
+    "padding" / Bytes(96),
+)
+
+
+# -- process notes ------------------------------------------------------------------------
+
+timeval = Struct(
+    "tv_sec" / Int64sl,
+    "tv_usec" / Int64sl,
+)
+
+
+def _prstatus(pr_reg: Construct) -> Struct:
+    """struct elf_prstatus (64-bit) around an architecture's register struct."""
+    return Struct(
+        # struct elf_siginfo: note the order signo, code, errno (siginfo_t has errno second)
+        "si_signo" / Int32sl,
+        "si_code" / Int32sl,
+        "si_errno" / Int32sl,
+        "pr_cursig" / Int16ul,
+        "pad0" / Bytes(2),
+        "pr_sigpend" / Int64ul,
+        "pr_sighold" / Int64ul,
+        "pr_pid" / Int32sl,
+        "pr_ppid" / Int32sl,
+        "pr_pgrp" / Int32sl,
+        "pr_sid" / Int32sl,
+        "pr_utime" / timeval,
+        "pr_stime" / timeval,
+        "pr_cutime" / timeval,
+        "pr_cstime" / timeval,
+        "pr_reg" / pr_reg,
+        "pr_fpvalid" / Int32sl,
+        "pad1" / Bytes(4),
+    )
+
+
+#: NT_PRSTATUS, 336 bytes
+elf_prstatus_x86_64 = _prstatus(user_regs_struct_x86_64)
+#: NT_PRSTATUS, 392 bytes
+elf_prstatus_aarch64 = _prstatus(user_pt_regs_aarch64)
+
+
+def _prpsinfo() -> Struct:
+    """struct elf_prpsinfo (64-bit; uid/gid are 32-bit on x86_64 and aarch64)."""
+    return Struct(
+        "pr_state" / Int8sl,
+        "pr_sname" / Int8sl,  # a character: b"R", b"S", ...
+        "pr_zomb" / Int8sl,
+        "pr_nice" / Int8sl,
+        "pad0" / Bytes(4),
+        "pr_flag" / Int64ul,
+        "pr_uid" / Int32ul,
+        "pr_gid" / Int32ul,
+        "pr_pid" / Int32sl,
+        "pr_ppid" / Int32sl,
+        "pr_pgrp" / Int32sl,
+        "pr_sid" / Int32sl,
+        "pr_fname" / _padded_text(16),  # comm: the kernel truncates it to 15 bytes
+        "pr_psargs" / _padded_text(80),  # argv joined by spaces, truncated to 79 bytes
+    )
+
+
+#: NT_PRPSINFO, 136 bytes
+elf_prpsinfo_x86_64 = _prpsinfo()
+elf_prpsinfo_aarch64 = elf_prpsinfo_x86_64
+
+
+def _has_fault_addr(ctx: Any) -> bool:
+    return ctx.si_signo in FAULT_SIGNALS and ctx.si_code > 0
+
+
+#: NT_SIGINFO: siginfo_t, 128 bytes. For a kernel-raised SIGILL/SIGTRAP/SIGBUS/SIGFPE/SIGSEGV
+#: (si_code > 0) the fault address is ``si_addr``; otherwise ``si_addr`` is None. The rest of
+#: the union stays raw in ``si_rest`` (104 bytes after si_addr, else 112).
+siginfo = Struct(
+    "si_signo" / Int32sl,
+    "si_errno" / Int32sl,
+    "si_code" / Int32sl,
+    "pad0" / Bytes(4),
+    "si_addr" / If(_has_fault_addr, Int64ul),
+    "si_rest" / Bytes(lambda ctx: 104 if _has_fault_addr(ctx) else 112),
+)
+
+auxv_entry = Struct(
+    "type" / _EnumOrInt(Int64ul, AuxvType),
+    "value" / Int64ul,
+)
+
+#: NT_AUXV: entries up to and including AT_NULL; bytes after AT_NULL are not read
+auxv = RepeatUntil(lambda obj, lst, ctx: obj["type"] == AuxvType.AT_NULL, auxv_entry)
+
+nt_file_entry = Struct(
+    "start" / Int64ul,
+    "end" / Int64ul,
+    "file_ofs" / Int64ul,  # in units of page_size, not bytes
+)
+
+#: NT_FILE: the file-backed mappings, then one NUL-terminated path per mapping
+nt_file = Struct(
+    "count" / Rebuild(Int64ul, len_(this.entries)),
+    "page_size" / Int64ul,
+    "entries" / Array(this.count, nt_file_entry),
+    "filenames" / Array(this.count, _cstring),
+)

@@ -1,0 +1,46 @@
+"""One family of exceptions, so callers catch ``MacMiniDumpError`` and nothing else."""
+
+from __future__ import annotations
+
+
+class MacMiniDumpError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ModelError(MacMiniDumpError, ValueError):
+    """A Snapshot (or part of one) that cannot exist: overlapping regions, unknown registers."""
+
+
+class ParseError(MacMiniDumpError, ValueError):
+    """A file that is not a well-formed core. Carries the file offset where reading failed."""
+
+    def __init__(self, message: str, offset: int | None = None, path: str | None = None):
+        self.message = message
+        self.offset = offset
+        self.path = path
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        at = f"at offset {self.offset:#x}: " if self.offset is not None else ""
+        return f"{where}{at}{self.message}"
+
+
+class SpecError(MacMiniDumpError, ValueError):
+    """A spec (YAML/JSON/dict) that does not describe a core. Names the path of the bad key."""
+
+    def __init__(self, message: str, path: str = "$"):
+        self.message = message
+        self.path = path
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class RenderError(MacMiniDumpError):
+    """A Snapshot that cannot be written in the requested format, or an I/O failure."""
+
+
+class CaptureError(MacMiniDumpError):
+    """A live process could not be captured (gone, not permitted, not supported here)."""

@@ -1,0 +1,231 @@
+"""Snapshot → Layout: every byte of a Mach-O core except bulk memory, and where it all goes.
+
+A pure function. Command sizes never depend on offsets, so offsets are computed once,
+and the renderer and the load commands read the same immutable Layout.
+
+File order: header, load commands (threads, notes, segments, raw commands), note payloads
+(16-byte aligned), then segment data (page aligned, as LLDB's and the kernel's writers do).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..arch import Arch, RegKind, arch_info
+from ..errors import RenderError
+from ..model import Image, Region, Snapshot, Thread
+from ..structio import build
+from . import notes, schema
+from .constants import (
+    MH_MAGIC_64,
+    ArmFlavor,
+    CpuType,
+    FileType,
+    LoadCommand,
+    NoteOwner,
+    X86Flavor,
+)
+
+CPU = {Arch.ARM64: (CpuType.ARM64, 0), Arch.X86_64: (CpuType.X86_64, 3)}
+
+#: The flavors written per register kind, in the order written. GPR must come first:
+#: LLDB 16 reads only the first recognized x86_64 flavor.
+FLAVORS: dict[Arch, tuple[tuple[RegKind, int], ...]] = {
+    Arch.ARM64: (
+        (RegKind.GPR, ArmFlavor.THREAD_STATE64),
+        (RegKind.EXC, ArmFlavor.EXCEPTION_STATE64),
+        (RegKind.FPR, ArmFlavor.NEON_STATE64),
+    ),
+    Arch.X86_64: (
+        (RegKind.GPR, X86Flavor.THREAD_STATE64),
+        (RegKind.FPR, X86Flavor.FLOAT_STATE64),
+        (RegKind.EXC, X86Flavor.EXCEPTION_STATE64),
+    ),
+}
+
+HEADER_SIZE = 32
+NOTE_ALIGN = 16
+
+
+def align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+@attrs.frozen
+class SegmentPlacement:
+    region: Region
+    offset: int
+
+
+@attrs.frozen
+class Layout:
+    #: header and every load command, contiguous from offset 0
+    head: bytes
+    #: (file offset, payload) of each note
+    note_payloads: tuple[tuple[int, bytes], ...]
+    segments: tuple[SegmentPlacement, ...]
+    file_size: int
+
+
+def thread_command(arch: Arch, thread: Thread) -> bytes:
+    cputype = CPU[arch][0]
+    body = bytearray()
+    for kind, flavor in FLAVORS[arch]:
+        values = thread.regset(kind)
+        # every thread gets a GPR flavor (a thread without one is invisible to LLDB)
+        if not values and kind != RegKind.GPR:
+            continue
+        _, struct = schema.FLAVOR_STRUCTS[(cputype, flavor)]
+        fields = {sc.name: 0 for sc in struct.subcons if sc.name}
+        fields.update(values)
+        unknown = set(fields) - {sc.name for sc in struct.subcons if sc.name}
+        if unknown:
+            # registers of another format (e.g. Linux's fs_base) have no slot here
+            for name in unknown:
+                if fields[name]:
+                    raise RenderError(
+                        f"thread {thread.id:#x}: register {name} has no slot in a Mach-O core"
+                    )
+                del fields[name]
+        try:
+            state = build(struct, fields)
+        except Exception as e:  # a value wider than the Mach-O field
+            raise RenderError(f"thread {thread.id:#x}: {kind} registers: {e}") from None
+        body += build(schema.thread_state_header, dict(flavor=int(flavor), count=len(state) // 4))
+        body += state
+    for raw in thread.raw_states:
+        if raw.format != "macho" or len(raw.data) % 4:
+            raise RenderError(f"thread {thread.id:#x}: raw state {raw.kind} is not a Mach-O flavor")
+        body += build(schema.thread_state_header, dict(flavor=raw.kind, count=len(raw.data) // 4))
+        body += raw.data
+    return build(schema.load_command, dict(cmd=LoadCommand.LC_THREAD, cmdsize=8 + len(body))) + body
+
+
+def _images_for_notes(snapshot: Snapshot) -> tuple[Image, ...]:
+    for image in snapshot.images:
+        if image.load_address is None and not image.segments and not image.main:
+            raise RenderError(
+                f"image {image.path!r}: a Mach-O core needs its load address or its segments"
+            )
+    return snapshot.images
+
+
+def _note_plan(snapshot: Snapshot) -> list[tuple[str, int, object]]:
+    """(owner, payload size, payload or a function of its offset) for each note, in order."""
+    plan: list[tuple[str, int, object]] = []
+    if snapshot.addressable_bits is not None:
+        payload = notes.encode_addressable_bits(snapshot.addressable_bits)
+        plan.append((NoteOwner.ADDRABLE_BITS.value, len(payload), payload))
+    if snapshot.threads:
+        payload = notes.encode_process_metadata(
+            [notes.ThreadMetadata(t.id, t.name, t.crashed) for t in snapshot.threads]
+        )
+        plan.append((NoteOwner.PROCESS_METADATA.value, len(payload), payload))
+    main = snapshot.main_image
+    if main is not None:
+        payload = notes.encode_main_bin_spec(main)
+        plan.append((NoteOwner.MAIN_BIN_SPEC.value, len(payload), payload))
+    images = _images_for_notes(snapshot)
+    if images:
+        plan.append(
+            (
+                NoteOwner.ALL_IMAGE_INFOS.value,
+                notes.all_image_infos_size(images),
+                lambda offset: notes.encode_all_image_infos(images, offset),
+            )
+        )
+    for raw in snapshot.raw_notes:
+        if raw.format != "macho":
+            raise RenderError(f"note {raw.owner!r} came from a {raw.format} file")
+        plan.append((raw.owner, len(raw.data), raw.data))
+    return plan
+
+
+def layout_macho(snapshot: Snapshot) -> Layout:
+    info = arch_info(snapshot.arch)
+    threads = [thread_command(snapshot.arch, t) for t in snapshot.threads]
+    plan = _note_plan(snapshot)
+    raw_commands = []
+    for raw in snapshot.raw_commands:
+        if raw.format != "macho":
+            raise RenderError(f"load command {raw.kind:#x} came from a {raw.format} file")
+        raw_commands.append(
+            build(schema.load_command, dict(cmd=raw.kind, cmdsize=8 + len(raw.data))) + raw.data
+        )
+    seg_size = schema.segment_command_64.sizeof()
+    note_size = schema.note_command.sizeof()
+    sizeofcmds = (
+        sum(map(len, threads))
+        + note_size * len(plan)
+        + seg_size * len(snapshot.regions)
+        + sum(map(len, raw_commands))
+    )
+    ncmds = len(threads) + len(plan) + len(snapshot.regions) + len(raw_commands)
+
+    offset = align(HEADER_SIZE + sizeofcmds, NOTE_ALIGN)
+    note_cmds = bytearray()
+    payloads = []
+    for owner, size, payload in plan:
+        data = payload(offset) if callable(payload) else payload
+        assert isinstance(data, bytes) and len(data) == size, owner
+        note_cmds += build(
+            schema.note_command,
+            dict(
+                cmd=LoadCommand.LC_NOTE,
+                cmdsize=note_size,
+                data_owner=owner,
+                offset=offset,
+                size=size,
+            ),
+        )
+        payloads.append((offset, data))
+        offset = align(offset + size, NOTE_ALIGN)
+
+    offset = align(offset, info.page_size)
+    seg_cmds = bytearray()
+    placements = []
+    for region in snapshot.regions:
+        prot = int(region.protection)
+        maxprot = int(region.max_protection)
+        seg_cmds += build(
+            schema.segment_command_64,
+            dict(
+                cmd=LoadCommand.LC_SEGMENT_64,
+                cmdsize=seg_size,
+                segname=region.name,
+                vmaddr=region.address,
+                # vmsize == filesize: for a larger vmsize LLDB serves the next file bytes
+                vmsize=region.size,
+                fileoff=offset,
+                filesize=region.size,
+                maxprot=maxprot,
+                initprot=prot,
+                nsects=0,
+                flags=0,
+            ),
+        )
+        placements.append(SegmentPlacement(region, offset))
+        offset = align(offset + region.size, info.page_size)
+    end = max(
+        [HEADER_SIZE + sizeofcmds]
+        + [o + len(d) for o, d in payloads]
+        + [p.offset + p.region.size for p in placements]
+    )
+
+    cputype, cpusubtype = CPU[snapshot.arch]
+    header = build(
+        schema.mach_header_64,
+        dict(
+            magic=MH_MAGIC_64,
+            cputype=cputype,
+            cpusubtype=cpusubtype,
+            filetype=FileType.CORE,
+            ncmds=ncmds,
+            sizeofcmds=sizeofcmds,
+            flags=0,
+            reserved=0,
+        ),
+    )
+    head = header + b"".join(threads) + bytes(note_cmds) + bytes(seg_cmds) + b"".join(raw_commands)
+    assert len(head) == HEADER_SIZE + sizeofcmds
+    return Layout(head, tuple(payloads), tuple(placements), end)

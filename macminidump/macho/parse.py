@@ -1,0 +1,362 @@
+"""Mach-O core file → Snapshot, lazily.
+
+``MachOCore`` is a thin reader over the schemas: the header, each load command with its
+offset, each note decoded, and ``snapshot()``. Memory is never copied: regions are
+windows of an mmap of the file. Every size a field claims is checked against the bytes
+that exist before anything is allocated, and every failure is one ParseError naming
+the file offset.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any
+
+import attrs
+
+from ..arch import Arch, RegKind
+from ..errors import MacMiniDumpError, ParseError
+from ..model import (
+    AddressableBits,
+    BufferSource,
+    Image,
+    RawItem,
+    Region,
+    RegisterSet,
+    Snapshot,
+    Thread,
+)
+from ..structio import parse_at, plain, unpack_at
+from . import notes, schema
+from .constants import (
+    MH_CIGAM_64,
+    MH_MAGIC,
+    MH_MAGIC_64,
+    CpuType,
+    FileType,
+    LoadCommand,
+    NoteOwner,
+)
+
+ARCH_OF_CPU = {int(CpuType.ARM64): Arch.ARM64, int(CpuType.X86_64): Arch.X86_64}
+_SEGMENT = schema.fixed_format(schema.segment_command_64)
+_NOTE = schema.fixed_format(schema.note_command)
+_LC = schema.fixed_format(schema.load_command)
+_FLAVOR = schema.fixed_format(schema.thread_state_header)
+
+
+@attrs.frozen
+class Command:
+    cmd: int
+    offset: int
+    size: int
+
+
+@attrs.frozen
+class Note:
+    owner: str
+    offset: int  # of the payload
+    size: int
+    command_offset: int
+    #: the payload decoded as plain data (None when the owner or version is unknown)
+    decoded: Any = None
+
+
+@attrs.frozen
+class ThreadState:
+    flavor: int
+    count: int
+    offset: int
+    kind: RegKind | None  # None: kept raw
+    values: dict[str, int] | None
+
+
+class MachOCore:
+    """A parsed Mach-O core. Holds an mmap of the file (or the bytes given) while alive."""
+
+    def __init__(self, buffer: Any, path: str | None = None):
+        self.buffer = buffer
+        self.path = path
+        try:
+            self._parse()
+        except ParseError as e:
+            e.path = path
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> MachOCore:
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    raise ParseError("empty file", 0, path)
+                buffer: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as e:
+            raise ParseError(f"cannot read: {e.strerror}", path=path) from None
+        return cls(buffer, path)
+
+    # ------------------------------------------------------------------ reading
+
+    def _parse(self) -> None:
+        buf = self.buffer
+        if len(buf) < 32:
+            raise ParseError(f"{len(buf)} bytes is too short for a Mach-O header", 0)
+        magic = int.from_bytes(buf[0:4], "little")
+        if magic == MH_CIGAM_64 or int.from_bytes(buf[0:4], "big") == MH_MAGIC:
+            raise ParseError("big-endian Mach-O files are not supported", 0)
+        if magic == MH_MAGIC:
+            raise ParseError("32-bit Mach-O cores (armv7, riscv32) are not supported", 0)
+        if magic != MH_MAGIC_64:
+            raise ParseError(f"not a Mach-O file (magic {magic:#010x})", 0)
+        self.header = plain(parse_at(schema.mach_header_64, buf, 0, "mach_header_64"))
+        if self.header["filetype"] != FileType.CORE:
+            kind = _name(FileType, self.header["filetype"])
+            raise ParseError(f"a Mach-O {kind} file, not a core (MH_CORE)", 12)
+        cputype = self.header["cputype"]
+        if cputype not in ARCH_OF_CPU:
+            raise ParseError(
+                f"cputype {_name(CpuType, cputype)} ({cputype:#x}) is not supported "
+                "(arm64 and x86_64 are)",
+                4,
+            )
+        self.arch = ARCH_OF_CPU[cputype]
+        ncmds, sizeofcmds = self.header["ncmds"], self.header["sizeofcmds"]
+        end = 32 + sizeofcmds
+        if end > len(buf):
+            raise ParseError(f"sizeofcmds {sizeofcmds:#x} runs past the end of the file", 20)
+        if ncmds * 8 > sizeofcmds:
+            raise ParseError(f"{ncmds} load commands cannot fit in sizeofcmds {sizeofcmds:#x}", 16)
+
+        self.commands: list[Command] = []
+        self.threads: list[list[ThreadState]] = []
+        self.segments: list[tuple[int, tuple[Any, ...]]] = []
+        self.notes: list[Note] = []
+        offset = 32
+        for _ in range(ncmds):
+            cmd, cmdsize = unpack_at(_LC, buf, offset, "load command")
+            if cmdsize < 8 or offset + cmdsize > end:
+                raise ParseError(
+                    f"load command {cmd:#x} has size {cmdsize}, outside the load commands", offset
+                )
+            self.commands.append(Command(cmd, offset, cmdsize))
+            if cmd == LoadCommand.LC_THREAD:
+                self.threads.append(self._thread_states(offset + 8, offset + cmdsize))
+            elif cmd == LoadCommand.LC_SEGMENT_64:
+                if cmdsize < _SEGMENT.size:
+                    raise ParseError(f"LC_SEGMENT_64 of {cmdsize} bytes", offset)
+                fields = unpack_at(_SEGMENT, buf, offset, "LC_SEGMENT_64")
+                fileoff, filesize = fields[5], fields[6]
+                if fileoff + filesize > len(buf):
+                    raise ParseError(
+                        f"segment data [{fileoff:#x}, +{filesize:#x}) runs past the end of the "
+                        f"file ({len(buf):#x} bytes): truncated core?",
+                        offset,
+                    )
+                self.segments.append((offset, fields))
+            elif cmd == LoadCommand.LC_NOTE:
+                if cmdsize < _NOTE.size:
+                    raise ParseError(f"LC_NOTE of {cmdsize} bytes", offset)
+                _, _, owner_raw, note_off, note_size = unpack_at(_NOTE, buf, offset, "LC_NOTE")
+                if note_off + note_size > len(buf):
+                    raise ParseError(
+                        f"note payload [{note_off:#x}, +{note_size:#x}) runs past the end "
+                        "of the file",
+                        offset,
+                    )
+                owner = owner_raw.rstrip(b"\0").decode("latin-1")  # as schema.name16 decodes
+                self.notes.append(
+                    Note(
+                        owner, note_off, note_size, offset, self._decode(owner, note_off, note_size)
+                    )
+                )
+            offset += cmdsize
+
+    def _thread_states(self, start: int, end: int) -> list[ThreadState]:
+        states = []
+        offset = start
+        while offset < end:
+            flavor, count = unpack_at(_FLAVOR, self.buffer, offset, "thread state header")
+            body = offset + 8
+            if body + 4 * count > end:
+                raise ParseError(
+                    f"thread state flavor {flavor} of {count} words overruns LC_THREAD", offset
+                )
+            known = schema.FLAVOR_STRUCTS.get((self.header["cputype"], flavor))
+            kind = values = None
+            if known is not None and known[1].sizeof() == 4 * count:
+                kind = RegKind(known[0])
+                values = plain(
+                    parse_at(known[1], self.buffer, body, f"flavor {flavor}", body + 4 * count)
+                )
+            states.append(ThreadState(flavor, count, offset, kind, values))
+            offset = body + 4 * count
+            if count == 0 and flavor == 0:
+                break  # xnu pads some thread commands with a zero header
+        return states
+
+    def _decode(self, owner: str, offset: int, size: int) -> Any:
+        payload = bytes(self.buffer[offset : offset + size])
+        if owner == NoteOwner.MAIN_BIN_SPEC:
+            return notes.decode_main_bin_spec(payload, offset)
+        if owner == NoteOwner.LOAD_BINARY:
+            return notes.decode_load_binary(payload, offset)
+        if owner == NoteOwner.ALL_IMAGE_INFOS:
+            return notes.decode_all_image_infos(self.buffer, offset, size)
+        if owner == NoteOwner.ADDRABLE_BITS:
+            return notes.decode_addressable_bits(payload, offset)
+        if owner == NoteOwner.PROCESS_METADATA:
+            return notes.decode_process_metadata(payload, offset)
+        if owner == NoteOwner.KERN_VER_STR:
+            return notes.decode_kern_ver_str(payload, offset)
+        return None
+
+    # ------------------------------------------------------------------ model
+
+    def snapshot(self) -> Snapshot:
+        try:
+            return self._snapshot()
+        except ParseError:
+            raise
+        except MacMiniDumpError as e:
+            raise ParseError(str(e), path=self.path) from None
+
+    def _snapshot(self) -> Snapshot:
+        buf = self.buffer
+        regions = []
+        raw_commands = []
+        modeled = {LoadCommand.LC_THREAD, LoadCommand.LC_NOTE}
+        segment_at = dict(self.segments)
+        for command in self.commands:
+            if command.cmd in modeled:
+                continue
+            fields = segment_at.get(command.offset)
+            # a segment with no data (filesize 0) or with sections is kept as it is
+            if fields is not None and fields[6] > 0 and fields[9] == 0:
+                _, _, segname, vmaddr, _vmsize, fileoff, filesize, maxprot, initprot, _, _ = fields
+                regions.append(
+                    Region(
+                        address=vmaddr,
+                        data=BufferSource(buf, fileoff, filesize),
+                        protection=initprot & 7,
+                        max_protection=maxprot & 7,
+                        name=segname.rstrip(b"\0").decode("latin-1"),
+                    )
+                )
+                continue
+            raw_commands.append(
+                RawItem(
+                    "macho",
+                    command.cmd,
+                    bytes(buf[command.offset + 8 : command.offset + command.size]),
+                )
+            )
+
+        metadata: list[notes.ThreadMetadata] | None = None
+        bits: AddressableBits | None = None
+        main: notes.MainBinSpec | None = None
+        images: list[Image] = []
+        raw_notes = []
+        for note in self.notes:
+            value = note.decoded
+            if note.owner == NoteOwner.PROCESS_METADATA and value is not None and metadata is None:
+                metadata = value
+            elif note.owner == NoteOwner.ADDRABLE_BITS and value is not None and bits is None:
+                bits = value
+            elif (
+                note.owner == NoteOwner.MAIN_BIN_SPEC
+                and value is not None
+                and main is None
+                # 0 (unknown) is what macMiniDump writes for a user process's executable
+                and value.type in (notes.MainBinType.UNKNOWN, notes.MAIN_BIN_TYPE)
+                and (value.address is not None or value.slide is not None)
+            ):
+                main = value
+            elif note.owner == NoteOwner.ALL_IMAGE_INFOS and value is not None and not images:
+                images = list(value)
+            else:
+                raw_notes.append(
+                    RawItem(
+                        "macho",
+                        0,
+                        bytes(buf[note.offset : note.offset + note.size]),
+                        owner=note.owner,
+                    )
+                )
+        if main is not None:
+            images = _mark_main(images, main)
+
+        if metadata is not None and len(metadata) != len(self.threads):
+            raw_notes.append(_raw_note(self, NoteOwner.PROCESS_METADATA))
+            metadata = None
+        threads = []
+        for index, states in enumerate(self.threads):
+            meta = metadata[index] if metadata else notes.ThreadMetadata(index)
+            regsets = []
+            raw_states = []
+            seen: set[RegKind] = set()
+            for state in states:
+                if state.kind is not None and state.kind not in seen and state.values is not None:
+                    seen.add(state.kind)
+                    regsets.append(RegisterSet(state.kind, state.values))
+                else:
+                    data = bytes(buf[state.offset + 8 : state.offset + 8 + 4 * state.count])
+                    raw_states.append(RawItem("macho", state.flavor, data))
+            threads.append(
+                Thread(
+                    id=meta.id,
+                    name=meta.name,
+                    crashed=meta.crashed,
+                    regsets=tuple(regsets),
+                    raw_states=tuple(raw_states),
+                )
+            )
+        return Snapshot(
+            arch=self.arch,
+            threads=tuple(threads),
+            regions=tuple(regions),
+            images=tuple(images),
+            addressable_bits=bits,
+            raw_notes=tuple(raw_notes),
+            raw_commands=tuple(raw_commands),
+        )
+
+
+def _raw_note(core: MachOCore, owner: str) -> RawItem:
+    note = next(n for n in core.notes if n.owner == owner)
+    return RawItem(
+        "macho", 0, bytes(core.buffer[note.offset : note.offset + note.size]), owner=owner
+    )
+
+
+def _mark_main(images: list[Image], main: notes.MainBinSpec) -> list[Image]:
+    for i, image in enumerate(images):
+        if main.uuid is not None and image.uuid == main.uuid:
+            images[i] = attrs.evolve(
+                image,
+                main=True,
+                slide=main.slide,
+                load_address=image.load_address if image.load_address is not None else main.address,
+            )
+            return images
+    images.insert(
+        0, Image(path="", uuid=main.uuid, load_address=main.address, slide=main.slide, main=True)
+    )
+    return images
+
+
+def _name(enum: Any, value: int) -> str:
+    try:
+        return str(enum(value).name)
+    except ValueError:
+        return f"{value:#x}"
+
+
+def parse_macho(path: str | os.PathLike[str]) -> Snapshot:
+    """Read a Mach-O core into a Snapshot whose memory stays in the (mmapped) file."""
+    return MachOCore.open(path).snapshot()
+
+
+def parse_macho_bytes(data: bytes) -> Snapshot:
+    return MachOCore(data).snapshot()

@@ -1,0 +1,452 @@
+"""Mach-O core layouts as construct declarations: the one place that knows field offsets.
+
+Declarations only: no file reading, no business logic. Everything is little-endian and
+spelled out (``Int32ul``, never native order). Parsing malformed or short input raises
+only :class:`construct.ConstructError` subclasses (never ``struct.error``,
+``UnicodeDecodeError`` or ``IndexError``); callers turn those into ``ParseError``.
+Building needs every named field present (construct raises ``KeyError`` otherwise) except
+the ``version`` constants, which may be omitted.
+
+Fixed-size names (``segname``, ``sectname``, ``data_owner``) are 16 bytes on disk and a
+``str`` here: parsing strips *trailing* NULs and decodes latin-1, so any 16 bytes decode
+and the mapping is lossless, including names with bytes after an interior NUL (those
+keep the ``"\\x00"`` in the string, where a C reader such as LLDB stops at the first NUL).
+Building encodes latin-1 and pads with NULs; a name longer than 16 bytes, with a
+character above U+00FF or ending in ``"\\x00"`` (which parsing could not give back) raises
+:class:`construct.StringError`. Round trips are therefore byte-exact for every name, and
+in particular for the usual ones with nothing after the first NUL.
+
+Register-state structs use exactly the register names of :mod:`macminidump.arch`.
+Reserved areas are ``Padding``: written as zeros, skipped (not checked) on parse, and
+absent from parsed results.
+
+:func:`fixed_format` turns a flat declaration into a :class:`struct.Struct` for hot
+paths, so these declarations stay the single source of truth for layouts.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from construct import (
+    Adapter,
+    Bytes,
+    BytesInteger,
+    Const,
+    Construct,
+    FormatField,
+    GreedyBytes,
+    Int8ul,
+    Int16ul,
+    Int32ul,
+    Int64ul,
+    NullTerminated,
+    Padding,
+    Renamed,
+    StringError,
+    Struct,
+    this,
+)
+
+from macminidump.macho.constants import ArmFlavor, CpuType, X86Flavor
+
+__all__ = [
+    "NAME_SIZE",
+    "Name16Adapter",
+    "Utf8CStringAdapter",
+    "name16",
+    "utf8_cstring",
+    "mach_header_64",
+    "load_command",
+    "segment_command_64",
+    "section_64",
+    "note_command",
+    "uuid_command",
+    "thread_state_header",
+    "thread_state_entry",
+    "arm_thread_state64",
+    "arm_exception_state64",
+    "arm_neon_state64",
+    "x86_thread_state64",
+    "x86_float_state64",
+    "x86_exception_state64",
+    "FLAVOR_STRUCTS",
+    "note_version",
+    "main_bin_spec_v1",
+    "main_bin_spec_v2",
+    "load_binary_v1",
+    "all_image_infos_header",
+    "image_entry",
+    "segment_vmaddr",
+    "addrable_bits_v3",
+    "addrable_bits_v4",
+    "kern_ver_str",
+    "fixed_format",
+]
+
+NAME_SIZE = 16
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+class Name16Adapter(Adapter):
+    """A 16-byte NUL-padded name <-> ``str`` (see the module docstring for the rules).
+
+    ``fixed_format`` yields these fields as the raw 16 bytes; decode them the same way with
+    ``raw.rstrip(b"\\0").decode("latin-1")``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(Bytes(NAME_SIZE))
+
+    def _decode(self, obj: bytes, context: Any, path: str) -> str:
+        return bytes(obj).rstrip(b"\0").decode("latin-1")
+
+    def _encode(self, obj: object, context: Any, path: str) -> bytes:
+        if not isinstance(obj, str):
+            raise StringError(f"name must be a str, not {type(obj).__name__}", path=path)
+        try:
+            raw = obj.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise StringError(f"name {obj!r} is not latin-1: {exc}", path=path) from None
+        if len(raw) > NAME_SIZE:
+            raise StringError(f"name {obj!r} is longer than {NAME_SIZE} bytes", path=path)
+        if raw.endswith(b"\0"):
+            raise StringError(f"name {obj!r} ends in NUL and would not round-trip", path=path)
+        return raw.ljust(NAME_SIZE, b"\0")
+
+
+class Utf8CStringAdapter(Adapter):
+    """A NUL-terminated UTF-8 string <-> ``str``.
+
+    Like ``CString("utf8")``, but invalid UTF-8 raises :class:`construct.StringError`
+    instead of ``UnicodeDecodeError``, and building a string that contains NUL (which
+    would end it early) or a lone surrogate raises ``StringError`` too. A missing
+    terminator raises ``StreamError``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(NullTerminated(GreedyBytes, term=b"\0"))
+
+    def _decode(self, obj: bytes, context: Any, path: str) -> str:
+        try:
+            return bytes(obj).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StringError(f"invalid UTF-8 in string: {exc}", path=path) from None
+
+    def _encode(self, obj: object, context: Any, path: str) -> bytes:
+        if not isinstance(obj, str):
+            raise StringError(f"string must be a str, not {type(obj).__name__}", path=path)
+        if "\0" in obj:
+            raise StringError(f"string {obj!r} contains NUL", path=path)
+        try:
+            return obj.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise StringError(
+                f"string {obj!r} is not encodable as UTF-8: {exc}", path=path
+            ) from None
+
+
+name16 = Name16Adapter()
+utf8_cstring = Utf8CStringAdapter()
+_uuid16 = Bytes(16)
+_u128 = BytesInteger(16, swapped=True)
+
+
+# ------------------------------------------------------------------ header and commands
+
+#: 32 bytes. ``magic`` is a plain u32 so the parser can report a bad magic itself.
+mach_header_64 = Struct(
+    "magic" / Int32ul,
+    "cputype" / Int32ul,
+    "cpusubtype" / Int32ul,
+    "filetype" / Int32ul,
+    "ncmds" / Int32ul,
+    "sizeofcmds" / Int32ul,
+    "flags" / Int32ul,
+    "reserved" / Int32ul,
+)
+
+#: 8 bytes: the prefix of every load command; ``cmdsize`` includes these 8 bytes.
+load_command = Struct(
+    "cmd" / Int32ul,
+    "cmdsize" / Int32ul,
+)
+
+#: 72 bytes (LC_SEGMENT_64 without its sections).
+segment_command_64 = Struct(
+    "cmd" / Int32ul,
+    "cmdsize" / Int32ul,
+    "segname" / name16,
+    "vmaddr" / Int64ul,
+    "vmsize" / Int64ul,
+    "fileoff" / Int64ul,
+    "filesize" / Int64ul,
+    "maxprot" / Int32ul,
+    "initprot" / Int32ul,
+    "nsects" / Int32ul,
+    "flags" / Int32ul,
+)
+
+#: 80 bytes; ``nsects`` of these follow a segment_command_64 (cores write none).
+section_64 = Struct(
+    "sectname" / name16,
+    "segname" / name16,
+    "addr" / Int64ul,
+    "size" / Int64ul,
+    "offset" / Int32ul,
+    "align" / Int32ul,
+    "reloff" / Int32ul,
+    "nreloc" / Int32ul,
+    "flags" / Int32ul,
+    "reserved1" / Int32ul,
+    "reserved2" / Int32ul,
+    "reserved3" / Int32ul,
+)
+
+#: 40 bytes (LC_NOTE). ``offset`` is the absolute file offset of the payload.
+note_command = Struct(
+    "cmd" / Int32ul,
+    "cmdsize" / Int32ul,
+    "data_owner" / name16,
+    "offset" / Int64ul,
+    "size" / Int64ul,
+)
+
+#: 24 bytes (LC_UUID).
+uuid_command = Struct(
+    "cmd" / Int32ul,
+    "cmdsize" / Int32ul,
+    "uuid" / _uuid16,
+)
+
+#: 8 bytes: one flavor header inside an LC_THREAD body; ``count`` is in u32 words.
+thread_state_header = Struct(
+    "flavor" / Int32ul,
+    "count" / Int32ul,
+)
+
+#: One LC_THREAD body entry: header plus ``count * 4`` raw state bytes.
+thread_state_entry = Struct(
+    "flavor" / Int32ul,
+    "count" / Int32ul,
+    "state" / Bytes(this.count * 4),
+)
+
+
+# --------------------------------------------------------------------- register states
+
+#: 272 bytes = 68 words (ARM_THREAD_STATE64).
+arm_thread_state64 = Struct(
+    *[f"x{i}" / Int64ul for i in range(29)],
+    "fp" / Int64ul,
+    "lr" / Int64ul,
+    "sp" / Int64ul,
+    "pc" / Int64ul,
+    "cpsr" / Int32ul,
+    "flags" / Int32ul,
+)
+
+#: 16 bytes = 4 words (ARM_EXCEPTION_STATE64).
+arm_exception_state64 = Struct(
+    "far" / Int64ul,
+    "esr" / Int32ul,
+    "exception" / Int32ul,
+)
+
+#: 528 bytes = 132 words (ARM_NEON_STATE64). The 8 trailing bytes are alignment padding
+#: of the C struct; LLDB rejects a count of 130 and stops reading later flavors.
+arm_neon_state64 = Struct(
+    *[f"v{i}" / _u128 for i in range(32)],
+    "fpsr" / Int32ul,
+    "fpcr" / Int32ul,
+    Padding(8),
+)
+
+#: 168 bytes = 42 words (x86_THREAD_STATE64).
+x86_thread_state64 = Struct(
+    *[
+        name / Int64ul
+        for name in (
+            ["rax", "rbx", "rcx", "rdx", "rdi", "rsi", "rbp", "rsp"]
+            + [f"r{i}" for i in range(8, 16)]
+            + ["rip", "rflags", "cs", "fs", "gs"]
+        )
+    ],
+)
+
+#: 524 bytes = 131 words (x86_FLOAT_STATE64, Apple's ``_STRUCT_X86_FLOAT_STATE64``).
+#: ``fcw``/``fsw`` are the raw control/status words; ``fpu_ip``/``fpu_dp`` are 32-bit
+#: offsets here (arch.py allows 8 bytes for Linux's fxsave); ``stmm*`` hold the 80-bit
+#: x87 value in their low 10 bytes.
+x86_float_state64 = Struct(
+    Padding(8),  # fpu_reserved[2]
+    "fcw" / Int16ul,
+    "fsw" / Int16ul,
+    "ftw" / Int8ul,
+    Padding(1),  # fpu_rsrv1
+    "fop" / Int16ul,
+    "fpu_ip" / Int32ul,
+    "fpu_cs" / Int16ul,
+    Padding(2),  # fpu_rsrv2
+    "fpu_dp" / Int32ul,
+    "fpu_ds" / Int16ul,
+    Padding(2),  # fpu_rsrv3
+    "mxcsr" / Int32ul,
+    "mxcsrmask" / Int32ul,
+    *[f"stmm{i}" / _u128 for i in range(8)],
+    *[f"xmm{i}" / _u128 for i in range(16)],
+    Padding(96),  # fpu_rsrv4
+    Padding(4),  # fpu_reserved1
+)
+
+#: 16 bytes = 4 words (x86_EXCEPTION_STATE64).
+x86_exception_state64 = Struct(
+    "trapno" / Int16ul,
+    "cpu" / Int16ul,
+    "err" / Int32ul,
+    "faultvaddr" / Int64ul,
+)
+
+#: (cputype, flavor) -> (register-set kind "gpr"/"fpr"/"exc", struct). The flavor's count
+#: in words is ``struct.sizeof() // 4``.
+FLAVOR_STRUCTS: Mapping[tuple[int, int], tuple[str, Construct]] = MappingProxyType(
+    {
+        (int(CpuType.ARM64), int(ArmFlavor.THREAD_STATE64)): ("gpr", arm_thread_state64),
+        (int(CpuType.ARM64), int(ArmFlavor.EXCEPTION_STATE64)): ("exc", arm_exception_state64),
+        (int(CpuType.ARM64), int(ArmFlavor.NEON_STATE64)): ("fpr", arm_neon_state64),
+        (int(CpuType.X86_64), int(X86Flavor.THREAD_STATE64)): ("gpr", x86_thread_state64),
+        (int(CpuType.X86_64), int(X86Flavor.FLOAT_STATE64)): ("fpr", x86_float_state64),
+        (int(CpuType.X86_64), int(X86Flavor.EXCEPTION_STATE64)): ("exc", x86_exception_state64),
+    }
+)
+
+
+# ---------------------------------------------------------------------- LC_NOTE payloads
+
+#: 4 bytes: peek at the version of a versioned payload before choosing its struct.
+note_version = Struct(
+    "version" / Int32ul,
+)
+
+#: 40 bytes ("main bin spec" v1).
+main_bin_spec_v1 = Struct(
+    "version" / Const(1, Int32ul),
+    "type" / Int32ul,
+    "address" / Int64ul,
+    "uuid" / _uuid16,
+    "log2_pagesize" / Int32ul,
+    "unused" / Int32ul,
+)
+
+#: 48 bytes ("main bin spec" v2). ``address``/``slide`` use UINT64_MAX for "unknown".
+main_bin_spec_v2 = Struct(
+    "version" / Const(2, Int32ul),
+    "type" / Int32ul,
+    "address" / Int64ul,
+    "slide" / Int64ul,
+    "uuid" / _uuid16,
+    "log2_pagesize" / Int32ul,
+    "platform" / Int32ul,
+)
+
+#: 36 bytes + NUL-terminated UTF-8 path ("load binary" v1).
+load_binary_v1 = Struct(
+    "version" / Const(1, Int32ul),
+    "uuid" / _uuid16,
+    "load_address" / Int64ul,
+    "slide" / Int64ul,
+    "path" / utf8_cstring,
+)
+
+#: 24 bytes ("all image infos" v1 header). ``entries_fileoff`` is absolute.
+all_image_infos_header = Struct(
+    "version" / Const(1, Int32ul),
+    "imgcount" / Int32ul,
+    "entries_fileoff" / Int64ul,
+    "entries_size" / Int32ul,
+    "unused" / Int32ul,
+)
+
+#: 48 bytes: one image of "all image infos". Offsets are absolute; ``unused`` is LLDB's
+#: ``currently_executing``. Never write ``filepath_offset = UINT64_MAX`` (crashes LLDB 16).
+image_entry = Struct(
+    "filepath_offset" / Int64ul,
+    "uuid" / _uuid16,
+    "load_address" / Int64ul,
+    "seg_addrs_offset" / Int64ul,
+    "segment_count" / Int32ul,
+    "unused" / Int32ul,
+)
+
+#: 32 bytes: one segment address of an image_entry.
+segment_vmaddr = Struct(
+    "segname" / name16,
+    "vmaddr" / Int64ul,
+    "unused" / Int64ul,
+)
+
+#: 16 bytes ("addrable bits" v3: the only version LLDB 16 reads).
+addrable_bits_v3 = Struct(
+    "version" / Const(3, Int32ul),
+    "num_bits" / Int32ul,
+    "unused" / Int64ul,
+)
+
+#: 16 bytes ("addrable bits" v4, LLDB 18+).
+addrable_bits_v4 = Struct(
+    "version" / Const(4, Int32ul),
+    "low_bits" / Int32ul,
+    "high_bits" / Int32ul,
+    "unused" / Int32ul,
+)
+
+#: 4 bytes + NUL-terminated string ("kern ver str" v1).
+kern_ver_str = Struct(
+    "version" / Const(1, Int32ul),
+    "version_string" / utf8_cstring,
+)
+
+
+# ------------------------------------------------------------------------- fixed_format
+
+_INT_CODES = frozenset("bBhHiIlLqQ")
+
+
+def fixed_format(decl: Construct) -> struct.Struct:
+    """A little-endian :class:`struct.Struct` with the same layout as ``decl``.
+
+    ``decl`` must be a construct ``Struct`` whose fields are all named and each a
+    little-endian integer ``FormatField`` (``Int32ul`` ...), a fixed-length ``Bytes`` or
+    a 16-byte name (:class:`Name16Adapter`, as ``"16s"``); anything else (Const, Padding,
+    BytesInteger, strings, nested structs) raises ``TypeError``.
+
+    ``unpack`` returns the values in field order (``[sc.name for sc in decl.subcons]``),
+    with names as the *raw* 16 bytes, not decoded. Unlike construct, it raises
+    ``struct.error`` on a short buffer: check bounds first.
+    """
+    if not isinstance(decl, Struct):
+        raise TypeError(f"fixed_format needs a construct Struct, not {type(decl).__name__}")
+    codes = ["<"]
+    for field in decl.subcons:
+        if not isinstance(field, Renamed) or not field.name:
+            raise TypeError(f"fixed_format: unnamed field {field!r}")
+        inner = field.subcon
+        if isinstance(inner, Name16Adapter):
+            codes.append(f"{NAME_SIZE}s")
+        elif type(inner) is FormatField:
+            order, code = inner.fmtstr[0], inner.fmtstr[1:]
+            if code not in _INT_CODES or (order != "<" and inner.length != 1):
+                raise TypeError(f"fixed_format: field {field.name!r} is not a LE integer")
+            codes.append(code)
+        elif type(inner) is Bytes and isinstance(inner.length, int):
+            codes.append(f"{inner.length}s")
+        else:
+            raise TypeError(
+                f"fixed_format: field {field.name!r} ({type(inner).__name__}) is not fixed"
+            )
+    return struct.Struct("".join(codes))

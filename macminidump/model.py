@@ -1,0 +1,416 @@
+"""The Snapshot: what a debugger needs of a process, in no file format and of no OS.
+
+Capture backends and parsers build Snapshots; renderers and the spec read them. Every
+class is frozen and validated when built, so an impossible state (overlapping regions,
+a register the architecture lacks, a 17-byte UUID) fails where it is made, not later
+when a file is written.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import uuid as uuid_mod
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .arch import Arch, RegKind, arch_info
+from .errors import ModelError
+
+U64_MAX = (1 << 64) - 1
+
+
+class Protection(enum.IntFlag):
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    EXECUTE = 4
+
+    @classmethod
+    def parse(cls, text: str) -> Protection:
+        """``"rw-"`` → READ|WRITE. Exactly three characters, each a letter or ``-``."""
+        if len(text) != 3 or any(c not in f"{flag}-" for c, flag in zip(text, "rwx")):
+            raise ModelError(f"protection {text!r} is not of the form 'rwx' (e.g. 'rw-', 'r-x')")
+        result = cls.NONE
+        for c, flag in zip(text, (cls.READ, cls.WRITE, cls.EXECUTE)):
+            if c != "-":
+                result |= flag
+        return result
+
+    def text(self) -> str:
+        return "".join(
+            c if self & flag else "-"
+            for c, flag in zip("rwx", (Protection.READ, Protection.WRITE, Protection.EXECUTE))
+        )
+
+
+def _to_protection(value: Any) -> Protection:
+    if isinstance(value, str):
+        return Protection.parse(value)
+    if isinstance(value, int) and 0 <= value <= 7:
+        return Protection(value)
+    raise ModelError(f"protection {value!r} is neither 'rwx' text nor an int 0-7")
+
+
+# --------------------------------------------------------------------------- memory data
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Bytes of one region, read on demand so a core's memory never has to be in RAM."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def chunks(self, chunk_size: int) -> Iterator[bytes | memoryview]: ...
+
+
+@attrs.frozen(repr=False, eq=False)
+class BytesSource:
+    data: bytes = attrs.field(converter=bytes)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.data[offset : offset + length]
+
+    def chunks(self, chunk_size: int) -> Iterator[memoryview]:
+        view = memoryview(self.data)
+        for start in range(0, len(view), chunk_size):
+            yield view[start : start + chunk_size]
+
+    def __repr__(self) -> str:
+        return f"BytesSource(<{len(self.data)} bytes>)"
+
+
+@attrs.frozen(repr=False, eq=False)
+class BufferSource:
+    """A window of a larger buffer (an mmap of a core file): nothing is copied until read."""
+
+    buffer: Any  # anything memoryview() accepts: mmap, bytes, bytearray
+    offset: int
+    length: int
+
+    @property
+    def size(self) -> int:
+        return self.length
+
+    def read(self, offset: int, length: int) -> bytes:
+        start = self.offset + offset
+        end = self.offset + min(self.length, offset + length)
+        return bytes(memoryview(self.buffer)[start:end])
+
+    def chunks(self, chunk_size: int) -> Iterator[memoryview]:
+        view = memoryview(self.buffer)
+        for start in range(0, self.length, chunk_size):
+            yield view[self.offset + start : self.offset + min(self.length, start + chunk_size)]
+
+    def __repr__(self) -> str:
+        return f"BufferSource(<{self.length} bytes at {self.offset:#x}>)"
+
+
+def content_of(source: DataSource) -> bytes:
+    """All bytes of a source: for comparisons and small regions, not for bulk memory."""
+    return source.read(0, source.size)
+
+
+def _to_source(value: Any) -> DataSource:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return BytesSource(bytes(value))
+    if isinstance(value, DataSource):
+        return value
+    raise ModelError(f"region data must be bytes or a DataSource, not {type(value).__name__}")
+
+
+def _as_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _check_u64(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
+        raise ModelError(f"{name} {value!r} is not an unsigned 64-bit integer")
+
+
+@attrs.frozen(kw_only=True)
+class Region:
+    """Memory saved in the core: the half-open range [address, address + size)."""
+
+    address: int
+    # equal content is equal data, whether it sits in bytes or in an mmap of a file
+    data: DataSource = attrs.field(converter=_to_source, eq=content_of)
+    protection: Protection = attrs.field(default=Protection(3), converter=_to_protection)
+    #: the most the region could ever be given (Mach-O ``maxprot``); defaults to protection
+    max_protection: Protection = attrs.field(
+        default=attrs.Factory(lambda self: self.protection, takes_self=True),
+        converter=_to_protection,
+    )
+    #: a label kept from the file (Mach-O segname); empty for most cores
+    name: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def end(self) -> int:
+        return self.address + self.size
+
+    def contains(self, address: int) -> bool:
+        return self.address <= address < self.end
+
+    def __attrs_post_init__(self) -> None:
+        _check_u64("region address", self.address)
+        if self.size <= 0:
+            raise ModelError(f"region at {self.address:#x} is empty")
+        if self.end > U64_MAX + 1:
+            raise ModelError(f"region at {self.address:#x} of {self.size:#x} bytes wraps past 2^64")
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def _to_registers(value: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class RegisterSet:
+    kind: RegKind = attrs.field(converter=RegKind)
+    # a read-only view; hashed by its items because a mappingproxy is unhashable
+    values: Mapping[str, int] = attrs.field(
+        converter=_to_registers, hash=False, eq=attrs.cmp_using(eq=lambda a, b: dict(a) == dict(b))
+    )
+
+
+@attrs.frozen
+class RawItem:
+    """A part of a file this package does not model, kept so it can be written back as-is.
+
+    ``format`` is the file format it came from ("macho", "elf"); ``kind`` is that format's
+    own tag (thread-state flavor, load command, note type); ``owner`` names a note's owner.
+    """
+
+    format: str
+    kind: int
+    data: bytes = attrs.field(converter=bytes, repr=lambda d: f"<{len(d)} bytes>")
+    owner: str = ""
+
+
+def _to_regsets(
+    value: Iterable[RegisterSet] | Mapping[Any, Mapping[str, int]],
+) -> tuple[RegisterSet, ...]:
+    if isinstance(value, Mapping):
+        return tuple(RegisterSet(RegKind(k), v) for k, v in value.items())
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class Thread:
+    id: int
+    regsets: tuple[RegisterSet, ...] = attrs.field(converter=_to_regsets)
+    name: str | None = None
+    crashed: bool = False
+    raw_states: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        _check_u64("thread id", self.id)
+        kinds = [r.kind for r in self.regsets]
+        if len(set(kinds)) != len(kinds):
+            raise ModelError(f"thread {self.id:#x} has two register sets of one kind")
+
+    def regset(self, kind: RegKind | str) -> Mapping[str, int]:
+        for r in self.regsets:
+            if r.kind == kind:
+                return r.values
+        return MappingProxyType({})
+
+    @property
+    def gpr(self) -> Mapping[str, int]:
+        return self.regset(RegKind.GPR)
+
+    @property
+    def exception(self) -> Mapping[str, int]:
+        return self.regset(RegKind.EXC)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _to_uuid(value: Any) -> uuid_mod.UUID | None:
+    if value is None or isinstance(value, uuid_mod.UUID):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) != 16:
+            raise ModelError(f"a UUID is 16 bytes, not {len(value)}")
+        return uuid_mod.UUID(bytes=bytes(value))
+    if isinstance(value, str):
+        try:
+            return uuid_mod.UUID(value)
+        except ValueError:
+            raise ModelError(f"{value!r} is not a UUID") from None
+    raise ModelError(f"{value!r} is not a UUID")
+
+
+@attrs.frozen
+class ImageSegment:
+    """A segment of a loaded binary, at its address in the process (slide applied)."""
+
+    name: str
+    address: int
+    size: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Image:
+    """A binary loaded in the process: the executable, a library, dyld."""
+
+    path: str
+    uuid: uuid_mod.UUID | None = attrs.field(default=None, converter=_to_uuid)
+    #: address of the Mach-O/ELF header in memory; None when only the slide is known
+    load_address: int | None = None
+    #: distance from the file's preferred address; None when unknown
+    slide: int | None = None
+    segments: tuple[ImageSegment, ...] = attrs.field(default=(), converter=_as_tuple)
+    main: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.load_address is None and self.slide is None and not self.segments:
+            raise ModelError(f"image {self.path!r} has no load address, slide or segments")
+        for name in ("load_address", "slide"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_u64(f"image {self.path!r} {name}", value)
+
+
+@attrs.frozen
+class AddressableBits:
+    """How many low bits of an address are significant (the rest is pointer auth / tags)."""
+
+    low: int
+    high: int
+
+    def __attrs_post_init__(self) -> None:
+        for v in (self.low, self.high):
+            if not isinstance(v, int) or not 1 <= v <= 64:
+                raise ModelError(f"addressable bits {v!r} is not within 1..64")
+
+    def strip(self, address: int) -> int:
+        return address & ((1 << self.low) - 1)
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    arch: Arch = attrs.field(converter=Arch)
+    threads: tuple[Thread, ...] = attrs.field(default=(), converter=_as_tuple)
+    regions: tuple[Region, ...] = attrs.field(default=(), converter=_as_tuple)
+    images: tuple[Image, ...] = attrs.field(default=(), converter=_as_tuple)
+    addressable_bits: AddressableBits | None = None
+    #: notes and load commands of the file this came from that the model does not hold
+    raw_notes: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
+    raw_commands: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        _validate_threads(self.arch, self.threads)
+        _validate_regions(self.regions)
+        if sum(1 for i in self.images if i.main) > 1:
+            raise ModelError("more than one image is marked main")
+
+    @functools.cached_property
+    def memory(self) -> AddressSpace:
+        return AddressSpace(self.regions)
+
+    @property
+    def crashed_thread(self) -> Thread | None:
+        return next((t for t in self.threads if t.crashed), None)
+
+    @property
+    def main_image(self) -> Image | None:
+        return next((i for i in self.images if i.main), None)
+
+
+def _validate_threads(arch: Arch, threads: tuple[Thread, ...]) -> None:
+    info = arch_info(arch)
+    seen: set[int] = set()
+    for t in threads:
+        if t.id in seen:
+            raise ModelError(f"two threads have id {t.id:#x}")
+        seen.add(t.id)
+        for regset in t.regsets:
+            table = info.registers[regset.kind]
+            for name, value in regset.values.items():
+                width = table.get(name)
+                if width is None:
+                    raise ModelError(
+                        f"thread {t.id:#x}: {arch} has no {regset.kind} register {name!r}"
+                    )
+                if not isinstance(value, int) or not 0 <= value < (1 << (8 * width)):
+                    raise ModelError(
+                        f"thread {t.id:#x}: {name} = {value!r} does not fit in {width} bytes"
+                    )
+    if sum(1 for t in threads if t.crashed) > 1:
+        raise ModelError("more than one thread is marked crashed")
+
+
+def _validate_regions(regions: tuple[Region, ...]) -> None:
+    ordered = sorted(regions, key=lambda r: r.address)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.address < a.end:
+            raise ModelError(
+                f"regions overlap: [{a.address:#x}, {a.end:#x}) and [{b.address:#x}, {b.end:#x})"
+            )
+
+
+class AddressSpace:
+    """Reads a Snapshot's memory by address; lookups are a binary search over region starts."""
+
+    def __init__(self, regions: Iterable[Region]):
+        self._regions = sorted(regions, key=lambda r: r.address)
+        self._starts = [r.address for r in self._regions]
+
+    def region_at(self, address: int) -> Region | None:
+        import bisect
+
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i >= 0 and self._regions[i].contains(address):
+            return self._regions[i]
+        return None
+
+    def read(self, address: int, length: int) -> bytes:
+        """``length`` bytes at ``address``; raises ModelError naming the first unsaved byte."""
+        out = bytearray()
+        while len(out) < length:
+            here = address + len(out)
+            region = self.region_at(here)
+            if region is None:
+                raise ModelError(f"address {here:#x} is not in the core's memory")
+            want = min(length - len(out), region.end - here)
+            out += region.data.read(here - region.address, want)
+        return bytes(out)
+
+    def read_u64(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
+
+    def read_cstring(self, address: int, limit: int = 4096) -> str:
+        out = bytearray()
+        while len(out) < limit:
+            byte = self.read(address + len(out), 1)
+            if byte == b"\0":
+                break
+            out += byte
+        return out.decode("utf-8", "replace")
+
+    def __iter__(self) -> Iterator[Region]:
+        return iter(self._regions)
+
+    def __len__(self) -> int:
+        return len(self._regions)

@@ -1,0 +1,465 @@
+"""Declarative specs (YAML / JSON / dict) ⇄ Snapshot.
+
+The format is a superset of LLVM's ``yaml2macho-core`` input: any arm64 file written for
+that tool loads unchanged. ``formats/spec.md`` documents every key. Errors name the path
+of the offending key, e.g. ``$.threads[0].regsets[1].registers[2].name``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import yaml
+
+from .arch import Arch, RegKind, arch_info
+from .errors import MacMiniDumpError, SpecError
+from .model import (
+    AddressableBits,
+    Image,
+    ImageSegment,
+    RawItem,
+    Region,
+    RegisterSet,
+    Snapshot,
+    Thread,
+    content_of,
+)
+
+FORMATS = ("macho", "elf")
+
+# CPU names yaml2macho-core knows that this package does not write
+_OTHER_CPUS = ("armv7m", "armv7", "riscv", "arm", "i386", "x86")
+
+
+class _Path:
+    """The JSONPath-like location of a value, for error messages."""
+
+    def __init__(self, text: str = "$"):
+        self.text = text
+
+    def key(self, name: str) -> _Path:
+        return _Path(f"{self.text}.{name}")
+
+    def index(self, i: int) -> _Path:
+        return _Path(f"{self.text}[{i}]")
+
+    def fail(self, message: str) -> SpecError:
+        return SpecError(message, self.text)
+
+
+def _mapping(value: Any, path: _Path, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise path.fail(f"expected a mapping, got {type(value).__name__}")
+    for key in value:
+        if key not in allowed:
+            raise path.key(str(key)).fail(f"unknown key (expected one of: {', '.join(allowed)})")
+    return value
+
+
+def _list(value: Any, path: _Path) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise path.fail(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any, path: _Path, bits: int = 64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str):
+            try:
+                value = int(value, 0)
+            except ValueError:
+                raise path.fail(f"{value!r} is not an integer") from None
+        else:
+            raise path.fail(f"{value!r} is not an integer")
+    if not 0 <= value < (1 << bits):
+        raise path.fail(f"{value:#x} does not fit in {bits} bits")
+    return value
+
+
+def _str(value: Any, path: _Path) -> str:
+    if not isinstance(value, str):
+        raise path.fail(f"{value!r} is not a string")
+    return value
+
+
+def _bool(value: Any, path: _Path) -> bool:
+    if not isinstance(value, bool):
+        raise path.fail(f"{value!r} is not true or false")
+    return value
+
+
+def _hex(value: Any, path: _Path) -> bytes:
+    text = "".join(_str(value, path).split())
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise path.fail("not an even-length string of hex digits") from None
+
+
+def _guard(path: _Path, build: Callable[[], Any]) -> Any:
+    """Build a model object, reporting a model invariant as a spec error at ``path``."""
+    try:
+        return build()
+    except SpecError:
+        raise
+    except MacMiniDumpError as e:
+        raise path.fail(str(e)) from None
+
+
+# --------------------------------------------------------------------------- load
+
+
+def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML or JSON spec file (JSON is YAML) into a dict."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise SpecError(f"cannot read spec: {e.strerror}", str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"not valid YAML{where}: {problem}", str(path)) from None
+    if not isinstance(data, dict):
+        raise SpecError("a spec is a mapping with at least a 'cpu' key", str(path))
+    return data
+
+
+def load_spec(path: str | os.PathLike[str]) -> Snapshot:
+    """A spec file → Snapshot; binaries named relatively are found beside the file."""
+    return snapshot_from_spec(read_spec(path), base_dir=os.path.dirname(os.fspath(path)))
+
+
+def spec_format(spec: Mapping[str, Any]) -> str:
+    """The file format a spec asks for: ``macho`` (the default) or ``elf``."""
+    fmt = spec.get("format", "macho")
+    if fmt not in FORMATS:
+        raise SpecError(
+            f"unknown format {fmt!r} (expected one of: {', '.join(FORMATS)})", "$.format"
+        )
+    return str(fmt)
+
+
+_TOP_KEYS = (
+    "format",
+    "cpu",
+    "addressable-bits",
+    "threads",
+    "memory-regions",
+    "binaries",
+    "raw-notes",
+    "raw-commands",
+)
+
+
+def snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None = None) -> Snapshot:
+    root = _Path()
+    spec = _mapping(spec, root, _TOP_KEYS)
+    spec_format(spec)
+    if "cpu" not in spec:
+        raise root.fail("missing key 'cpu' (arm64 or x86_64)")
+    cpu = _str(spec["cpu"], root.key("cpu"))
+    if cpu not in [a.value for a in Arch]:
+        known = "a CPU macminidump does not write" if cpu in _OTHER_CPUS else "an unknown CPU"
+        raise root.key("cpu").fail(f"{cpu!r} is {known}; supported: arm64, x86_64")
+    arch = Arch(cpu)
+    threads = tuple(
+        _thread(t, root.key("threads").index(i), arch, i)
+        for i, t in enumerate(_list(spec.get("threads"), root.key("threads")))
+    )
+    regions = tuple(
+        _region(r, root.key("memory-regions").index(i))
+        for i, r in enumerate(_list(spec.get("memory-regions"), root.key("memory-regions")))
+    )
+    images = tuple(
+        _binary(b, root.key("binaries").index(i), base_dir)
+        for i, b in enumerate(_list(spec.get("binaries"), root.key("binaries")))
+    )
+    bits = None
+    if spec.get("addressable-bits") is not None:
+        bits = _addressable_bits(spec["addressable-bits"], root.key("addressable-bits"))
+    raw_notes = tuple(
+        _raw(n, root.key("raw-notes").index(i))
+        for i, n in enumerate(_list(spec.get("raw-notes"), root.key("raw-notes")))
+    )
+    raw_commands = tuple(
+        _raw(n, root.key("raw-commands").index(i))
+        for i, n in enumerate(_list(spec.get("raw-commands"), root.key("raw-commands")))
+    )
+    return _guard(
+        root,
+        lambda: Snapshot(
+            arch=arch,
+            threads=threads,
+            regions=regions,
+            images=images,
+            addressable_bits=bits,
+            raw_notes=raw_notes,
+            raw_commands=raw_commands,
+        ),
+    )
+
+
+def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
+    t = _mapping(value, path, ("thread-id", "name", "crashed", "regsets", "raw-states"))
+    regsets = []
+    info = arch_info(arch)
+    for i, rs in enumerate(_list(t.get("regsets"), path.key("regsets"))):
+        rpath = path.key("regsets").index(i)
+        rs = _mapping(rs, rpath, ("flavor", "registers"))
+        flavor = rs.get("flavor")
+        if flavor not in [k.value for k in RegKind]:
+            raise rpath.key("flavor").fail(f"unknown flavor {flavor!r} (expected gpr, fpr or exc)")
+        kind = RegKind(flavor)
+        values: dict[str, int] = {}
+        for j, reg in enumerate(_list(rs.get("registers"), rpath.key("registers"))):
+            gpath = rpath.key("registers").index(j)
+            reg = _mapping(reg, gpath, ("name", "value"))
+            name = _str(reg.get("name"), gpath.key("name"))
+            width = info.width(kind, name)
+            if width is None:
+                raise gpath.key("name").fail(
+                    f"{arch} has no {kind} register {name!r} "
+                    f"(known: {', '.join(info.registers[kind])})"
+                )
+            if name in values:
+                raise gpath.key("name").fail(f"register {name!r} given twice")
+            values[name] = _int(reg.get("value"), gpath.key("value"), 8 * width)
+        regsets.append(RegisterSet(kind, values))
+    raw_states = tuple(
+        _raw(r, path.key("raw-states").index(i))
+        for i, r in enumerate(_list(t.get("raw-states"), path.key("raw-states")))
+    )
+    thread_name = t.get("name")
+    return _guard(
+        path,
+        lambda: Thread(
+            id=_int(t.get("thread-id", index), path.key("thread-id")),
+            name=None if thread_name is None else _str(thread_name, path.key("name")),
+            crashed=_bool(t.get("crashed", False), path.key("crashed")),
+            regsets=tuple(regsets),
+            raw_states=raw_states,
+        ),
+    )
+
+
+_DATA_KEYS = {"UInt8": (1, "B"), "UInt32": (4, "I"), "UInt64": (8, "Q"), "hex": (0, "")}
+
+
+def _region(value: Any, path: _Path) -> Region:
+    r = _mapping(value, path, ("addr", "protection", "max-protection", "name", *_DATA_KEYS))
+    given = [k for k in _DATA_KEYS if k in r]
+    if len(given) != 1:
+        raise path.fail("give the bytes in exactly one of UInt8, UInt32, UInt64 or hex")
+    key = given[0]
+    if key == "hex":
+        data = _hex(r[key], path.key(key))
+    else:
+        width, code = _DATA_KEYS[key]
+        items = [
+            _int(v, path.key(key).index(i), 8 * width)
+            for i, v in enumerate(_list(r[key], path.key(key)))
+        ]
+        data = struct.pack(f"<{len(items)}{code}", *items)
+    if not data:
+        raise path.key(key).fail("a memory region needs at least one byte")
+    kwargs: dict[str, Any] = {"address": _int(r.get("addr"), path.key("addr")), "data": data}
+    if "protection" in r:
+        kwargs["protection"] = _str(r["protection"], path.key("protection"))
+    if "max-protection" in r:
+        kwargs["max_protection"] = _str(r["max-protection"], path.key("max-protection"))
+    if "name" in r:
+        kwargs["name"] = _str(r["name"], path.key("name"))
+    return _guard(path, lambda: Region(**kwargs))
+
+
+def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
+    from .macho.binary import read_binary_info
+
+    b = _mapping(value, path, ("name", "uuid", "virtual-address", "slide", "main", "segments"))
+    name: str = _str(b.get("name", ""), path.key("name"))
+    va = b.get("virtual-address")
+    slide = b.get("slide")
+    va = None if va is None else _int(va, path.key("virtual-address"))
+    slide = None if slide is None else _int(slide, path.key("slide"))
+    # yaml2macho-core's convention: UINT64_MAX means "not given"
+    va = None if va == (1 << 64) - 1 else va
+    slide = None if slide == (1 << 64) - 1 else slide
+    if va is None and slide is None:
+        raise path.fail("a binary needs 'virtual-address' or 'slide'")
+
+    file_path = os.path.join(base_dir, name) if base_dir and name else name
+    info = None
+    if name and os.path.isfile(file_path):
+        info = _guard(path.key("name"), lambda: read_binary_info(file_path))
+        name = os.path.abspath(file_path)
+    uuid = b.get("uuid")
+    if uuid is None:
+        if info is None:
+            raise path.fail(f"no 'uuid' given and no file at {file_path!r} to read it from")
+        uuid = info.uuid
+    segments: tuple[ImageSegment, ...] = ()
+    if info is not None:
+        text = info.text_vmaddr
+        if slide is None and va is not None:
+            slide = (va - text) % (1 << 64)
+        if va is None and slide is not None:
+            va = (text + slide) % (1 << 64)
+        assert slide is not None
+        segments = tuple(
+            ImageSegment(s.name, (s.vmaddr + slide) % (1 << 64), s.vmsize)
+            for s in info.segments
+            if s.name != "__PAGEZERO"
+        )
+    if "segments" in b:
+        given = _list(b["segments"], path.key("segments"))
+        segments = tuple(_segment(s, path.key("segments").index(i)) for i, s in enumerate(given))
+    return _guard(
+        path,
+        lambda: Image(
+            path=name,
+            uuid=uuid,
+            load_address=va,
+            slide=slide,
+            segments=segments,
+            main=_bool(b.get("main", False), path.key("main")),
+        ),
+    )
+
+
+def _segment(value: Any, path: _Path) -> ImageSegment:
+    s = _mapping(value, path, ("name", "addr", "size"))
+    return ImageSegment(
+        _str(s.get("name"), path.key("name")),
+        _int(s.get("addr"), path.key("addr")),
+        _int(s.get("size", 0), path.key("size")),
+    )
+
+
+def _addressable_bits(value: Any, path: _Path) -> AddressableBits:
+    a = _mapping(value, path, ("num-bits", "lowmem-num-bits", "highmem-num-bits"))
+    if "num-bits" in a:
+        if len(a) > 1:
+            raise path.fail("give either num-bits or lowmem/highmem-num-bits, not both")
+        n = _int(a["num-bits"], path.key("num-bits"))
+        low = high = n
+    else:
+        # yaml2macho-core: a side not given is the word size
+        low = _int(a.get("lowmem-num-bits", 64), path.key("lowmem-num-bits"))
+        high = _int(a.get("highmem-num-bits", 64), path.key("highmem-num-bits"))
+    return _guard(path, lambda: AddressableBits(low, high))
+
+
+def _raw(value: Any, path: _Path) -> RawItem:
+    r = _mapping(value, path, ("format", "kind", "owner", "hex"))
+    return RawItem(
+        format=_str(r.get("format", "macho"), path.key("format")),
+        kind=_int(r.get("kind", 0), path.key("kind"), 32),
+        owner=_str(r.get("owner", ""), path.key("owner")),
+        data=_hex(r.get("hex", ""), path.key("hex")),
+    )
+
+
+# --------------------------------------------------------------------------- dump
+
+
+def spec_from_snapshot(snapshot: Snapshot, fmt: str = "macho") -> dict[str, Any]:
+    """A spec that rebuilds ``snapshot`` exactly (memory as hex: meant for small cores)."""
+    info = arch_info(snapshot.arch)
+    spec: dict[str, Any] = {"cpu": snapshot.arch.value}
+    if fmt != "macho":
+        spec = {"format": fmt, **spec}
+    if snapshot.addressable_bits is not None:
+        b = snapshot.addressable_bits
+        spec["addressable-bits"] = (
+            {"num-bits": b.low}
+            if b.low == b.high
+            else {"lowmem-num-bits": b.low, "highmem-num-bits": b.high}
+        )
+    threads = []
+    for t in snapshot.threads:
+        entry: dict[str, Any] = {"thread-id": t.id}
+        if t.name is not None:
+            entry["name"] = t.name
+        if t.crashed:
+            entry["crashed"] = True
+        entry["regsets"] = [
+            {
+                "flavor": rs.kind.value,
+                "registers": [
+                    {"name": n, "value": rs.values[n]}
+                    for n in info.registers[rs.kind]
+                    if n in rs.values
+                ],
+            }
+            for rs in t.regsets
+        ]
+        if t.raw_states:
+            entry["raw-states"] = [_raw_spec(r) for r in t.raw_states]
+        threads.append(entry)
+    spec["threads"] = threads
+    regions = []
+    for r in snapshot.regions:
+        entry = {"addr": r.address, "protection": r.protection.text()}
+        if r.max_protection != r.protection:
+            entry["max-protection"] = r.max_protection.text()
+        if r.name:
+            entry["name"] = r.name
+        entry["hex"] = content_of(r.data).hex()
+        regions.append(entry)
+    spec["memory-regions"] = regions
+    binaries = []
+    for image in snapshot.images:
+        entry = {"name": image.path}
+        if image.uuid is not None:
+            entry["uuid"] = str(image.uuid).upper()
+        if image.load_address is not None:
+            entry["virtual-address"] = image.load_address
+        if image.slide is not None:
+            entry["slide"] = image.slide
+        if image.main:
+            entry["main"] = True
+        entry["segments"] = [
+            {"name": s.name, "addr": s.address, "size": s.size} for s in image.segments
+        ]
+        binaries.append(entry)
+    spec["binaries"] = binaries
+    if snapshot.raw_notes:
+        spec["raw-notes"] = [_raw_spec(r) for r in snapshot.raw_notes]
+    if snapshot.raw_commands:
+        spec["raw-commands"] = [_raw_spec(r) for r in snapshot.raw_commands]
+    return spec
+
+
+def _raw_spec(item: RawItem) -> dict[str, Any]:
+    out: dict[str, Any] = {"format": item.format, "kind": item.kind}
+    if item.owner:
+        out["owner"] = item.owner
+    out["hex"] = item.data.hex()
+    return out
+
+
+class _HexDumper(yaml.SafeDumper):
+    """Writes integers in hex, as addresses and registers read best."""
+
+
+_HexDumper.add_representer(
+    int, lambda dumper, v: dumper.represent_scalar("tag:yaml.org,2002:int", hex(v))
+)
+_HexDumper.add_representer(
+    bool, lambda dumper, v: dumper.represent_scalar("tag:yaml.org,2002:bool", str(v).lower())
+)
+
+
+def dump_spec(snapshot: Snapshot, fmt: str = "macho", as_json: bool = False) -> str:
+    spec = spec_from_snapshot(snapshot, fmt)
+    if as_json:
+        return json.dumps(spec, indent=2) + "\n"
+    return yaml.dump(spec, Dumper=_HexDumper, sort_keys=False, width=100)
