@@ -48,12 +48,19 @@ class Protection(enum.IntFlag):
 
 
 def _to_protection(value: Any) -> Protection:
+    if type(value) is Protection:
+        return value
+    if type(value) is int and 0 <= value <= 7:
+        return PROTECTIONS[value]  # Protection(value) costs microseconds per region
     if isinstance(value, str):
         return Protection.parse(value)
     if isinstance(value, int) and 0 <= value <= 7:
         return Protection(value)
     raise ModelError(f"protection {value!r} is neither 'rwx' text nor an int 0-7")
 
+
+#: Protection(n) for n in 0..7, looked up instead of built (an enum call costs microseconds)
+PROTECTIONS = tuple(Protection(i) for i in range(8))
 
 # --------------------------------------------------------------------------- memory data
 
@@ -90,13 +97,20 @@ class BytesSource:
         return f"BytesSource(<{len(self.data)} bytes>)"
 
 
-@attrs.frozen(repr=False, eq=False)
 class BufferSource:
-    """A window of a larger buffer (an mmap of a core file): nothing is copied until read."""
+    """A window of a larger buffer (an mmap of a core file): nothing is copied until read.
 
-    buffer: Any  # anything memoryview() accepts: mmap, bytes, bytearray
-    offset: int
-    length: int
+    A plain slotted class, not attrs: a parser makes one per segment (10,000 in a large
+    core) and attrs' frozen __init__ costs three times as much.
+    """
+
+    __slots__ = ("buffer", "offset", "length")
+
+    def __init__(self, buffer: Any, offset: int, length: int):
+        # anything memoryview() accepts: mmap, bytes, bytearray
+        self.buffer = buffer
+        self.offset = offset
+        self.length = length
 
     @property
     def size(self) -> int:
@@ -122,6 +136,8 @@ def content_of(source: DataSource) -> bytes:
 
 
 def _to_source(value: Any) -> DataSource:
+    if type(value) is BufferSource or type(value) is BytesSource:
+        return value  # isinstance() against a runtime_checkable Protocol costs ~30 us
     if isinstance(value, (bytes, bytearray, memoryview)):
         return BytesSource(bytes(value))
     if isinstance(value, DataSource):
@@ -166,11 +182,13 @@ class Region:
         return self.address <= address < self.end
 
     def __attrs_post_init__(self) -> None:
-        _check_u64("region address", self.address)
-        if self.size <= 0:
-            raise ModelError(f"region at {self.address:#x} is empty")
-        if self.end > U64_MAX + 1:
-            raise ModelError(f"region at {self.address:#x} of {self.size:#x} bytes wraps past 2^64")
+        address, size = self.address, self.data.size
+        if type(address) is not int:
+            _check_u64("region address", address)
+        if size <= 0:
+            raise ModelError(f"region at {address:#x} is empty")
+        if not 0 <= address or address + size > U64_MAX + 1:
+            raise ModelError(f"region at {address:#x} of {size:#x} bytes is outside 0..2^64")
 
 
 # --------------------------------------------------------------------------- threads
@@ -203,12 +221,16 @@ class RawItem:
     owner: str = ""
 
 
+_KIND_ORDER = {kind: i for i, kind in enumerate(RegKind)}
+
+
 def _to_regsets(
     value: Iterable[RegisterSet] | Mapping[Any, Mapping[str, int]],
 ) -> tuple[RegisterSet, ...]:
+    """Canonical order gpr, fpr, exc: sets are keyed by kind, so their order means nothing."""
     if isinstance(value, Mapping):
-        return tuple(RegisterSet(RegKind(k), v) for k, v in value.items())
-    return tuple(value)
+        value = [RegisterSet(RegKind(k), v) for k, v in value.items()]
+    return tuple(sorted(value, key=lambda r: _KIND_ORDER[r.kind]))
 
 
 @attrs.frozen(kw_only=True)
@@ -362,11 +384,11 @@ def _validate_threads(arch: Arch, threads: tuple[Thread, ...]) -> None:
 
 
 def _validate_regions(regions: tuple[Region, ...]) -> None:
-    ordered = sorted(regions, key=lambda r: r.address)
-    for a, b in zip(ordered, ordered[1:]):
-        if b.address < a.end:
+    spans = sorted((r.address, r.address + r.data.size) for r in regions)
+    for (a_start, a_end), (b_start, b_end) in zip(spans, spans[1:]):
+        if b_start < a_end:
             raise ModelError(
-                f"regions overlap: [{a.address:#x}, {a.end:#x}) and [{b.address:#x}, {b.end:#x})"
+                f"regions overlap: [{a_start:#x}, {a_end:#x}) and [{b_start:#x}, {b_end:#x})"
             )
 
 

@@ -292,8 +292,8 @@ def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
     # yaml2macho-core's convention: UINT64_MAX means "not given"
     va = None if va == (1 << 64) - 1 else va
     slide = None if slide == (1 << 64) - 1 else slide
-    if va is None and slide is None:
-        raise path.fail("a binary needs 'virtual-address' or 'slide'")
+    if va is None and slide is None and "segments" not in b:
+        raise path.fail("a binary needs 'virtual-address', 'slide' or 'segments'")
 
     file_path = os.path.join(base_dir, name) if base_dir and name else name
     info = None
@@ -301,26 +301,29 @@ def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
         info = _guard(path.key("name"), lambda: read_binary_info(file_path))
         name = os.path.abspath(file_path)
     uuid = b.get("uuid")
-    if uuid is None:
+    # an explicit `uuid: null` says "unknown"; a missing key means "read it from the file"
+    if uuid is None and "uuid" not in b:
         if info is None:
             raise path.fail(f"no 'uuid' given and no file at {file_path!r} to read it from")
         uuid = info.uuid
     segments: tuple[ImageSegment, ...] = ()
-    if info is not None:
+    if "segments" in b:
+        # given explicitly (as to-spec writes them): addresses and slide are taken as given
+        given = _list(b["segments"], path.key("segments"))
+        segments = tuple(_segment(s, path.key("segments").index(i)) for i, s in enumerate(given))
+    elif info is not None:
+        # from the file: one of address and slide gives the other, and the segments
         text = info.text_vmaddr
-        if slide is None and va is not None:
+        if slide is None:
+            assert va is not None
             slide = (va - text) % (1 << 64)
-        if va is None and slide is not None:
+        if va is None:
             va = (text + slide) % (1 << 64)
-        assert slide is not None
         segments = tuple(
             ImageSegment(s.name, (s.vmaddr + slide) % (1 << 64), s.vmsize)
             for s in info.segments
             if s.name != "__PAGEZERO"
         )
-    if "segments" in b:
-        given = _list(b["segments"], path.key("segments"))
-        segments = tuple(_segment(s, path.key("segments").index(i)) for i, s in enumerate(given))
     return _guard(
         path,
         lambda: Image(
@@ -346,8 +349,7 @@ def _segment(value: Any, path: _Path) -> ImageSegment:
 def _addressable_bits(value: Any, path: _Path) -> AddressableBits:
     a = _mapping(value, path, ("num-bits", "lowmem-num-bits", "highmem-num-bits"))
     if "num-bits" in a:
-        if len(a) > 1:
-            raise path.fail("give either num-bits or lowmem/highmem-num-bits, not both")
+        # yaml2macho-core: num-bits, when given, sets both and the others are ignored
         n = _int(a["num-bits"], path.key("num-bits"))
         low = high = n
     else:
@@ -418,8 +420,7 @@ def spec_from_snapshot(snapshot: Snapshot, fmt: str = "macho") -> dict[str, Any]
     binaries = []
     for image in snapshot.images:
         entry = {"name": image.path}
-        if image.uuid is not None:
-            entry["uuid"] = str(image.uuid).upper()
+        entry["uuid"] = str(image.uuid).upper() if image.uuid is not None else None
         if image.load_address is not None:
             entry["virtual-address"] = image.load_address
         if image.slide is not None:

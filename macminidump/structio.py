@@ -20,6 +20,11 @@ def parse_at(schema: Any, buffer: Any, offset: int, what: str, limit: int | None
     if offset < 0 or offset > end:
         raise ParseError(f"{what} lies outside the file ({end:#x} bytes)", offset)
     try:
+        # construct copies what it is given into a BytesIO: hand it only the struct's bytes
+        end = min(end, offset + schema.sizeof())
+    except construct.SizeofError:
+        pass  # variable size: bounded by ``limit``
+    try:
         return schema.parse(memoryview(buffer)[offset:end])
     except construct.ConstructError as e:
         detail = str(e).splitlines()[-1] if str(e) else type(e).__name__

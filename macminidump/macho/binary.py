@@ -6,6 +6,7 @@ Used by the spec to fill in a binary's UUID and segment addresses from the file 
 from __future__ import annotations
 
 import mmap
+import os
 import uuid as uuid_mod
 
 import attrs
@@ -44,12 +45,13 @@ class BinaryInfo:
 
 def read_binary_info(path: str) -> BinaryInfo:
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return _read(mm, path)
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise ParseError("empty file is not a Mach-O binary", path=path)
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                return _read(mm, path)
     except OSError as e:
         raise ParseError(f"cannot read binary: {e.strerror}", path=path) from None
-    except ValueError:  # mmap of an empty file
-        raise ParseError("empty file is not a Mach-O binary", path=path) from None
 
 
 def _read(buf: mmap.mmap, path: str) -> BinaryInfo:

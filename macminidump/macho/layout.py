@@ -9,13 +9,16 @@ File order: header, load commands (threads, notes, segments, raw commands), note
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
+import construct
 
 from ..arch import Arch, RegKind, arch_info
 from ..errors import RenderError
-from ..model import Image, Region, Snapshot, Thread
+from ..model import Region, Snapshot, Thread
 from ..structio import build
-from . import notes, schema
+from . import codec, notes, schema
 from .constants import (
     MH_MAGIC_64,
     ArmFlavor,
@@ -68,77 +71,90 @@ class Layout:
 
 
 def thread_command(arch: Arch, thread: Thread) -> bytes:
-    cputype = CPU[arch][0]
+    cputype = int(CPU[arch][0])
     body = bytearray()
     for kind, flavor in FLAVORS[arch]:
         values = thread.regset(kind)
         # every thread gets a GPR flavor (a thread without one is invisible to LLDB)
         if not values and kind != RegKind.GPR:
             continue
-        _, struct = schema.FLAVOR_STRUCTS[(cputype, flavor)]
-        fields = {sc.name: 0 for sc in struct.subcons if sc.name}
-        fields.update(values)
-        unknown = set(fields) - {sc.name for sc in struct.subcons if sc.name}
-        if unknown:
+        _, flat, decl = codec.FLAVORS[(cputype, int(flavor))]
+        names = [sc.name for sc in decl.subcons if sc.name]
+        for name in set(values) - set(names):
             # registers of another format (e.g. Linux's fs_base) have no slot here
-            for name in unknown:
-                if fields[name]:
-                    raise RenderError(
-                        f"thread {thread.id:#x}: register {name} has no slot in a Mach-O core"
-                    )
-                del fields[name]
+            if values[name]:
+                raise RenderError(
+                    f"thread {thread.id:#x}: register {name} has no slot in a Mach-O core"
+                )
+        fields = {name: values.get(name, 0) for name in names}
         try:
-            state = build(struct, fields)
-        except Exception as e:  # a value wider than the Mach-O field
-            raise RenderError(f"thread {thread.id:#x}: {kind} registers: {e}") from None
-        body += build(schema.thread_state_header, dict(flavor=int(flavor), count=len(state) // 4))
+            state = flat.pack(fields) if flat is not None else build(decl, fields)
+        except (ValueError, construct.ConstructError) as e:
+            detail = str(e).splitlines()[-1]
+            raise RenderError(f"thread {thread.id:#x}: {kind} registers: {detail}") from None
+        body += codec.THREAD_STATE_HEADER.pack(dict(flavor=int(flavor), count=len(state) // 4))
         body += state
     for raw in thread.raw_states:
         if raw.format != "macho" or len(raw.data) % 4:
             raise RenderError(f"thread {thread.id:#x}: raw state {raw.kind} is not a Mach-O flavor")
-        body += build(schema.thread_state_header, dict(flavor=raw.kind, count=len(raw.data) // 4))
+        body += codec.THREAD_STATE_HEADER.pack(dict(flavor=raw.kind, count=len(raw.data) // 4))
         body += raw.data
-    return build(schema.load_command, dict(cmd=LoadCommand.LC_THREAD, cmdsize=8 + len(body))) + body
-
-
-def _images_for_notes(snapshot: Snapshot) -> tuple[Image, ...]:
-    for image in snapshot.images:
-        if image.load_address is None and not image.segments and not image.main:
-            raise RenderError(
-                f"image {image.path!r}: a Mach-O core needs its load address or its segments"
-            )
-    return snapshot.images
+    return codec.LOAD_COMMAND.pack(dict(cmd=LoadCommand.LC_THREAD, cmdsize=8 + len(body))) + body
 
 
 def _note_plan(snapshot: Snapshot) -> list[tuple[str, int, object]]:
-    """(owner, payload size, payload or a function of its offset) for each note, in order."""
+    """(owner, payload size, payload or a function of its offset) for each note, in order.
+
+    A raw note kept from a parsed file replaces the note of the same owner this module
+    would generate, so a foreign note this package could not model is not shadowed.
+    """
+    raw_owners = {raw.owner for raw in snapshot.raw_notes}
     plan: list[tuple[str, int, object]] = []
+
+    def add(owner: NoteOwner, payload: object, size: int | None = None) -> None:
+        if owner.value not in raw_owners:
+            assert isinstance(payload, bytes) or size is not None
+            plan.append((owner.value, len(payload) if size is None else size, payload))  # type: ignore[arg-type]
+
     if snapshot.addressable_bits is not None:
-        payload = notes.encode_addressable_bits(snapshot.addressable_bits)
-        plan.append((NoteOwner.ADDRABLE_BITS.value, len(payload), payload))
+        add(NoteOwner.ADDRABLE_BITS, notes.encode_addressable_bits(snapshot.addressable_bits))
     if snapshot.threads:
-        payload = notes.encode_process_metadata(
-            [notes.ThreadMetadata(t.id, t.name, t.crashed) for t in snapshot.threads]
+        add(
+            NoteOwner.PROCESS_METADATA,
+            notes.encode_process_metadata(
+                [notes.ThreadMetadata(t.id, t.name, t.crashed) for t in snapshot.threads]
+            ),
         )
-        plan.append((NoteOwner.PROCESS_METADATA.value, len(payload), payload))
     main = snapshot.main_image
     if main is not None:
-        payload = notes.encode_main_bin_spec(main)
-        plan.append((NoteOwner.MAIN_BIN_SPEC.value, len(payload), payload))
-    images = _images_for_notes(snapshot)
-    if images:
-        plan.append(
-            (
-                NoteOwner.ALL_IMAGE_INFOS.value,
-                notes.all_image_infos_size(images),
-                lambda offset: notes.encode_all_image_infos(images, offset),
-            )
+        add(NoteOwner.MAIN_BIN_SPEC, notes.encode_main_bin_spec(main))
+    # Images placed by address or segments go in `all image infos`; one known only by its
+    # slide has no slot there and gets a `load binary` note (as yaml2macho-core writes).
+    placed = tuple(i for i in snapshot.images if i.main or i.load_address is not None or i.segments)
+    if placed:
+        add(
+            NoteOwner.ALL_IMAGE_INFOS,
+            lambda offset: notes.encode_all_image_infos(placed, offset),
+            notes.all_image_infos_size(placed),
         )
+    for image in snapshot.images:
+        if image not in placed:
+            payload = notes.encode_load_binary(image)
+            plan.append((NoteOwner.LOAD_BINARY.value, len(payload), payload))
     for raw in snapshot.raw_notes:
         if raw.format != "macho":
             raise RenderError(f"note {raw.owner!r} came from a {raw.format} file")
+        if len(raw.owner.encode("latin-1", "replace")) > 16 or raw.owner.endswith("\0"):
+            raise RenderError(f"note owner {raw.owner!r} does not fit in 16 bytes")
         plan.append((raw.owner, len(raw.data), raw.data))
     return plan
+
+
+def _pack(flat: codec.FlatCodec, what: str, values: dict[str, Any]) -> bytes:
+    try:
+        return flat.pack(values)
+    except ValueError as e:
+        raise RenderError(f"{what}: {e}") from None
 
 
 def layout_macho(snapshot: Snapshot) -> Layout:
@@ -150,10 +166,15 @@ def layout_macho(snapshot: Snapshot) -> Layout:
         if raw.format != "macho":
             raise RenderError(f"load command {raw.kind:#x} came from a {raw.format} file")
         raw_commands.append(
-            build(schema.load_command, dict(cmd=raw.kind, cmdsize=8 + len(raw.data))) + raw.data
+            _pack(
+                codec.LOAD_COMMAND,
+                f"load command {raw.kind:#x}",
+                dict(cmd=raw.kind, cmdsize=8 + len(raw.data)),
+            )
+            + raw.data
         )
-    seg_size = schema.segment_command_64.sizeof()
-    note_size = schema.note_command.sizeof()
+    seg_size = codec.SEGMENT.size
+    note_size = codec.NOTE.size
     sizeofcmds = (
         sum(map(len, threads))
         + note_size * len(plan)
@@ -168,8 +189,9 @@ def layout_macho(snapshot: Snapshot) -> Layout:
     for owner, size, payload in plan:
         data = payload(offset) if callable(payload) else payload
         assert isinstance(data, bytes) and len(data) == size, owner
-        note_cmds += build(
-            schema.note_command,
+        note_cmds += _pack(
+            codec.NOTE,
+            f"note {owner!r}",
             dict(
                 cmd=LoadCommand.LC_NOTE,
                 cmdsize=note_size,
@@ -187,8 +209,9 @@ def layout_macho(snapshot: Snapshot) -> Layout:
     for region in snapshot.regions:
         prot = int(region.protection)
         maxprot = int(region.max_protection)
-        seg_cmds += build(
-            schema.segment_command_64,
+        seg_cmds += _pack(
+            codec.SEGMENT,
+            f"region at {region.address:#x}",
             dict(
                 cmd=LoadCommand.LC_SEGMENT_64,
                 cmdsize=seg_size,

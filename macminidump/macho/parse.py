@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
 from ..arch import Arch, RegKind
 from ..errors import MacMiniDumpError, ParseError
 from ..model import (
+    PROTECTIONS,
     AddressableBits,
     BufferSource,
     Image,
@@ -28,7 +29,7 @@ from ..model import (
     Thread,
 )
 from ..structio import parse_at, plain, unpack_at
-from . import notes, schema
+from . import codec, notes, schema
 from .constants import (
     MH_CIGAM_64,
     MH_MAGIC,
@@ -40,14 +41,21 @@ from .constants import (
 )
 
 ARCH_OF_CPU = {int(CpuType.ARM64): Arch.ARM64, int(CpuType.X86_64): Arch.X86_64}
-_SEGMENT = schema.fixed_format(schema.segment_command_64)
-_NOTE = schema.fixed_format(schema.note_command)
-_LC = schema.fixed_format(schema.load_command)
-_FLAVOR = schema.fixed_format(schema.thread_state_header)
+_SEGMENT = codec.SEGMENT.struct
+_NOTE = codec.NOTE.struct
+_LC = codec.LOAD_COMMAND.struct
+_FLAVOR = codec.THREAD_STATE_HEADER.struct
+_NO_NAME = bytes(16)
+_LC_THREAD, _LC_SEGMENT_64, _LC_NOTE = (
+    int(LoadCommand.LC_THREAD),
+    int(LoadCommand.LC_SEGMENT_64),
+    int(LoadCommand.LC_NOTE),
+)
 
 
-@attrs.frozen
-class Command:
+class Command(NamedTuple):
+    """Where a load command sits (a tuple: a large core has tens of thousands)."""
+
     cmd: int
     offset: int
     size: int
@@ -133,29 +141,41 @@ class MachOCore:
         self.threads: list[list[ThreadState]] = []
         self.segments: list[tuple[int, tuple[Any, ...]]] = []
         self.notes: list[Note] = []
+        self.regions: list[Region] = []
+        self._region_offsets: set[int] = set()
         offset = 32
+        file_size = len(buf)
+        # The hot loop (10,000 segments in a large core) unpacks without unpack_at: every
+        # read below is inside [offset, offset + cmdsize) <= end <= file_size, checked first.
         for _ in range(ncmds):
-            cmd, cmdsize = unpack_at(_LC, buf, offset, "load command")
+            if offset + 8 > end:
+                raise ParseError("load command header runs past sizeofcmds", offset)
+            cmd, cmdsize = _LC.unpack_from(buf, offset)
             if cmdsize < 8 or offset + cmdsize > end:
                 raise ParseError(
                     f"load command {cmd:#x} has size {cmdsize}, outside the load commands", offset
                 )
             self.commands.append(Command(cmd, offset, cmdsize))
-            if cmd == LoadCommand.LC_THREAD:
+            if cmd == _LC_THREAD:
                 self.threads.append(self._thread_states(offset + 8, offset + cmdsize))
-            elif cmd == LoadCommand.LC_SEGMENT_64:
+            elif cmd == _LC_SEGMENT_64:
                 if cmdsize < _SEGMENT.size:
                     raise ParseError(f"LC_SEGMENT_64 of {cmdsize} bytes", offset)
-                fields = unpack_at(_SEGMENT, buf, offset, "LC_SEGMENT_64")
+                fields = _SEGMENT.unpack_from(buf, offset)
                 fileoff, filesize = fields[5], fields[6]
-                if fileoff + filesize > len(buf):
+                if fileoff + filesize > file_size:
                     raise ParseError(
                         f"segment data [{fileoff:#x}, +{filesize:#x}) runs past the end of the "
                         f"file ({len(buf):#x} bytes): truncated core?",
                         offset,
                     )
                 self.segments.append((offset, fields))
-            elif cmd == LoadCommand.LC_NOTE:
+                # a segment with no data (filesize 0) is kept as it is; one with sections
+                # becomes a region (cores have no use for section headers: they are dropped)
+                if filesize > 0:
+                    self.regions.append(self._region(offset, fields))
+                    self._region_offsets.add(offset)
+            elif cmd == _LC_NOTE:
                 if cmdsize < _NOTE.size:
                     raise ParseError(f"LC_NOTE of {cmdsize} bytes", offset)
                 _, _, owner_raw, note_off, note_size = unpack_at(_NOTE, buf, offset, "LC_NOTE")
@@ -173,6 +193,19 @@ class MachOCore:
                 )
             offset += cmdsize
 
+    def _region(self, offset: int, fields: tuple[Any, ...]) -> Region:
+        _, _, segname, vmaddr, _vmsize, fileoff, filesize, maxprot, initprot, _, _ = fields
+        try:
+            return Region(
+                address=vmaddr,
+                data=BufferSource(self.buffer, fileoff, filesize),
+                protection=PROTECTIONS[initprot & 7],
+                max_protection=PROTECTIONS[maxprot & 7],
+                name=segname.rstrip(b"\0").decode("latin-1") if segname != _NO_NAME else "",
+            )
+        except MacMiniDumpError as e:
+            raise ParseError(f"LC_SEGMENT_64: {e}", offset) from None
+
     def _thread_states(self, start: int, end: int) -> list[ThreadState]:
         states = []
         offset = start
@@ -183,17 +216,17 @@ class MachOCore:
                 raise ParseError(
                     f"thread state flavor {flavor} of {count} words overruns LC_THREAD", offset
                 )
-            known = schema.FLAVOR_STRUCTS.get((self.header["cputype"], flavor))
+            known = codec.FLAVORS.get((self.header["cputype"], flavor))
             kind = values = None
-            if known is not None and known[1].sizeof() == 4 * count:
-                kind = RegKind(known[0])
-                values = plain(
-                    parse_at(known[1], self.buffer, body, f"flavor {flavor}", body + 4 * count)
-                )
+            if known is not None and known[2].sizeof() == 4 * count:
+                kind, flat, decl = known
+                if flat is not None:
+                    values = flat.unpack(self.buffer, body)
+                else:
+                    where = f"flavor {flavor}"
+                    values = plain(parse_at(decl, self.buffer, body, where, body + 4 * count))
             states.append(ThreadState(flavor, count, offset, kind, values))
             offset = body + 4 * count
-            if count == 0 and flavor == 0:
-                break  # xnu pads some thread commands with a zero header
         return states
 
     def _decode(self, owner: str, offset: int, size: int) -> Any:
@@ -224,39 +257,17 @@ class MachOCore:
 
     def _snapshot(self) -> Snapshot:
         buf = self.buffer
-        regions = []
-        raw_commands = []
-        modeled = {LoadCommand.LC_THREAD, LoadCommand.LC_NOTE}
-        segment_at = dict(self.segments)
-        for command in self.commands:
-            if command.cmd in modeled:
-                continue
-            fields = segment_at.get(command.offset)
-            # a segment with no data (filesize 0) or with sections is kept as it is
-            if fields is not None and fields[6] > 0 and fields[9] == 0:
-                _, _, segname, vmaddr, _vmsize, fileoff, filesize, maxprot, initprot, _, _ = fields
-                regions.append(
-                    Region(
-                        address=vmaddr,
-                        data=BufferSource(buf, fileoff, filesize),
-                        protection=initprot & 7,
-                        max_protection=maxprot & 7,
-                        name=segname.rstrip(b"\0").decode("latin-1"),
-                    )
-                )
-                continue
-            raw_commands.append(
-                RawItem(
-                    "macho",
-                    command.cmd,
-                    bytes(buf[command.offset + 8 : command.offset + command.size]),
-                )
-            )
+        raw_commands = [
+            RawItem("macho", c.cmd, bytes(buf[c.offset + 8 : c.offset + c.size]))
+            for c in self.commands
+            if c.cmd not in (_LC_THREAD, _LC_NOTE) and c.offset not in self._region_offsets
+        ]
 
         metadata: list[notes.ThreadMetadata] | None = None
         bits: AddressableBits | None = None
         main: notes.MainBinSpec | None = None
         images: list[Image] = []
+        seen_infos = False
         raw_notes = []
         for note in self.notes:
             value = note.decoded
@@ -273,8 +284,11 @@ class MachOCore:
                 and (value.address is not None or value.slide is not None)
             ):
                 main = value
-            elif note.owner == NoteOwner.ALL_IMAGE_INFOS and value is not None and not images:
-                images = list(value)
+            elif note.owner == NoteOwner.ALL_IMAGE_INFOS and value is not None and not seen_infos:
+                seen_infos = True
+                images[:0] = value
+            elif note.owner == NoteOwner.LOAD_BINARY and value is not None:
+                images.append(value)
             else:
                 raw_notes.append(
                     RawItem(
@@ -315,7 +329,7 @@ class MachOCore:
         return Snapshot(
             arch=self.arch,
             threads=tuple(threads),
-            regions=tuple(regions),
+            regions=tuple(self.regions),
             images=tuple(images),
             addressable_bits=bits,
             raw_notes=tuple(raw_notes),
@@ -331,8 +345,11 @@ def _raw_note(core: MachOCore, owner: str) -> RawItem:
 
 
 def _mark_main(images: list[Image], main: notes.MainBinSpec) -> list[Image]:
+    """Mark the image the main bin spec names: by UUID, or by address when it has none."""
     for i, image in enumerate(images):
-        if main.uuid is not None and image.uuid == main.uuid:
+        same_uuid = image.uuid == main.uuid
+        same_place = main.address is None or image.load_address in (None, main.address)
+        if same_uuid and (main.uuid is not None or same_place):
             images[i] = attrs.evolve(
                 image,
                 main=True,
