@@ -4,9 +4,10 @@ For arm64 and x86_64, ``stacks.crash_spec`` lays out a 3-thread crash of
 ``tests/fixtures/prog.c`` (cross-compiled with Zig); macminidump writes the core; each
 LLDB loads it with no executable ("core-only": LLDB must find the binary from the core's
 metadata), with the executable given ("with-exe"), and with the executable and its dSYM
-given ("with-exe-dsym", what LLDB on a Mac does by itself when a dSYM exists). The checks: process state, threads
-and their ids, the stop reason, exact backtraces with symbols, a local variable from
-DWARF, memory, registers, the modules, and two independent Mach-O parsers.
+given ("with-exe-dsym", what LLDB on a Mac does by itself when a dSYM exists). The
+checks: process state, threads and their ids, the stop reason, exact backtraces with
+symbols, a local variable from DWARF, memory, registers, the modules, and two
+independent Mach-O parsers.
 
 Every test runs; a missing debugger or compiler fails with how to install it.
 """

@@ -1,0 +1,167 @@
+"""Hypothesis strategies that build valid Snapshots directly (no filtering).
+
+Register sets are complete for the Mach-O flavors (a Mach-O core has a slot for every
+one of them, so a parse gives back exactly what was rendered); images placed by address
+carry no slide unless main (``all image infos`` has no field for one); images known only
+by a slide come last (their ``load binary`` notes are read after ``all image infos``).
+"""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+
+from macminidump.arch import Arch, RegKind
+from macminidump.macho import schema
+from macminidump.macho.constants import CpuType, LoadCommand, NoteOwner
+from macminidump.macho.layout import FLAVORS
+from macminidump.model import (
+    AddressableBits,
+    Image,
+    ImageSegment,
+    Protection,
+    RawItem,
+    Region,
+    RegisterSet,
+    Snapshot,
+    Thread,
+)
+
+U64 = st.integers(0, (1 << 64) - 1)
+CPU = {Arch.ARM64: CpuType.ARM64, Arch.X86_64: CpuType.X86_64}
+protections = st.integers(0, 7).map(Protection)
+# names as Mach-O stores them: 16 bytes, NUL padded (so no trailing NUL of their own)
+names16 = st.text(st.characters(min_codepoint=1, max_codepoint=255), max_size=16)
+
+
+def macho_registers(arch: Arch, kind: RegKind) -> dict[str, int]:
+    """Register name -> width in bytes, of the Mach-O flavor for ``kind``, in layout order."""
+    flavor = dict(FLAVORS[arch])[kind]
+    _, struct = schema.FLAVOR_STRUCTS[(int(CPU[arch]), int(flavor))]
+    return {sc.name: sc.sizeof() for sc in struct.subcons if sc.name}
+
+
+@st.composite
+def register_sets(draw: st.DrawFn, arch: Arch) -> tuple[RegisterSet, ...]:
+    sets = []
+    for kind in (RegKind.GPR, RegKind.EXC, RegKind.FPR):
+        if kind != RegKind.GPR and not draw(st.booleans()):
+            continue
+        values = {
+            name: draw(st.integers(0, (1 << (8 * width)) - 1))
+            for name, width in macho_registers(arch, kind).items()
+        }
+        sets.append(RegisterSet(kind, values))
+    return tuple(sets)
+
+
+def raw_states(arch: Arch) -> st.SearchStrategy[RawItem]:
+    known = {int(f) for _, f in FLAVORS[arch]}
+    return st.builds(
+        RawItem,
+        format=st.just("macho"),
+        kind=st.integers(0, 64).filter(lambda f: f not in known),
+        data=st.binary(max_size=64).map(lambda b: b[: len(b) // 4 * 4]),
+    )
+
+
+@st.composite
+def threads(draw: st.DrawFn, arch: Arch) -> tuple[Thread, ...]:
+    ids = draw(st.lists(U64, unique=True, max_size=4))
+    crashed = draw(st.sampled_from([None, *range(len(ids))]))
+    return tuple(
+        Thread(
+            id=tid,
+            regsets=draw(register_sets(arch)),
+            name=draw(st.none() | st.text(max_size=12)),
+            crashed=i == crashed,
+            raw_states=tuple(draw(st.lists(raw_states(arch), max_size=2))),
+        )
+        for i, tid in enumerate(ids)
+    )
+
+
+@st.composite
+def regions(draw: st.DrawFn) -> tuple[Region, ...]:
+    """Non-overlapping regions, in a random order (file order is not address order)."""
+    out = []
+    address = draw(st.integers(0, 1 << 40))
+    for _ in range(draw(st.integers(0, 5))):
+        address += draw(st.integers(0, 0x10000))
+        data = draw(st.binary(min_size=1, max_size=300))
+        protection = draw(protections)
+        out.append(
+            Region(
+                address=address,
+                data=data,
+                protection=protection,
+                max_protection=draw(st.just(protection) | protections),
+                name=draw(st.just("") | names16),
+            )
+        )
+        address += len(data)
+    return tuple(draw(st.permutations(out)))
+
+
+segments = st.builds(ImageSegment, names16, U64, U64)
+paths = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40)
+
+
+@st.composite
+def images(draw: st.DrawFn) -> tuple[Image, ...]:
+    out = []
+    has_main = draw(st.booleans())
+    for i in range(draw(st.integers(0, 3))):
+        main = has_main and i == 0
+        load_address = draw(U64.filter(lambda v: v != (1 << 64) - 1))
+        out.append(
+            Image(
+                path=draw(paths),
+                uuid=draw(st.none() | st.uuids().filter(lambda u: u.int != 0)),
+                load_address=load_address,
+                slide=draw(st.none() | U64.filter(lambda v: v != (1 << 64) - 1)) if main else None,
+                segments=tuple(draw(st.lists(segments, max_size=3))),
+                main=main,
+            )
+        )
+    # known only by a slide: written as `load binary` notes, read back after the others
+    for _ in range(draw(st.integers(0, 2))):
+        out.append(
+            Image(
+                path=draw(paths),
+                uuid=draw(st.none() | st.uuids().filter(lambda u: u.int != 0)),
+                slide=draw(U64.filter(lambda v: v != (1 << 64) - 1)),
+            )
+        )
+    return tuple(out)
+
+
+modeled_owners = {o.value for o in NoteOwner}
+raw_notes = st.builds(
+    RawItem,
+    format=st.just("macho"),
+    kind=st.just(0),
+    data=st.binary(max_size=64),
+    owner=names16.filter(lambda o: o not in modeled_owners),
+)
+modeled_commands = {LoadCommand.LC_THREAD, LoadCommand.LC_NOTE, LoadCommand.LC_SEGMENT_64}
+raw_commands = st.builds(
+    RawItem,
+    format=st.just("macho"),
+    kind=st.integers(0, 0xFFFFFFFF).filter(lambda c: c not in modeled_commands),
+    data=st.binary(max_size=64),
+)
+addressable_bits = st.builds(AddressableBits, st.integers(1, 64), st.integers(1, 64))
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> Snapshot:
+    arch = draw(st.sampled_from(list(Arch)))
+    return Snapshot(
+        arch=arch,
+        threads=draw(threads(arch)),
+        regions=draw(regions()),
+        images=draw(images()),
+        addressable_bits=draw(st.none() | addressable_bits),
+        raw_notes=tuple(draw(st.lists(raw_notes, max_size=2))),
+        raw_commands=tuple(draw(st.lists(raw_commands, max_size=2))),
+    )

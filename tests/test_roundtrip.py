@@ -1,0 +1,89 @@
+"""Encode/decode round trips, one property per invariant."""
+
+from __future__ import annotations
+
+import os
+
+import strategies
+from hypothesis import HealthCheck, given, settings
+
+from macminidump.macho.parse import parse_macho, parse_macho_bytes
+from macminidump.macho.render import render_macho, render_macho_bytes
+from macminidump.model import Snapshot
+from macminidump.spec import dump_spec, snapshot_from_spec, spec_from_snapshot
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(strategies.snapshots())
+def test_snapshot_to_bytes_to_snapshot_is_identity(snapshot: Snapshot) -> None:
+    assert parse_macho_bytes(render_macho_bytes(snapshot)) == snapshot
+
+
+@SETTINGS
+@given(strategies.snapshots())
+def test_bytes_to_snapshot_to_bytes_is_identity(snapshot: Snapshot) -> None:
+    core = render_macho_bytes(snapshot)
+    assert render_macho_bytes(parse_macho_bytes(core)) == core
+
+
+@SETTINGS
+@given(strategies.snapshots())
+def test_spec_round_trip_is_identity(snapshot: Snapshot) -> None:
+    assert snapshot_from_spec(spec_from_snapshot(snapshot)) == snapshot
+
+
+@SETTINGS
+@given(strategies.snapshots())
+def test_yaml_text_round_trip_is_identity(snapshot: Snapshot) -> None:
+    import yaml
+
+    assert snapshot_from_spec(yaml.safe_load(dump_spec(snapshot))) == snapshot
+
+
+@settings(max_examples=20, deadline=None)
+@given(strategies.snapshots())
+def test_file_and_memory_renderers_agree(snapshot: Snapshot) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "core")
+        size = render_macho(snapshot, path)
+        with open(path, "rb") as f:
+            data = f.read()
+        assert size == len(data)
+        assert data == render_macho_bytes(snapshot)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert parse_macho(path) == snapshot
+        assert os.listdir(d) == ["core"]  # no temporary file left behind
+
+
+@SETTINGS
+@given(strategies.snapshots())
+def test_layout_alignment(snapshot: Snapshot) -> None:
+    from macminidump.arch import arch_info
+    from macminidump.macho.layout import layout_macho
+
+    layout = layout_macho(snapshot)
+    page = arch_info(snapshot.arch).page_size
+    for offset, _payload in layout.note_payloads:
+        assert offset % 16 == 0
+    for placement in layout.segments:
+        assert placement.offset % page == 0
+    ends = sorted(
+        [(o, o + len(p)) for o, p in layout.note_payloads]
+        + [(p.offset, p.offset + p.region.size) for p in layout.segments]
+    )
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ends, ends[1:]))
+    assert not ends or ends[0][0] >= len(layout.head)
+
+
+@SETTINGS
+@given(strategies.snapshots())
+def test_memory_reads_match_regions(snapshot: Snapshot) -> None:
+    parsed = parse_macho_bytes(render_macho_bytes(snapshot))
+    for region in snapshot.regions:
+        data = region.data.read(0, region.size)
+        assert parsed.memory.read(region.address, region.size) == data
+        assert parsed.memory.region_at(region.end - 1) is not None
