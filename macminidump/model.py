@@ -327,6 +327,57 @@ class AddressableBits:
         return address & ((1 << self.low) - 1)
 
 
+# --------------------------------------------------------------------------- process facts
+
+
+@attrs.frozen(kw_only=True)
+class ProcessInfo:
+    """Who the process was (ELF's NT_PRPSINFO and NT_PRSTATUS carry these)."""
+
+    pid: int = 0
+    ppid: int = 0
+    pgrp: int = 0
+    sid: int = 0
+    uid: int = 0
+    gid: int = 0
+    #: the short command name (Linux comm, 15 bytes at most in a core)
+    name: str = ""
+    #: the command line, arguments separated by spaces (80 bytes at most in a core)
+    args: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class SignalInfo:
+    """The signal that stopped (crashed) the process; ``address`` for faults, else None."""
+
+    signo: int
+    code: int = 0
+    errno: int = 0
+    address: int | None = None
+
+
+@attrs.frozen
+class FileMapping:
+    """A file mapped into the process: [start, end) shows the file from byte ``offset``."""
+
+    start: int
+    end: int
+    offset: int
+    path: str
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 <= self.start < self.end <= U64_MAX + 1:
+            raise ModelError(f"file mapping [{self.start:#x}, {self.end:#x}) is empty or wraps")
+
+
+def _to_auxv(value: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    out = tuple((int(k), int(v)) for k, v in value)
+    for k, v in out:
+        _check_u64("auxv type", k)
+        _check_u64("auxv value", v)
+    return out
+
+
 # --------------------------------------------------------------------------- snapshot
 
 
@@ -337,6 +388,12 @@ class Snapshot:
     regions: tuple[Region, ...] = attrs.field(default=(), converter=_as_tuple)
     images: tuple[Image, ...] = attrs.field(default=(), converter=_as_tuple)
     addressable_bits: AddressableBits | None = None
+    process: ProcessInfo | None = None
+    #: the signal a crash died of (with the crashed thread marked in ``threads``)
+    signal: SignalInfo | None = None
+    #: the ELF auxiliary vector, (type, value) pairs without the terminating AT_NULL
+    auxv: tuple[tuple[int, int], ...] = attrs.field(default=(), converter=_to_auxv)
+    file_mappings: tuple[FileMapping, ...] = attrs.field(default=(), converter=_as_tuple)
     #: notes and load commands of the file this came from that the model does not hold
     raw_notes: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
     raw_commands: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)

@@ -1,0 +1,112 @@
+"""A fake OS behind the ``TargetOS`` interface, built from a Snapshot of a whole process.
+
+The Snapshot is the "world": its regions are the process's mappings (all of their
+memory), its threads the live threads, its images the loaded binaries. ``capture``
+runs against it exactly as against a real OS, so the shared capture logic is tested
+without one. Failures can be injected at any call, and every call is recorded, so a
+test can check that the target is resumed on every path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from ..arch import RegKind
+from ..errors import CaptureError
+from ..model import AddressableBits, FileMapping, Image, ProcessInfo, Snapshot, content_of
+from .base import Mapping, ThreadState
+
+
+class FakeTarget:
+    def __init__(
+        self,
+        world: Snapshot,
+        fail_at: str | None = None,
+        extra: Iterable[tuple[int, int]] = (),
+        unreadable: Iterable[tuple[int, int]] = (),
+    ):
+        self.world = world
+        self.arch = world.arch
+        self.fail_at = fail_at
+        self.calls: list[str] = []
+        self.running = True
+        self._extra = tuple(extra)
+        self._unreadable = tuple(unreadable)
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail_at:
+            raise CaptureError(f"injected failure in {name}")
+
+    def stop(self) -> None:
+        self._call("stop")
+        self.running = False
+
+    def resume(self) -> None:
+        self.running = True
+        self._call("resume")
+
+    def threads(self) -> Sequence[ThreadState]:
+        self._call("threads")
+        return [
+            ThreadState(
+                id=t.id,
+                name=t.name,
+                regsets={RegKind(r.kind): dict(r.values) for r in t.regsets},
+                raw_states=t.raw_states,
+            )
+            for t in self.world.threads
+        ]
+
+    def mappings(self) -> Sequence[Mapping]:
+        self._call("mappings")
+        return [
+            Mapping(start=r.address, end=r.end, protection=r.protection, path=r.name)
+            for r in self.world.regions
+        ]
+
+    def read(self, address: int, size: int) -> bytes:
+        self._call("read")
+        out = bytearray()
+        while len(out) < size:
+            here = address + len(out)
+            if any(a <= here < b for a, b in self._unreadable):
+                break
+            region = self.world.memory.region_at(here)
+            if region is None:
+                break
+            take = min(size - len(out), region.end - here)
+            out += region.data.read(here - region.address, take)
+        return bytes(out)
+
+    def images(self) -> Sequence[Image]:
+        self._call("images")
+        return self.world.images
+
+    def addressable_bits(self) -> AddressableBits | None:
+        self._call("addressable_bits")
+        return self.world.addressable_bits
+
+    def extra_ranges(self, mappings: Sequence[Mapping]) -> Iterable[tuple[int, int]]:
+        self._call("extra_ranges")
+        return self._extra
+
+    def process_info(self) -> ProcessInfo | None:
+        self._call("process_info")
+        return self.world.process
+
+    def auxv(self) -> Sequence[tuple[int, int]]:
+        self._call("auxv")
+        return self.world.auxv
+
+    def file_mappings(self, mappings: Sequence[Mapping]) -> Sequence[FileMapping]:
+        self._call("file_mappings")
+        return self.world.file_mappings
+
+
+def world_from(snapshot: Snapshot, **changes: object) -> Snapshot:
+    """A copy of ``snapshot`` to serve as a fake world (memory materialised as bytes)."""
+    regions = tuple(attrs.evolve(r, data=content_of(r.data)) for r in snapshot.regions)
+    return attrs.evolve(snapshot, regions=regions, **changes)  # type: ignore[arg-type]
