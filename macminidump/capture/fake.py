@@ -77,7 +77,8 @@ class FakeTarget:
             region = self.world.memory.region_at(here)
             if region is None:
                 break
-            take = min(size - len(out), region.end - here)
+            holes = [a for a, _ in self._unreadable if a > here]
+            take = min([size - len(out), region.end - here, *(a - here for a in holes)])
             out += region.data.read(here - region.address, take)
         return bytes(out)
 

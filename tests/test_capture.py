@@ -1,0 +1,141 @@
+"""The shared capture logic, run against a fake OS (capture/fake.py)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from macminidump import CaptureError, Image, Region, Snapshot, Thread
+from macminidump.capture.base import CrashContext, capture
+from macminidump.capture.fake import FakeTarget
+from macminidump.model import SignalInfo
+
+STACK = 0x7FFF0000
+CODE = 0x400000
+
+
+def world(arch: str = "x86_64") -> Snapshot:
+    """One thread three frames deep: pc in f2, return addresses into f1 and main."""
+    stack = bytearray(0x1000)
+    sp = STACK + 0x800
+    fp0, fp1, fp2 = sp + 0x20, sp + 0x60, sp + 0xA0
+    struct.pack_into("<QQ", stack, fp0 - STACK, fp1, CODE + 0x1100)  # f2's record -> f1
+    struct.pack_into("<QQ", stack, fp1 - STACK, fp2, CODE + 0x2200)  # f1's record -> main
+    struct.pack_into("<QQ", stack, fp2 - STACK, 0, 0)  # main: end of chain
+    struct.pack_into("<Q", stack, sp - STACK, CODE + 0x3300)  # [sp]: a leaf's return address
+    names = ("rip", "rsp", "rbp") if arch == "x86_64" else ("pc", "sp", "fp")
+    gpr = dict(zip(names, (CODE + 0x10, sp, fp0)))
+    if arch == "arm64":
+        gpr["lr"] = CODE + 0x4400
+    return Snapshot(
+        arch=arch,
+        threads=[Thread(id=0x101, regsets={"gpr": gpr}), Thread(id=0x102, regsets={"gpr": {}})],
+        regions=[
+            Region(address=CODE, data=bytes(range(256)) * 0x50, protection="r-x"),
+            Region(address=STACK, data=bytes(stack), protection="rw-"),
+            Region(address=0x600000, data=b"heap" * 1024, protection="rw-"),
+        ],
+        images=[Image(path="/bin/prog", load_address=CODE, main=True)],
+    )
+
+
+def spans(snapshot: Snapshot) -> list[tuple[int, int]]:
+    return [(r.address, r.end) for r in snapshot.regions]
+
+
+def test_stack_and_code_windows_are_selected() -> None:
+    target = FakeTarget(world())
+    snap = capture(target)
+    sp = STACK + 0x800
+    assert (sp - 128, STACK + 0x1000) in spans(snap)  # sp less the red zone, to the end
+    code = [s for s in spans(snap) if s[0] < CODE + 0x5000]
+    # pc, the two walked return addresses and [sp], ±256 bytes each, clipped at CODE
+    assert code == [
+        (CODE, CODE + 0x10 + 256),
+        (CODE + 0x1100 - 256, CODE + 0x1100 + 256),
+        (CODE + 0x2200 - 256, CODE + 0x2200 + 256),
+        (CODE + 0x3300 - 256, CODE + 0x3300 + 256),
+    ]
+    assert not any(a <= 0x600000 < b for a, b in spans(snap)), "the heap is not a stack"
+    for region in snap.regions:  # bytes are the world's bytes
+        assert region.data.read(0, region.size) == target.world.memory.read(
+            region.address, region.size
+        )
+    assert target.running and target.calls[0] == "stop" and target.calls[-1] == "resume"
+    assert snap.images == target.world.images
+
+
+def test_arm64_has_no_red_zone_and_saves_lr() -> None:
+    snap = capture(FakeTarget(world("arm64")))
+    assert (STACK + 0x800, STACK + 0x1000) in spans(snap)
+    assert any(a <= CODE + 0x4400 < b for a, b in spans(snap))  # lr's caller
+    assert not any(a <= CODE + 0x3300 < b for a, b in spans(snap))  # no [sp] rule on arm64
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["threads", "mappings", "read", "images", "addressable_bits", "extra_ranges", "auxv"],
+)
+def test_target_is_resumed_when_any_call_fails(call: str) -> None:
+    target = FakeTarget(world(), fail_at=call)
+    with pytest.raises(CaptureError, match=f"injected failure in {call}"):
+        capture(target)
+    assert target.running and target.calls[-1] == "resume"
+    assert target.calls.count("resume") == 1
+
+
+def test_failed_stop_is_not_resumed_twice() -> None:
+    target = FakeTarget(world(), fail_at="stop")
+    with pytest.raises(CaptureError):
+        capture(target)
+    assert "resume" not in target.calls
+
+
+def test_crash_context_replaces_the_crashed_threads_state() -> None:
+    crash = CrashContext(
+        thread_id=0x102,
+        regsets={"exc": {"trapno": 14, "err": 6, "faultvaddr": 0}, "gpr": {"rip": CODE + 8}},
+        signal=SignalInfo(signo=11, code=1, address=0),
+    )
+    snap = capture(FakeTarget(world()), crash=crash)
+    first = snap.threads[0]
+    assert first.id == 0x102 and first.crashed, "the crashed thread goes first"
+    assert first.gpr["rip"] == CODE + 8 and first.exception["trapno"] == 14
+    assert snap.signal == crash.signal
+    assert not snap.threads[1].crashed
+    with pytest.raises(CaptureError, match="crashed thread 0x999 is not in the process"):
+        capture(FakeTarget(world()), crash=CrashContext(thread_id=0x999))
+
+
+def test_unreadable_memory_is_left_out_not_invented() -> None:
+    hole = (STACK + 0x900, STACK + 0x1000)
+    snap = capture(FakeTarget(world(), unreadable=[hole]))
+    stack = [s for s in spans(snap) if STACK <= s[0] < STACK + 0x1000]
+    assert stack == [(STACK + 0x800 - 128, STACK + 0x900)]
+
+
+def test_frame_walk_survives_a_corrupt_chain() -> None:
+    w = world()
+    stack = bytearray(w.regions[1].data.read(0, 0x1000))
+    fp0 = STACK + 0x820
+    struct.pack_into("<QQ", stack, fp0 - STACK, fp0, CODE + 0x1100)  # points at itself
+    looped = Snapshot(
+        arch=w.arch,
+        threads=w.threads,
+        regions=[w.regions[0], Region(address=STACK, data=bytes(stack)), w.regions[2]],
+    )
+    snap = capture(FakeTarget(looped))
+    assert any(a <= CODE + 0x1100 < b for a, b in spans(snap))
+    assert not any(a <= CODE + 0x2200 < b for a, b in spans(snap))
+
+
+def test_extra_ranges_and_options() -> None:
+    from macminidump.capture.base import CaptureOptions
+
+    snap = capture(
+        FakeTarget(world(), extra=[(0x600010, 0x600020)]),
+        CaptureOptions(max_stack=0x100, extra=((0x600100, 0x600108),)),
+    )
+    assert (0x600010, 0x600020) in spans(snap) and (0x600100, 0x600108) in spans(snap)
+    assert (STACK + 0x800 - 128, STACK + 0x900) in spans(snap)
