@@ -1,0 +1,143 @@
+"""Shared fuzz targets: plain functions that drive macminidump's public API end to end.
+
+Each ``fuzz_*`` function takes arbitrary bytes and returns normally, or lets through
+only the exceptions the library documents (``ParseError`` for a core, ``SpecError`` for
+a spec, ``RenderError`` when a parsed or specified snapshot cannot be written back).
+Anything else escaping is a finding. The same functions run under atheris
+(``fuzz_macho.py``, ``fuzz_spec.py``) and under pytest (``tests/test_fuzz_replay.py``).
+
+``MACMINIDUMP_FUZZ_IGNORE`` (comma-separated signatures as printed by :func:`signature`,
+e.g. ``RecursionError@notes.py:decode_process_metadata``) swallows findings already saved in
+``fuzz/regressions/``, so a long atheris run can go on past a bug that is not fixed yet.
+It is read by the atheris entry points only, never by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from typing import Any
+
+import macminidump
+from macminidump.errors import ParseError, RenderError, SpecError
+from macminidump.inspect import _plain, snapshot_report
+from macminidump.macho.parse import MachOCore
+from macminidump.macho.render import render_macho_bytes
+from macminidump.model import Snapshot
+from macminidump.spec import parse_spec_text, snapshot_from_spec, spec_format
+
+_PACKAGE = os.path.dirname(os.path.abspath(macminidump.__file__)) + os.sep
+
+#: signatures of known, already-saved findings to swallow (empty unless enabled)
+IGNORED: frozenset[str] = frozenset()
+
+
+def enable_ignore_list() -> None:
+    """Read ``MACMINIDUMP_FUZZ_IGNORE`` into :data:`IGNORED` (atheris entry points only)."""
+    global IGNORED
+    raw = os.environ.get("MACMINIDUMP_FUZZ_IGNORE", "")
+    IGNORED = frozenset(s.strip() for s in raw.split(",") if s.strip())
+
+
+def signature(exc: BaseException) -> str:
+    """``ExceptionType@file.py:function`` of the innermost macminidump frame (else the last)."""
+    # a RoundTripError is told apart by where its ParseError came from
+    frames = traceback.extract_tb((exc.__cause__ or exc).__traceback__)
+    ours = [f for f in frames if os.path.abspath(f.filename).startswith(_PACKAGE)] or frames
+    where = f"{os.path.basename(ours[-1].filename)}:{ours[-1].name}" if ours else "?"
+    return f"{type(exc).__name__}@{where}"
+
+
+def _touch(snapshot: Snapshot) -> None:
+    """Read the first and the last byte of every region, through the address space."""
+    memory = snapshot.memory
+    for region in snapshot.regions:
+        first = memory.read(region.address, 1)
+        last = memory.read(region.end - 1, 1)
+        assert len(first) == 1 and len(last) == 1, region
+    for thread in snapshot.threads:
+        for regset in thread.regsets:
+            dict(regset.values)
+
+
+def _report(snapshot: Snapshot, core: MachOCore | None = None) -> str:
+    """What ``macminidump inspect --json`` prints, minus the parts that need a file path."""
+    report: dict[str, Any] = dict(snapshot_report(snapshot))
+    if core is not None:
+        report["header"] = dict(core.header)
+        report["notes"] = [
+            {"owner": n.owner, "offset": n.offset, "size": n.size, "decoded": _plain(n.decoded)}
+            for n in core.notes
+        ]
+    return json.dumps(report)
+
+
+class RoundTripError(AssertionError):
+    """The renderer wrote a core that the parser rejects, from a snapshot with no raw items."""
+
+
+def _roundtrip(snapshot: Snapshot) -> None:
+    """Render ``snapshot`` as a core (RenderError allowed) and parse that back.
+
+    ParseError on the way back is allowed only when the snapshot holds raw notes or raw
+    load commands: those are copied verbatim and may point at offsets of another file (an
+    "all image infos" note kept raw, a segment with sections). Without them, a rendered
+    core the parser rejects is a finding (RoundTripError).
+    """
+    try:
+        rendered = render_macho_bytes(snapshot)
+    except RenderError:
+        return
+    try:
+        again = MachOCore(rendered).snapshot()
+    except ParseError as e:
+        if snapshot.raw_notes or snapshot.raw_commands:
+            return
+        raise RoundTripError(f"rendered core does not parse back: {e}") from e
+    _touch(again)
+    _report(again)
+
+
+def _guarded(target: Any, data: bytes) -> None:
+    try:
+        target(data)
+    except Exception as e:
+        if IGNORED and signature(e) in IGNORED:
+            return
+        raise
+
+
+def fuzz_macho(data: bytes) -> None:
+    """Parse a Mach-O core, build its snapshot, read its memory, report it, render it back."""
+    try:
+        core = MachOCore(data)
+        snapshot = core.snapshot()
+    except ParseError:
+        return
+    _touch(snapshot)
+    _report(snapshot, core)
+    _roundtrip(snapshot)
+
+
+def fuzz_spec(data: bytes) -> None:
+    """Load a YAML spec, build its snapshot, report it and, as ``macminidump build`` does,
+    render it (RenderError allowed) and parse the result back."""
+    try:
+        spec = parse_spec_text(data)
+        snapshot = snapshot_from_spec(spec)
+        fmt = spec_format(spec)
+    except SpecError:
+        return
+    _touch(snapshot)
+    _report(snapshot)
+    if fmt == "macho":
+        _roundtrip(snapshot)
+
+
+def fuzz_macho_guarded(data: bytes) -> None:
+    _guarded(fuzz_macho, data)
+
+
+def fuzz_spec_guarded(data: bytes) -> None:
+    _guarded(fuzz_spec, data)
