@@ -118,17 +118,30 @@ def _guard(path: _Path, build: Callable[[], Any]) -> Any:
 def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML or JSON spec file (JSON is YAML) into a dict."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise SpecError(f"cannot read spec: {e.strerror}", str(path)) from None
+    return parse_spec_text(data, str(path))
+
+
+def parse_spec_text(text: str | bytes, where: str = "$") -> dict[str, Any]:
+    """YAML or JSON text → the spec as a dict; every failure is one SpecError."""
+    try:
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise SpecError(f"not UTF-8 text (byte {e.start})", where) from None
+    except (RecursionError, ValueError) as e:
+        # PyYAML lets these through: nesting deeper than Python's stack, ints over 4300 digits
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+        raise SpecError(f"not a spec this reader accepts: {what}", where) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"not valid YAML{where}: {problem}", str(path)) from None
+        raise SpecError(f"not valid YAML{at}: {problem}", where) from None
     if not isinstance(data, dict):
-        raise SpecError("a spec is a mapping with at least a 'cpu' key", str(path))
+        raise SpecError("a spec is a mapping with at least a 'cpu' key", where)
     return data
 
 
@@ -285,6 +298,11 @@ def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
 
     b = _mapping(value, path, ("name", "uuid", "virtual-address", "slide", "main", "segments"))
     name: str = _str(b.get("name", ""), path.key("name"))
+    if not name.isprintable() or "\0" in name:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise path.key("name").fail(f"{name!r} is not valid text") from None
     va = b.get("virtual-address")
     slide = b.get("slide")
     va = None if va is None else _int(va, path.key("virtual-address"))

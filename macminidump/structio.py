@@ -11,7 +11,7 @@ from typing import Any
 
 import construct
 
-from .errors import ParseError
+from .errors import ParseError, RenderError
 
 
 def parse_at(schema: Any, buffer: Any, offset: int, what: str, limit: int | None = None) -> Any:
@@ -38,8 +38,13 @@ def unpack_at(fmt: struct.Struct, buffer: Any, offset: int, what: str) -> tuple[
     return fmt.unpack_from(buffer, offset)
 
 
-def build(schema: Any, value: Any) -> bytes:
-    return bytes(schema.build(value))
+def build(schema: Any, value: Any, what: str = "") -> bytes:
+    """Build ``value``; a value the schema cannot hold is a RenderError naming ``what``."""
+    try:
+        return bytes(schema.build(value))
+    except construct.ConstructError as e:
+        detail = str(e).splitlines()[-1] if str(e) else type(e).__name__
+        raise RenderError(f"{what + ': ' if what else ''}{detail}") from None
 
 
 def plain(container: Any) -> dict[str, Any]:

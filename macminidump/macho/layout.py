@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-import construct
 
 from ..arch import Arch, RegKind, arch_info
 from ..errors import RenderError
@@ -87,11 +86,11 @@ def thread_command(arch: Arch, thread: Thread) -> bytes:
                     f"thread {thread.id:#x}: register {name} has no slot in a Mach-O core"
                 )
         fields = {name: values.get(name, 0) for name in names}
+        what = f"thread {thread.id:#x}: {kind} registers"
         try:
-            state = flat.pack(fields) if flat is not None else build(decl, fields)
-        except (ValueError, construct.ConstructError) as e:
-            detail = str(e).splitlines()[-1]
-            raise RenderError(f"thread {thread.id:#x}: {kind} registers: {detail}") from None
+            state = flat.pack(fields) if flat is not None else build(decl, fields, what)
+        except ValueError as e:
+            raise RenderError(f"{what}: {e}") from None
         body += codec.THREAD_STATE_HEADER.pack(dict(flavor=int(flavor), count=len(state) // 4))
         body += state
     for raw in thread.raw_states:
@@ -130,7 +129,7 @@ def _note_plan(snapshot: Snapshot) -> list[tuple[str, int, object]]:
         add(NoteOwner.MAIN_BIN_SPEC, notes.encode_main_bin_spec(main))
     # Images placed by address or segments go in `all image infos`; one known only by its
     # slide has no slot there and gets a `load binary` note (as yaml2macho-core writes).
-    placed = tuple(i for i in snapshot.images if i.main or i.load_address is not None or i.segments)
+    placed = tuple(i for i in snapshot.images if i.load_address is not None or i.segments)
     if placed:
         add(
             NoteOwner.ALL_IMAGE_INFOS,

@@ -13,10 +13,11 @@ from typing import Any
 
 import attrs
 
-from ..errors import ParseError
+from ..errors import ParseError, RenderError
 from ..model import AddressableBits, Image, ImageSegment
 from ..structio import build, parse_at, unpack_at
 from . import schema
+from .codec import FlatCodec
 from .constants import UINT64_MAX, MainBinType
 
 __all__ = ["MainBinType"]
@@ -92,6 +93,7 @@ def encode_load_binary(image: Image) -> bytes:
             slide=_u64(image.slide),
             path=image.path,
         ),
+        f"load binary note of {image.path!r}",
     )
 
 
@@ -116,7 +118,7 @@ _SEGMENT = 32
 
 
 def all_image_infos_size(images: tuple[Image, ...]) -> int:
-    paths = sum(len(i.path.encode()) + 1 for i in images)
+    paths = sum(len(_path_bytes(i.path)) + 1 for i in images)
     segments = sum(len(i.segments) for i in images)
     return _HEADER + _ENTRY * len(images) + _SEGMENT * segments + paths
 
@@ -154,11 +156,26 @@ def encode_all_image_infos(images: tuple[Image, ...], file_offset: int) -> bytes
             ),
         )
         for seg in image.segments:
-            segment_blob += build(
-                schema.segment_vmaddr, dict(segname=seg.name, vmaddr=seg.address, unused=seg.size)
-            )
-        path_blob += image.path.encode() + b"\0"
+            try:
+                # LLDB ignores `unused`: it keeps the segment's size for a parse-back
+                segment_blob += _SEGMENT_CODEC.pack(
+                    dict(segname=seg.name, vmaddr=seg.address, unused=seg.size)
+                )
+            except ValueError as e:
+                raise RenderError(f"image {image.path!r}: segment {e}") from None
+        path_blob += _path_bytes(image.path) + b"\0"
     return bytes(out + segment_blob + path_blob)
+
+
+_SEGMENT_CODEC = FlatCodec(schema.segment_vmaddr)
+
+
+def _path_bytes(path: str) -> bytes:
+    """Paths are bytes on disk: undecodable bytes read back as surrogates go back as-is."""
+    try:
+        return path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise RenderError(f"image path {path!r} cannot be encoded") from None
 
 
 def decode_all_image_infos(buffer: Any, offset: int, size: int) -> list[Image]:
@@ -173,13 +190,20 @@ def decode_all_image_infos(buffer: Any, offset: int, size: int) -> list[Image]:
     entry_fmt = schema.fixed_format(schema.image_entry)
     seg_fmt = schema.fixed_format(schema.segment_vmaddr)
     images = []
+    # Entries may all point at the same records: bound what they add up to by the note's
+    # own size (a well-formed payload holds its segment records and paths), so a small
+    # file cannot make the parser build millions of objects.
+    budget = size
     for i in range(header.imgcount):
         at = header.entries_fileoff + i * header.entries_size
         path_off, uuid_b, load, segs_off, seg_count, _ = unpack_at(
             entry_fmt, buffer, at, "image entry"
         )
-        if seg_count and seg_count * _SEGMENT > len(buffer):
-            raise ParseError(f"image entry claims {seg_count} segments", at)
+        budget -= _SEGMENT * seg_count
+        if budget < 0:
+            raise ParseError(
+                f"image entry claims {seg_count} segments, more than the note holds", at
+            )
         segments = []
         for j in range(seg_count):
             name, vmaddr, extra = unpack_at(
@@ -187,6 +211,9 @@ def decode_all_image_infos(buffer: Any, offset: int, size: int) -> list[Image]:
             )
             segments.append(ImageSegment(name.rstrip(b"\0").decode("latin-1"), vmaddr, extra))
         path = _cstring(buffer, path_off, at) if path_off != UINT64_MAX else ""
+        budget -= len(path)
+        if budget < 0:
+            raise ParseError("image paths add up to more than the note holds", at)
         try:
             images.append(
                 Image(
@@ -265,7 +292,7 @@ def decode_process_metadata(payload: bytes, offset: int) -> list[ThreadMetadata]
     """The per-thread entries, or None when the JSON holds more than this package models."""
     try:
         doc = json.loads(bytes(payload).rstrip(b"\0").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ParseError("process metadata is not JSON", offset) from None
     if not isinstance(doc, dict) or set(doc) != {"threads"} or not isinstance(doc["threads"], list):
         return None
