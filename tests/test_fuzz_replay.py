@@ -213,6 +213,11 @@ SEEDS = _seed_cores()
 SEED_FIELDS = [_fields(seed) for seed in SEEDS]
 
 
+def test_seed_corpus_is_present() -> None:
+    # an empty corpus would make every replay and mutation test pass vacuously
+    assert len(SEEDS) >= 5, "fuzz/corpus/macho holds no seed cores: run fuzz/make_corpus.py"
+
+
 def _interesting(width: int, size: int) -> st.SearchStrategy[int]:
     top = (1 << (8 * width)) - 1
     special = [0, 1, 2, 3, 4, 7, 8, 16, 0x7F, 0x80, 0xFF, 0x1000, 0x4000, top, top - 7, top >> 1]

@@ -87,3 +87,36 @@ def test_memory_reads_match_regions(snapshot: Snapshot) -> None:
         data = region.data.read(0, region.size)
         assert parsed.memory.read(region.address, region.size) == data
         assert parsed.memory.region_at(region.end - 1) is not None
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies.snapshots())
+def test_independent_readers_accept_every_core(snapshot: Snapshot) -> None:
+    """LIEF and macholib, two Mach-O readers that share no code with this one.
+
+    Raw load commands are left out: they are another file's commands passed through,
+    and the strategy draws any command number, which both readers rightly reject.
+    """
+    import tempfile
+
+    import attrs
+
+    snapshot = attrs.evolve(snapshot, raw_commands=())
+
+    import lief
+    from macholib.MachO import MachO
+
+    lief.logging.disable()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "core")
+        render_macho(snapshot, path)
+        parsed = lief.parse(path)
+        assert parsed is not None
+        assert parsed.header.file_type == lief.MachO.Header.FILE_TYPE.CORE
+        ncmds = 0 if not parsed.commands else len(parsed.commands)
+        header = MachO(path).headers[0]
+        assert ncmds == parsed.header.nb_cmds == header.header.ncmds == len(header.commands)
+        segments = [c for c in parsed.commands if isinstance(c, lief.MachO.SegmentCommand)]
+        assert sorted(s.virtual_address for s in segments) == sorted(
+            r.address for r in snapshot.regions
+        )
