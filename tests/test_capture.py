@@ -139,3 +139,25 @@ def test_extra_ranges_and_options() -> None:
     )
     assert (0x600010, 0x600020) in spans(snap) and (0x600100, 0x600108) in spans(snap)
     assert (STACK + 0x800 - 128, STACK + 0x900) in spans(snap)
+
+
+def test_stack_is_scanned_when_there_is_no_frame_chain() -> None:
+    """A thread blocked in a libc system call has fp = 0 (the wrapper reused it)."""
+    w = world()
+    thread = Thread(id=0x101, regsets={"gpr": {"rip": CODE + 0x10, "rsp": STACK + 0x800}})
+    no_fp = Snapshot(arch=w.arch, threads=[thread], regions=w.regions)
+    snap = capture(FakeTarget(no_fp))
+    for ret in (CODE + 0x1100, CODE + 0x2200, CODE + 0x3300):  # found in the stack's words
+        assert any(a <= ret < b for a, b in spans(snap)), hex(ret)
+
+
+def test_a_target_that_exits_while_stopped_is_an_error() -> None:
+    class Dying(FakeTarget):
+        def images(self):  # type: ignore[no-untyped-def]
+            self.exited = True
+            return super().images()
+
+    target = Dying(world())
+    with pytest.raises(CaptureError, match="exited during capture"):
+        capture(target)
+    assert target.calls[-1] == "resume"

@@ -19,6 +19,7 @@ nothing of how the state was captured.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
@@ -87,9 +88,15 @@ class CrashContext:
 
 class TargetOS(Protocol):
     """The narrow interface every backend implements. Calls come in this order:
-    ``stop()``, then any of the readers, then ``resume()`` exactly once (also on errors)."""
+    ``stop()``, then any of the readers, then ``resume()`` exactly once (also on errors).
+    A ``stop()`` that raises must itself leave the target running: it is not resumed."""
 
     arch: Arch
+
+    @property
+    def exited(self) -> bool:
+        """True once the target was seen to die while stopped (its state is then moot)."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -145,19 +152,22 @@ def capture(
     options = options or CaptureOptions()
     with stopped(target):
         threads = list(target.threads())
-        mappings = sorted(target.mappings(), key=lambda m: m.start)
+        listed = target.mappings()
+        mappings = _Mappings(listed)
         bits = target.addressable_bits()
         if crash is not None:
             threads = _apply_crash(threads, crash)
         ranges = list(options.extra)
         for thread in threads:
             ranges += _thread_ranges(target, thread, mappings, bits, options)
-        ranges += target.extra_ranges(mappings)
+        ranges += target.extra_ranges(mappings.sorted)
         regions = _read_regions(target, _merge(ranges), mappings)
         images = tuple(target.images())
         process = target.process_info()
         auxv = tuple(target.auxv())
-        files = tuple(target.file_mappings(mappings))
+        files = tuple(target.file_mappings(mappings.sorted))
+    if target.exited:
+        raise CaptureError("the process exited during capture")
     model_threads = tuple(
         Thread(
             id=t.id,
@@ -195,13 +205,22 @@ def _apply_crash(threads: list[ThreadState], crash: CrashContext) -> list[Thread
     return out
 
 
-def _mapping_at(mappings: Sequence[Mapping], address: int) -> Mapping | None:
-    import bisect
+class _Mappings:
+    """The target's mappings sorted by start, looked up by address in log time."""
 
-    i = bisect.bisect_right([m.start for m in mappings], address) - 1
-    if i >= 0 and mappings[i].contains(address):
-        return mappings[i]
-    return None
+    def __init__(self, mappings: Iterable[Mapping]):
+        self.sorted = sorted(mappings, key=lambda m: m.start)
+        self._starts = [m.start for m in self.sorted]
+
+    def at(self, address: int) -> Mapping | None:
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i >= 0 and self.sorted[i].contains(address):
+            return self.sorted[i]
+        return None
+
+    def next_start(self, address: int) -> int | None:
+        i = bisect.bisect_right(self._starts, address)
+        return self._starts[i] if i < len(self._starts) else None
 
 
 def _strip(address: int, bits: AddressableBits | None) -> int:
@@ -239,7 +258,7 @@ def return_addresses(
 def _thread_ranges(
     target: TargetOS,
     thread: ThreadState,
-    mappings: Sequence[Mapping],
+    mappings: _Mappings,
     bits: AddressableBits | None,
     options: CaptureOptions,
 ) -> list[tuple[int, int]]:
@@ -247,20 +266,25 @@ def _thread_ranges(
     gpr = thread.regsets.get(RegKind.GPR, {})
     ranges = []
     sp = gpr.get(info.sp, 0)
-    stack = _mapping_at(mappings, sp) or _mapping_at(mappings, sp - info.red_zone)
+    stack = mappings.at(sp) or mappings.at(sp - info.red_zone)
     code_addresses = [_strip(gpr.get(info.pc, 0), bits)]
     if stack is not None:
         start = max(stack.start, sp - info.red_zone)
         end = stack.end if options.max_stack is None else min(stack.end, sp + options.max_stack)
         ranges.append((start, end))
-        code_addresses += return_addresses(target, target.arch, gpr, stack, bits)
+        walked = return_addresses(target, target.arch, gpr, stack, bits)
+        if not walked:
+            # No frame chain from here: libc's system-call wrappers reuse the frame
+            # register, so a thread blocked in one has fp = 0. Scan its stack instead.
+            walked = _scan_for_code(target, max(stack.start, sp), end, mappings, bits)
+        code_addresses += walked
         if target.arch == Arch.X86_64 and stack.contains(sp) and sp + 8 <= stack.end:
             # a frameless leaf or a thread in a system call: its return address is at [sp]
             code_addresses.append(int.from_bytes(target.read(sp, 8).ljust(8, b"\0"), "little"))
     if target.arch == Arch.ARM64:
         code_addresses.append(_strip(gpr.get("lr", 0), bits))  # a leaf's caller
     for address in code_addresses:
-        code = _mapping_at(mappings, address)
+        code = mappings.at(address)
         if code is None or not code.protection & Protection.EXECUTE:
             continue
         ranges.append(
@@ -270,6 +294,30 @@ def _thread_ranges(
             )
         )
     return ranges
+
+
+SCAN_BYTES = 0x4000
+SCAN_HITS = 64
+
+
+def _scan_for_code(
+    target: TargetOS, start: int, end: int, mappings: _Mappings, bits: AddressableBits | None
+) -> list[int]:
+    """Words of the stack that point into executable memory: likely return addresses.
+
+    Bounded (the first SCAN_BYTES above sp, SCAN_HITS hits), since each hit costs a
+    code window in the core.
+    """
+    data = target.read(start, min(end - start, SCAN_BYTES))
+    hits = []
+    for offset in range(0, len(data) - 7, 8):
+        value = _strip(int.from_bytes(data[offset : offset + 8], "little"), bits)
+        mapping = mappings.at(value) if value > 0x1000 else None
+        if mapping is not None and mapping.protection & Protection.EXECUTE:
+            hits.append(value)
+            if len(hits) == SCAN_HITS:
+                break
+    return hits
 
 
 def _merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -283,7 +331,7 @@ def _merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _read_regions(
-    target: TargetOS, ranges: list[tuple[int, int]], mappings: Sequence[Mapping]
+    target: TargetOS, ranges: list[tuple[int, int]], mappings: _Mappings
 ) -> tuple[Region, ...]:
     """Read each range, split at mapping boundaries (each part keeps its protection).
 
@@ -294,10 +342,10 @@ def _read_regions(
     for start, end in ranges:
         address = start
         while address < end:
-            mapping = _mapping_at(mappings, address)
+            mapping = mappings.at(address)
             if mapping is None:
-                following = [m.start for m in mappings if m.start > address]
-                address = min([end, *following])
+                following = mappings.next_start(address)
+                address = end if following is None else min(end, following)
                 continue
             stop = min(end, mapping.end)
             data = target.read(address, stop - address) if mapping.protection else b""

@@ -32,6 +32,7 @@ class FakeTarget:
         self.fail_at = fail_at
         self.calls: list[str] = []
         self.running = True
+        self.exited = False
         self._extra = tuple(extra)
         self._unreadable = tuple(unreadable)
 

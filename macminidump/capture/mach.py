@@ -332,6 +332,8 @@ class MachTarget:
         self._self_task = self._port("mach_task_self")
         self._owns_task = False
         self._task_suspended = False
+        #: a task that dies shows as failing calls (CaptureError), never as a quiet stop
+        self.exited = False
         self._suspended_threads: list[int] = []
         self._held_threads: list[int] = []
         self._closed = False
