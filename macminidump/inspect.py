@@ -12,21 +12,19 @@ from typing import Any
 import attrs
 
 from .arch import RegKind, arch_info
-from .model import Image, Snapshot
-from .stopreason import describe_exception
+from .model import Image, RawItem, Snapshot
+from .stopreason import describe_exception, describe_signal
 
 JSON_VERSION = 1
 
 
 def inspect_core(path: str | os.PathLike[str]) -> dict[str, Any]:
-    from .macho.parse import MachOCore
     from .parse import core_format
 
-    fmt = core_format(path)
-    if fmt != "macho":
-        from .errors import ParseError
+    if core_format(path) == "elf":
+        return _inspect_elf(path)
+    from .macho.parse import MachOCore
 
-        raise ParseError("ELF cores are not supported yet", 0, os.fspath(path))
     core = MachOCore.open(path)
     snapshot = core.snapshot()
     report: dict[str, Any] = {
@@ -50,6 +48,57 @@ def inspect_core(path: str | os.PathLike[str]) -> dict[str, Any]:
     return report
 
 
+def _inspect_elf(path: str | os.PathLike[str]) -> dict[str, Any]:
+    from .elf.constants import CoreNoteType, SegmentType
+    from .elf.parse import ElfCore
+
+    core = ElfCore.open(path)
+    snapshot = core.snapshot()
+    report: dict[str, Any] = {
+        "version": JSON_VERSION,
+        "file": os.fspath(path),
+        "size": len(core.buffer),
+        "format": "elf",
+        "header": {k: v if isinstance(v, int) else bytes(v).hex() for k, v in core.header.items()},
+    }
+    report.update(snapshot_report(snapshot))
+    offsets = {ph.p_vaddr: ph.p_offset for ph in core.program_headers if ph.p_type == 1}
+    for region in report["regions"]:
+        region["file_offset"] = offsets.get(region["address"])
+    report["program_headers"] = [
+        {
+            "offset": ph.offset,
+            "type": ph.p_type,
+            "type_name": _enum_name(SegmentType, ph.p_type),
+            "flags": ph.p_flags,
+            "p_offset": ph.p_offset,
+            "vaddr": ph.p_vaddr,
+            "filesz": ph.p_filesz,
+            "memsz": ph.p_memsz,
+        }
+        for ph in core.program_headers
+    ]
+    report["notes"] = [
+        {
+            "owner": n.owner,
+            "type": n.type,
+            "type_name": _enum_name(CoreNoteType, n.type) if n.owner in ("CORE", "LINUX") else None,
+            "offset": n.offset,
+            "size": n.size,
+            "decoded": _plain(n.decoded),
+        }
+        for n in core.notes
+    ]
+    return report
+
+
+def _enum_name(enum: Any, value: int) -> str | None:
+    try:
+        return str(enum(value).name)
+    except ValueError:
+        return None
+
+
 def snapshot_report(snapshot: Snapshot) -> dict[str, Any]:
     info = arch_info(snapshot.arch)
     threads = []
@@ -60,7 +109,14 @@ def snapshot_report(snapshot: Snapshot) -> dict[str, Any]:
                 "id": t.id,
                 "name": t.name,
                 "crashed": t.crashed,
-                "stop_reason": describe_exception(snapshot.arch, t.exception),
+                "stop_reason": describe_exception(snapshot.arch, t.exception)
+                or (
+                    describe_signal(
+                        snapshot.signal.signo, snapshot.signal.code, snapshot.signal.address
+                    )
+                    if t.crashed and snapshot.signal is not None
+                    else None
+                ),
                 "pc": t.gpr.get(info.pc),
                 "sp": t.gpr.get(info.sp),
                 "fp": t.gpr.get(info.fp),
@@ -70,7 +126,10 @@ def snapshot_report(snapshot: Snapshot) -> dict[str, Any]:
                     }
                     for rs in t.regsets
                 },
-                "raw_states": [{"flavor": r.kind, "size": len(r.data)} for r in t.raw_states],
+                "raw_states": [
+                    {"flavor": r.kind, "name": _raw_state_name(r), "size": len(r.data)}
+                    for r in t.raw_states
+                ],
             }
         )
     return {
@@ -91,9 +150,27 @@ def snapshot_report(snapshot: Snapshot) -> dict[str, Any]:
             for r in snapshot.regions
         ],
         "images": [_image(i) for i in snapshot.images],
-        "raw_notes": [{"owner": n.owner, "size": len(n.data)} for n in snapshot.raw_notes],
+        "process": attrs.asdict(snapshot.process) if snapshot.process else None,
+        "signal": attrs.asdict(snapshot.signal) if snapshot.signal else None,
+        "auxv": [{"type": k, "value": v} for k, v in snapshot.auxv],
+        "file_mappings": [attrs.asdict(m) for m in snapshot.file_mappings],
+        "raw_notes": [
+            {"owner": n.owner, "type": n.kind, "size": len(n.data)} for n in snapshot.raw_notes
+        ],
         "raw_commands": [{"cmd": c.kind, "size": len(c.data)} for c in snapshot.raw_commands],
     }
+
+
+def _raw_state_name(item: RawItem) -> str:
+    """What a thread's unmodelled state is: an ELF note type or a Mach-O flavor number."""
+    if item.format == "elf":
+        from .elf.constants import CoreNoteType
+
+        try:
+            return CoreNoteType(item.kind).name
+        except ValueError:
+            return f"ELF note type {item.kind:#x}"
+    return f"Mach-O flavor {item.kind}"
 
 
 def _image(image: Image) -> dict[str, Any]:
@@ -131,10 +208,25 @@ def _hex(value: int | None) -> str:
 def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
     lines = []
     h = report["header"]
-    lines.append(
-        f"{report['file']}: Mach-O core, {report['arch']}, {report['size']:,} bytes, "
-        f"{h['ncmds']} load commands ({h['sizeofcmds']:,} bytes)"
-    )
+    if report["format"] == "elf":
+        lines.append(
+            f"{report['file']}: ELF core, {report['arch']}, {report['size']:,} bytes, "
+            f"{h['e_phnum']} program headers"
+        )
+        p = report["process"]
+        if p:
+            lines.append(
+                f"process {p['pid']} {p['name']!r} (ppid {p['ppid']}, uid {p['uid']}, "
+                f"gid {p['gid']}): {p['args']}"
+            )
+        s = report["signal"]
+        if s:
+            lines.append(f"signal: {describe_signal(s['signo'], s['code'], s['address'])}")
+    else:
+        lines.append(
+            f"{report['file']}: Mach-O core, {report['arch']}, {report['size']:,} bytes, "
+            f"{h['ncmds']} load commands ({h['sizeofcmds']:,} bytes)"
+        )
     if report["addressable_bits"]:
         b = report["addressable_bits"]
         lines.append(f"addressable bits: low {b['low']}, high {b['high']}")
@@ -157,7 +249,7 @@ def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
             for i in range(0, len(items), 4):
                 lines.append("        " + "  ".join(f"{x:<24}" for x in items[i : i + 4]).rstrip())
         for r in t["raw_states"]:
-            lines.append(f"      raw flavor {r['flavor']} ({r['size']} bytes)")
+            lines.append(f"      {r['name']}: kept as is ({r['size']} bytes)")
     lines.append("")
     total = sum(r["size"] for r in report["regions"])
     lines.append(f"memory ({len(report['regions'])} regions, {total:,} bytes):")
@@ -166,6 +258,13 @@ def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
         lines.append(
             f"  {r['address']:#018x}-{r['end']:#018x} {r['protection']} {r['size']:>10,}{name}"
         )
+    if report["file_mappings"]:
+        lines.append("")
+        lines.append(f"file mappings ({len(report['file_mappings'])}):")
+        for m in report["file_mappings"]:
+            lines.append(
+                f"  {m['start']:#018x}-{m['end']:#018x} offset {m['offset']:#x} {m['path']}"
+            )
     lines.append("")
     lines.append(f"images ({len(report['images'])}):")
     for i in report["images"]:
@@ -175,7 +274,8 @@ def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
     lines.append("")
     lines.append(f"notes ({len(report['notes'])}):")
     for n in report["notes"]:
-        lines.append(f"  {n['owner']!r} at {n['offset']:#x}, {n['size']} bytes")
+        kind = f" {n.get('type_name') or hex(n['type'])}" if "type" in n else ""
+        lines.append(f"  {n['owner']!r}{kind} at {n['offset']:#x}, {n['size']} bytes")
         decoded = n["decoded"]
         if isinstance(decoded, dict):
             lines.append("      " + ", ".join(f"{k}={_short(v)}" for k, v in decoded.items()))

@@ -33,4 +33,6 @@ def parse_core(path: str | os.PathLike[str]) -> Snapshot:
         from .macho.parse import parse_macho
 
         return parse_macho(path)
-    raise ParseError("ELF cores are not supported yet", 0, os.fspath(path))
+    from .elf.parse import parse_elf
+
+    return parse_elf(path)

@@ -13,17 +13,21 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import yaml
 
 from .arch import Arch, RegKind, arch_info
 from .errors import MacMiniDumpError, SpecError
 from .model import (
     AddressableBits,
+    FileMapping,
     Image,
     ImageSegment,
+    ProcessInfo,
     RawItem,
     Region,
     RegisterSet,
+    SignalInfo,
     Snapshot,
     Thread,
     content_of,
@@ -169,6 +173,10 @@ _TOP_KEYS = (
     "binaries",
     "raw-notes",
     "raw-commands",
+    "process",
+    "signal",
+    "auxv",
+    "file-mappings",
 )
 
 
@@ -206,6 +214,20 @@ def snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None = None) -> 
         _raw(n, root.key("raw-commands").index(i))
         for i, n in enumerate(_list(spec.get("raw-commands"), root.key("raw-commands")))
     )
+    process = None
+    if spec.get("process") is not None:
+        process = _process(spec["process"], root.key("process"))
+    signal = None
+    if spec.get("signal") is not None:
+        signal = _signal(spec["signal"], root.key("signal"))
+    auxv = tuple(
+        _auxv_entry(a, root.key("auxv").index(i))
+        for i, a in enumerate(_list(spec.get("auxv"), root.key("auxv")))
+    )
+    file_mappings = tuple(
+        _file_mapping(m, root.key("file-mappings").index(i))
+        for i, m in enumerate(_list(spec.get("file-mappings"), root.key("file-mappings")))
+    )
     return _guard(
         root,
         lambda: Snapshot(
@@ -214,8 +236,84 @@ def snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None = None) -> 
             regions=regions,
             images=images,
             addressable_bits=bits,
+            process=process,
+            signal=signal,
+            auxv=auxv,
+            file_mappings=file_mappings,
             raw_notes=raw_notes,
             raw_commands=raw_commands,
+        ),
+    )
+
+
+def _signed(value: Any, path: _Path, bits: int = 32) -> int:
+    """A two's-complement integer (si_code is negative for signals sent by a process)."""
+    if isinstance(value, str):
+        try:
+            value = int(value, 0)
+        except ValueError:
+            raise path.fail(f"{value!r} is not an integer") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise path.fail(f"{value!r} is not an integer")
+    if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+        raise path.fail(f"{value} does not fit in a signed {bits}-bit integer")
+    return value
+
+
+_PROCESS_KEYS = ("pid", "ppid", "pgrp", "sid", "uid", "gid", "name", "args")
+
+
+def _process(value: Any, path: _Path) -> ProcessInfo:
+    p = _mapping(value, path, _PROCESS_KEYS)
+    kwargs: dict[str, Any] = {}
+    for key in ("pid", "ppid", "pgrp", "sid"):
+        if key in p:
+            kwargs[key] = _signed(p[key], path.key(key))
+    for key in ("uid", "gid"):
+        if key in p:
+            kwargs[key] = _int(p[key], path.key(key), 32)
+    for key in ("name", "args"):
+        if key in p:
+            kwargs[key] = _str(p[key], path.key(key))
+    return _guard(path, lambda: ProcessInfo(**kwargs))
+
+
+def _signal(value: Any, path: _Path) -> SignalInfo:
+    s = _mapping(value, path, ("signo", "code", "errno", "address"))
+    if "signo" not in s:
+        raise path.fail("missing key 'signo' (the signal number, e.g. 11 for SIGSEGV)")
+    address = s.get("address")
+    return _guard(
+        path,
+        lambda: SignalInfo(
+            signo=_signed(s["signo"], path.key("signo")),
+            code=_signed(s.get("code", 0), path.key("code")),
+            errno=_signed(s.get("errno", 0), path.key("errno")),
+            address=None if address is None else _int(address, path.key("address")),
+        ),
+    )
+
+
+def _auxv_entry(value: Any, path: _Path) -> tuple[int, int]:
+    a = _mapping(value, path, ("type", "value"))
+    for key in ("type", "value"):
+        if key not in a:
+            raise path.fail(f"missing key {key!r}")
+    return (_int(a["type"], path.key("type")), _int(a["value"], path.key("value")))
+
+
+def _file_mapping(value: Any, path: _Path) -> FileMapping:
+    m = _mapping(value, path, ("start", "end", "offset", "path"))
+    for key in ("start", "end", "path"):
+        if key not in m:
+            raise path.fail(f"missing key {key!r}")
+    return _guard(
+        path,
+        lambda: FileMapping(
+            _int(m["start"], path.key("start")),
+            _int(m["end"], path.key("end"), 65),
+            _int(m.get("offset", 0), path.key("offset")),
+            _str(m["path"], path.key("path")),
         ),
     )
 
@@ -450,6 +548,15 @@ def spec_from_snapshot(snapshot: Snapshot, fmt: str = "macho") -> dict[str, Any]
         ]
         binaries.append(entry)
     spec["binaries"] = binaries
+    if snapshot.process is not None:
+        spec["process"] = attrs.asdict(snapshot.process)
+    if snapshot.signal is not None:
+        sig = attrs.asdict(snapshot.signal)
+        spec["signal"] = {k: v for k, v in sig.items() if v is not None}
+    if snapshot.auxv:
+        spec["auxv"] = [{"type": k, "value": v} for k, v in snapshot.auxv]
+    if snapshot.file_mappings:
+        spec["file-mappings"] = [attrs.asdict(m) for m in snapshot.file_mappings]
     if snapshot.raw_notes:
         spec["raw-notes"] = [_raw_spec(r) for r in snapshot.raw_notes]
     if snapshot.raw_commands:

@@ -100,3 +100,41 @@ def _x86_64(exc: Mapping[str, int]) -> str | None:
         present = "protection violation" if err & 1 else "page not present"
         return f"{what}: {access}, {present}, fault address {fault:#x}"
     return f"{what} (error code {err:#x})"
+
+
+# Linux signals (x86_64 and aarch64 numbers, not the host's) and their si_code names
+LINUX_SIGNALS = {
+    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
+    7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2",
+    13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 16: "SIGSTKFLT", 17: "SIGCHLD",
+    18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG",
+    24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH",
+    29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS",
+}  # fmt: skip
+
+SI_CODES = {
+    0: "SI_USER", 0x80: "SI_KERNEL", -1: "SI_QUEUE", -2: "SI_TIMER", -3: "SI_MESGQ",
+    -4: "SI_ASYNCIO", -5: "SI_SIGIO", -6: "SI_TKILL",
+}  # fmt: skip
+
+FAULT_CODES = {
+    4: {1: "ILL_ILLOPC", 2: "ILL_ILLOPN", 3: "ILL_ILLADR", 4: "ILL_ILLTRP", 5: "ILL_PRVOPC",
+        6: "ILL_PRVREG", 7: "ILL_COPROC", 8: "ILL_BADSTK"},
+    5: {1: "TRAP_BRKPT", 2: "TRAP_TRACE", 3: "TRAP_BRANCH", 4: "TRAP_HWBKPT"},
+    7: {1: "BUS_ADRALN", 2: "BUS_ADRERR", 3: "BUS_OBJERR", 4: "BUS_MCEERR_AR",
+        5: "BUS_MCEERR_AO"},
+    8: {1: "FPE_INTDIV", 2: "FPE_INTOVF", 3: "FPE_FLTDIV", 4: "FPE_FLTOVF", 5: "FPE_FLTUND",
+        6: "FPE_FLTRES", 7: "FPE_FLTINV", 8: "FPE_FLTSUB"},
+    11: {1: "SEGV_MAPERR", 2: "SEGV_ACCERR", 3: "SEGV_BNDERR", 4: "SEGV_PKUERR"},
+}  # fmt: skip
+
+
+def describe_signal(signo: int, code: int = 0, address: int | None = None) -> str:
+    """``SIGSEGV (SEGV_MAPERR), fault address 0x0``: a Linux signal as gdb would name it."""
+    name = LINUX_SIGNALS.get(signo, f"signal {signo}")
+    code_name = FAULT_CODES.get(signo, {}).get(code) if code > 0 else None
+    code_name = code_name or SI_CODES.get(code, f"code {code}")
+    text = f"{name} ({code_name})"
+    if address is not None:
+        text += f", fault address {address:#x}"
+    return text

@@ -16,12 +16,15 @@ from macminidump.macho.constants import CpuType, LoadCommand, NoteOwner
 from macminidump.macho.layout import FLAVORS
 from macminidump.model import (
     AddressableBits,
+    FileMapping,
     Image,
     ImageSegment,
+    ProcessInfo,
     Protection,
     RawItem,
     Region,
     RegisterSet,
+    SignalInfo,
     Snapshot,
     Thread,
 )
@@ -164,4 +167,155 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
         addressable_bits=draw(st.none() | addressable_bits),
         raw_notes=tuple(draw(st.lists(raw_notes, max_size=2))),
         raw_commands=tuple(draw(st.lists(raw_commands, max_size=2))),
+    )
+
+
+# --------------------------------------------------------------------------- ELF cores
+
+
+def _elf_imports():  # type: ignore[no-untyped-def]
+    from macminidump.elf import schema as elf_schema
+    from macminidump.elf.constants import FAULT_SIGNALS, CoreNoteType
+
+    return elf_schema, FAULT_SIGNALS, CoreNoteType
+
+
+def _elf_fpr_widths() -> dict[str, int]:
+    from macminidump.arch import arch_info
+
+    elf_schema, _, _ = _elf_imports()
+    table = arch_info(Arch.X86_64).registers[RegKind.FPR]
+    return {name: table[name] for name in elf_schema.X86_64_FPREGS}
+
+
+@st.composite
+def elf_threads(draw: st.DrawFn, crashed: bool) -> tuple[Thread, ...]:
+    """Complete user_regs_struct gpr sets, fxsave fpr sets or none, raw notes per thread
+    (NT_X86_XSTATE and unknown types); the crashed thread first, as ELF orders them."""
+    from macminidump.elf.notes import default_owner
+
+    elf_schema, _, note_type = _elf_imports()
+    modeled = {int(t) for t in note_type if t != note_type.NT_X86_XSTATE}
+    count = draw(st.integers(1 if crashed else 0, 4))
+    ids = draw(st.lists(st.integers(1, 0x7FFFFFFF), unique=True, min_size=count, max_size=count))
+    fpr_widths = _elf_fpr_widths()
+    out = []
+    for i, tid in enumerate(ids):
+        regsets = [RegisterSet(RegKind.GPR, {n: draw(U64) for n in elf_schema.X86_64_USER_REGS})]
+        if draw(st.booleans()):
+            regsets.append(
+                RegisterSet(
+                    RegKind.FPR,
+                    {n: draw(st.integers(0, (1 << (8 * w)) - 1)) for n, w in fpr_widths.items()},
+                )
+            )
+        raw = []
+        if draw(st.booleans()):
+            raw.append(RawItem("elf", int(note_type.NT_X86_XSTATE), draw(st.binary(max_size=96))))
+        raw += draw(
+            st.lists(
+                st.builds(
+                    RawItem,
+                    format=st.just("elf"),
+                    kind=st.integers(0, 0xFFFFFFFF).filter(lambda k: k not in modeled),
+                    data=st.binary(max_size=40),
+                    owner=st.sampled_from(["", "LINUX"]),
+                ).filter(lambda r: r.owner != default_owner(r.kind)),
+                max_size=2,
+            )
+        )
+        out.append(
+            Thread(id=tid, regsets=tuple(regsets), crashed=crashed and i == 0, raw_states=raw)
+        )
+    return tuple(out)
+
+
+_text_no_nul = st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")
+
+
+def _fits(limit: int) -> st.SearchStrategy[str]:
+    return st.text(_text_no_nul, max_size=limit).filter(lambda s: len(s.encode()) <= limit)
+
+
+_i32 = st.integers(-(1 << 31), (1 << 31) - 1)
+process_infos = st.builds(
+    ProcessInfo,
+    pid=_i32,
+    ppid=_i32,
+    pgrp=_i32,
+    sid=_i32,
+    uid=st.integers(0, (1 << 32) - 1),
+    gid=st.integers(0, (1 << 32) - 1),
+    name=_fits(15),
+    args=_fits(79),
+)
+
+
+@st.composite
+def signal_infos(draw: st.DrawFn) -> SignalInfo:
+    _, fault_signals, _ = _elf_imports()
+    signo = draw(st.integers(1, 64))
+    code = draw(st.integers(-(1 << 31), (1 << 31) - 1) | st.sampled_from([0, 1, 2, 0x80, -6]))
+    fault = signo in fault_signals and code > 0
+    return SignalInfo(
+        signo=signo,
+        code=code,
+        errno=draw(_i32),
+        address=draw(U64) if fault else None,
+    )
+
+
+@st.composite
+def file_mappings(draw: st.DrawFn) -> tuple[FileMapping, ...]:
+    out = []
+    for _ in range(draw(st.integers(0, 4))):
+        start = draw(st.integers(0, (1 << 63)))
+        end = draw(st.integers(start + 1, 1 << 64))
+        if end > (1 << 64) - 1:
+            end = (1 << 64) - 1
+        if end <= start:
+            continue
+        out.append(FileMapping(start, end, draw(st.integers(0, (1 << 40))) * 4096, draw(_fits(60))))
+    return tuple(out)
+
+
+@st.composite
+def elf_regions(draw: st.DrawFn) -> tuple[Region, ...]:
+    """ELF keeps protection only: no name, max_protection == protection."""
+    return tuple(
+        Region(address=r.address, data=r.data, protection=r.protection) for r in draw(regions())
+    )
+
+
+elf_raw_notes = st.builds(
+    RawItem,
+    format=st.just("elf"),
+    kind=st.integers(0, 0xFFFFFFFF),
+    data=st.binary(max_size=64),
+    owner=st.sampled_from(["GDB", "GNU", "OTHER"]),
+)
+
+elf_raw_commands = st.builds(
+    RawItem,
+    format=st.just("elf"),
+    kind=st.integers(0, 0xFFFFFFFF).filter(lambda k: k not in (1, 4)),
+    data=st.binary(min_size=52, max_size=52),
+)
+
+
+@st.composite
+def elf_snapshots(draw: st.DrawFn) -> Snapshot:
+    """Snapshots an ELF core holds exactly: x86_64, no images, thread names or exc sets;
+    a crash is a signal and its thread, first."""
+    crashed = draw(st.booleans())
+    return Snapshot(
+        arch=Arch.X86_64,
+        threads=draw(elf_threads(crashed)),
+        regions=draw(elf_regions()),
+        process=draw(st.none() | process_infos),
+        signal=draw(signal_infos()) if crashed else None,
+        auxv=draw(st.lists(st.tuples(st.integers(1, (1 << 64) - 1), U64), max_size=6)),
+        file_mappings=draw(file_mappings()),
+        raw_notes=tuple(draw(st.lists(elf_raw_notes, max_size=2))),
+        raw_commands=tuple(draw(st.lists(elf_raw_commands, max_size=2))),
     )

@@ -49,12 +49,20 @@ def test_yaml2macho_core_inputs(path: str) -> None:
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_build(path: Path) -> None:
+    from macminidump.elf.parse import parse_elf_bytes
+    from macminidump.elf.render import render_elf_bytes
+    from macminidump.spec import read_spec, spec_format
+
     snapshot = load_spec(path)
     assert snapshot.threads
-    core = render_macho_bytes(snapshot)
+    elf = spec_format(read_spec(path)) == "elf"
+    render, parse = (
+        (render_elf_bytes, parse_elf_bytes) if elf else (render_macho_bytes, parse_macho_bytes)
+    )
+    core = render(snapshot)
     # partial register sets come back complete (zeros): compare what was given, and bytes
-    parsed = parse_macho_bytes(core)
-    assert render_macho_bytes(parsed) == core
+    parsed = parse(core)
+    assert render(parsed) == core
     for given, back in zip(snapshot.threads, parsed.threads):
         for regset in given.regsets:
             assert dict(regset.values).items() <= dict(back.regset(regset.kind)).items()

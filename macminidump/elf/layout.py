@@ -1,0 +1,229 @@
+"""Snapshot → Layout: every byte of an ELF core except bulk memory, and where it all goes.
+
+A pure function. File order, as the kernel writes it: the ELF header, the program
+headers (one PT_NOTE, one PT_LOAD per region, then any program headers kept raw from a
+parsed file), the notes, then the memory of each region (16-byte aligned, packed: gdb
+and LLDB need no page alignment, and a minimal core's regions are small).
+
+Note order (LLDB gives each note to the thread whose NT_PRSTATUS precedes it):
+
+- raw process-level notes first (a GDB target description, notes kept from a parse);
+- thread 0 (the crashed thread, moved first): PRSTATUS, PRPSINFO, SIGINFO (a crash
+  only), AUXV, FILE, FPREGSET, then its raw notes (NT_X86_XSTATE, ...);
+- every other thread: PRSTATUS, FPREGSET, raw notes.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..arch import Arch, RegKind
+from ..errors import RenderError
+from ..model import Protection, RawItem, Region, Snapshot, Thread
+from . import notes, schema
+from .constants import (
+    ELFMAG,
+    CoreNoteType,
+    ElfClass,
+    ElfData,
+    ElfMachine,
+    ElfOsAbi,
+    ElfType,
+    ElfVersion,
+    NoteOwner,
+    SegmentFlags,
+    SegmentType,
+)
+
+EHDR_SIZE = schema.elf64_ehdr.sizeof()
+PHDR_SIZE = schema.elf64_phdr.sizeof()
+#: raw program headers keep everything after p_type
+RAW_PHDR_SIZE = PHDR_SIZE - 4
+SEGMENT_ALIGN = 16
+#: e_phnum's escape value: more headers need the section-0 extension (not written)
+PN_XNUM = 0xFFFF
+
+_PHDR = schema.fixed_format(schema.elf64_phdr)
+
+
+def align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+@attrs.frozen
+class SegmentPlacement:
+    region: Region
+    offset: int
+
+
+@attrs.frozen
+class NoteEntry:
+    owner: str
+    type: int
+    desc: bytes
+
+
+@attrs.frozen
+class Layout:
+    #: ELF header, program headers and notes, contiguous from offset 0
+    head: bytes
+    notes: tuple[NoteEntry, ...]
+    segments: tuple[SegmentPlacement, ...]
+    file_size: int
+
+
+def segment_flags(protection: Protection) -> int:
+    flags = 0
+    if protection & Protection.READ:
+        flags |= SegmentFlags.PF_R
+    if protection & Protection.WRITE:
+        flags |= SegmentFlags.PF_W
+    if protection & Protection.EXECUTE:
+        flags |= SegmentFlags.PF_X
+    return flags
+
+
+def ordered_threads(snapshot: Snapshot) -> tuple[Thread, ...]:
+    """The crashed thread first (the kernel's order), the others as given."""
+    crashed = snapshot.crashed_thread
+    if crashed is None:
+        return snapshot.threads
+    return (crashed, *(t for t in snapshot.threads if t is not crashed))
+
+
+def _raw_note(raw: RawItem, where: str) -> NoteEntry:
+    if raw.format != "elf":
+        raise RenderError(f"{where}: raw note {raw.kind:#x} came from a {raw.format} file")
+    owner = raw.owner or notes.default_owner(raw.kind)
+    if (owner, raw.kind) == (NoteOwner.CORE.value, int(CoreNoteType.NT_PRSTATUS)):
+        raise RenderError(f"{where}: a raw NT_PRSTATUS would be read back as a thread")
+    if "\0" in owner or not 0 <= raw.kind <= 0xFFFFFFFF:
+        raise RenderError(f"{where}: raw note owner {owner!r} / type {raw.kind:#x} does not fit")
+    return NoteEntry(owner, raw.kind, raw.data)
+
+
+def _process_notes(snapshot: Snapshot) -> list[NoteEntry]:
+    core = NoteOwner.CORE.value
+    out = []
+    if snapshot.process is not None:
+        out.append(
+            NoteEntry(core, CoreNoteType.NT_PRPSINFO, notes.encode_prpsinfo(snapshot.process))
+        )
+    if snapshot.signal is not None:
+        out.append(NoteEntry(core, CoreNoteType.NT_SIGINFO, notes.encode_siginfo(snapshot.signal)))
+    if snapshot.auxv:
+        out.append(NoteEntry(core, CoreNoteType.NT_AUXV, notes.encode_auxv(snapshot.auxv)))
+    if snapshot.file_mappings:
+        out.append(NoteEntry(core, CoreNoteType.NT_FILE, notes.encode_file(snapshot.file_mappings)))
+    return out
+
+
+def note_plan(snapshot: Snapshot) -> list[NoteEntry]:
+    """Every note, in file order (see the module docstring)."""
+    core = NoteOwner.CORE.value
+    plan = [_raw_note(raw, "snapshot") for raw in snapshot.raw_notes]
+    threads = ordered_threads(snapshot)
+    for index, thread in enumerate(threads):
+        where = f"thread {thread.id:#x}"
+        if thread.regset(RegKind.EXC) and any(thread.regset(RegKind.EXC).values()):
+            name = next(n for n, v in thread.regset(RegKind.EXC).items() if v)
+            raise RenderError(f"{where}: register {name} has no slot in an ELF core")
+        fpr = thread.regset(RegKind.FPR)
+        if thread.id > 0x7FFFFFFF:
+            raise RenderError(f"{where}: an ELF core's thread id (pr_pid) is a positive int32")
+        plan.append(
+            NoteEntry(
+                core,
+                CoreNoteType.NT_PRSTATUS,
+                notes.encode_prstatus(
+                    thread.id, thread.gpr, snapshot.process, snapshot.signal, bool(fpr)
+                ),
+            )
+        )
+        if index == 0:
+            plan += _process_notes(snapshot)
+        if fpr:
+            plan.append(
+                NoteEntry(core, CoreNoteType.NT_FPREGSET, notes.encode_fpregset(thread.id, fpr))
+            )
+        plan += [_raw_note(raw, where) for raw in thread.raw_states]
+    if not threads:
+        plan += _process_notes(snapshot)
+    return plan
+
+
+def _note_bytes(entry: NoteEntry) -> bytes:
+    return bytes(
+        schema.elf64_note.build(
+            dict(name=entry.owner.encode("utf-8") + b"\0", type=entry.type, desc=entry.desc)
+        )
+    )
+
+
+def _raw_phdr(raw: RawItem) -> bytes:
+    if raw.format != "elf" or len(raw.data) != RAW_PHDR_SIZE or not 0 <= raw.kind <= 0xFFFFFFFF:
+        raise RenderError(
+            f"raw program header {raw.kind:#x} is not an ELF program header "
+            f"({raw.format}, {len(raw.data)} bytes; {RAW_PHDR_SIZE} after p_type)"
+        )
+    return raw.kind.to_bytes(4, "little") + raw.data  # p_type is the first u32 (schema)
+
+
+def layout_elf(snapshot: Snapshot) -> Layout:
+    if snapshot.arch != Arch.X86_64:
+        raise RenderError(f"ELF cores are written for x86_64 only, not {snapshot.arch}")
+    plan = note_plan(snapshot)
+    note_blob = b"".join(_note_bytes(n) for n in plan)
+    raw_phdrs = [_raw_phdr(r) for r in snapshot.raw_commands]
+    phnum = 1 + len(snapshot.regions) + len(raw_phdrs)
+    if phnum >= PN_XNUM:
+        raise RenderError(f"{phnum} program headers: more than an ELF header can count")
+    notes_at = EHDR_SIZE + PHDR_SIZE * phnum
+    offset = align(notes_at + len(note_blob), SEGMENT_ALIGN)
+    phdrs = [
+        _PHDR.pack(SegmentType.PT_NOTE, SegmentFlags.PF_R, notes_at, 0, 0, len(note_blob), 0, 4)
+    ]
+    placements = []
+    for region in snapshot.regions:
+        phdrs.append(
+            _PHDR.pack(
+                SegmentType.PT_LOAD,
+                segment_flags(region.protection),
+                offset,
+                region.address,
+                0,
+                region.size,
+                region.size,  # p_memsz == p_filesz: never describe memory not saved
+                1,
+            )
+        )
+        placements.append(SegmentPlacement(region, offset))
+        offset = align(offset + region.size, SEGMENT_ALIGN)
+    end = max([notes_at + len(note_blob)] + [p.offset + p.region.size for p in placements])
+    header = schema.elf64_ehdr.build(
+        dict(
+            ei_class=ElfClass.ELFCLASS64,
+            ei_data=ElfData.ELFDATA2LSB,
+            ei_version=ElfVersion.EV_CURRENT,
+            ei_osabi=ElfOsAbi.ELFOSABI_SYSV,
+            ei_abiversion=0,
+            ei_pad=bytes(7),
+            e_type=ElfType.ET_CORE,
+            e_machine=ElfMachine.EM_X86_64,
+            e_version=ElfVersion.EV_CURRENT,
+            e_entry=0,
+            e_phoff=EHDR_SIZE,
+            e_shoff=0,
+            e_flags=0,
+            e_ehsize=EHDR_SIZE,
+            e_phentsize=PHDR_SIZE,
+            e_phnum=phnum,
+            e_shentsize=0,
+            e_shnum=0,
+            e_shstrndx=0,
+        )
+    )
+    assert header[:4] == ELFMAG
+    head = bytes(header) + b"".join(phdrs) + b"".join(raw_phdrs) + note_blob
+    assert len(head) == notes_at + len(note_blob)
+    return Layout(head, tuple(plan), tuple(placements), end)

@@ -1,0 +1,316 @@
+"""ELF core note payloads ⇄ model values, one encoder/decoder pair per note type.
+
+Payload layouts are in ``schema``; this module turns them into model objects and back.
+Encoders raise ``RenderError`` naming the value that does not fit; decoders take the
+whole file and the payload's absolute offset, so a ``ParseError`` names where in the file
+the bad payload sits. A note whose strings are not UTF-8 (a process name set with
+``prctl``, a file name) decodes to ``None`` and the caller keeps it raw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+import construct
+
+from ..errors import ParseError, RenderError
+from ..model import FileMapping, ProcessInfo, SignalInfo
+from ..structio import parse_at, plain
+from . import schema
+from .constants import FAULT_SIGNALS, AuxvType, CoreNoteType, NoteOwner
+
+#: NT_FILE offsets are in pages of this size (the kernel's PAGE_SIZE on x86_64)
+FILE_PAGE_SIZE = 4096
+#: the kernel keeps comm to 15 bytes and the command line to 79 (each NUL-terminated)
+FNAME_MAX = 15
+PSARGS_MAX = 79
+
+PRSTATUS_SIZE = schema.elf_prstatus_x86_64.sizeof()
+PRPSINFO_SIZE = schema.elf_prpsinfo_x86_64.sizeof()
+SIGINFO_SIZE = 128
+FPREGSET_SIZE = schema.user_fpregs_struct.sizeof()
+
+_LINUX_TYPES = frozenset(
+    {
+        int(CoreNoteType.NT_PRXFPREG),
+        int(CoreNoteType.NT_X86_XSTATE),
+        *range(int(CoreNoteType.NT_ARM_TLS), int(CoreNoteType.NT_ARM_PAC_ENABLED_KEYS) + 1),
+    }
+)
+
+
+def default_owner(note_type: int) -> str:
+    """The owner the kernel gives a note type: "LINUX" for the extended register sets,
+    "CORE" for the rest. A RawItem with owner "" means this owner."""
+    return NoteOwner.LINUX.value if note_type in _LINUX_TYPES else NoteOwner.CORE.value
+
+
+def _build(decl: Any, values: Any, what: str) -> bytes:
+    try:
+        return bytes(decl.build(values))
+    except (construct.ConstructError, ValueError, TypeError, OverflowError) as e:
+        detail = str(e).splitlines()[-1] if str(e) else type(e).__name__
+        raise RenderError(f"{what}: {detail}") from None
+
+
+def _clip(text: str, limit: int, what: str) -> str:
+    """``text`` cut to ``limit`` UTF-8 bytes on a character boundary, as the kernel cuts."""
+    if "\0" in text:
+        raise RenderError(f"{what} {text!r} contains NUL")
+    raw = text.encode("utf-8", "strict")[:limit]
+    return raw.decode("utf-8", "ignore")
+
+
+# --------------------------------------------------------------------------- NT_PRSTATUS
+
+
+@attrs.frozen
+class Prstatus:
+    """NT_PRSTATUS decoded: one thread's id, signal and general purpose registers."""
+
+    pid: int
+    ppid: int
+    pgrp: int
+    sid: int
+    cursig: int
+    si_signo: int
+    si_code: int
+    si_errno: int
+    sigpend: int
+    sighold: int
+    registers: dict[str, int]
+    fpvalid: int
+
+
+_ZERO_TIME = {"tv_sec": 0, "tv_usec": 0}
+
+
+def encode_prstatus(
+    thread_id: int,
+    gpr: Mapping[str, int],
+    process: ProcessInfo | None,
+    signal: SignalInfo | None,
+    fpvalid: bool,
+) -> bytes:
+    """The kernel's NT_PRSTATUS: pid is the thread id; the crash signal goes in every
+    thread's ``pr_cursig`` and ``si_signo`` (gdb reports the signal only then)."""
+    signo = signal.signo if signal is not None else 0
+    values: dict[str, Any] = dict(
+        si_signo=signo,
+        si_code=0,
+        si_errno=0,
+        pr_cursig=signo,
+        pad0=bytes(2),
+        pr_sigpend=0,
+        pr_sighold=0,
+        pr_pid=thread_id,
+        pr_ppid=process.ppid if process else 0,
+        pr_pgrp=process.pgrp if process else 0,
+        pr_sid=process.sid if process else 0,
+        pr_utime=_ZERO_TIME,
+        pr_stime=_ZERO_TIME,
+        pr_cutime=_ZERO_TIME,
+        pr_cstime=_ZERO_TIME,
+        pr_reg={name: gpr.get(name, 0) for name in schema.X86_64_USER_REGS},
+        pr_fpvalid=1 if fpvalid else 0,
+        pad1=bytes(4),
+    )
+    return _build(schema.elf_prstatus_x86_64, values, f"thread {thread_id:#x}: NT_PRSTATUS")
+
+
+def decode_prstatus(buffer: Any, offset: int, size: int) -> Prstatus:
+    if size != PRSTATUS_SIZE:
+        raise ParseError(f"NT_PRSTATUS of {size} bytes (x86_64's is {PRSTATUS_SIZE})", offset)
+    v = parse_at(schema.elf_prstatus_x86_64, buffer, offset, "NT_PRSTATUS", offset + size)
+    return Prstatus(
+        pid=v.pr_pid,
+        ppid=v.pr_ppid,
+        pgrp=v.pr_pgrp,
+        sid=v.pr_sid,
+        cursig=v.pr_cursig,
+        si_signo=v.si_signo,
+        si_code=v.si_code,
+        si_errno=v.si_errno,
+        sigpend=v.pr_sigpend,
+        sighold=v.pr_sighold,
+        registers=plain(v.pr_reg),
+        fpvalid=v.pr_fpvalid,
+    )
+
+
+# --------------------------------------------------------------------------- NT_PRPSINFO
+
+
+def encode_prpsinfo(process: ProcessInfo) -> bytes:
+    values = dict(
+        pr_state=0,
+        pr_sname=ord("R"),
+        pr_zomb=0,
+        pr_nice=0,
+        pad0=bytes(4),
+        pr_flag=0,
+        pr_uid=process.uid,
+        pr_gid=process.gid,
+        pr_pid=process.pid,
+        pr_ppid=process.ppid,
+        pr_pgrp=process.pgrp,
+        pr_sid=process.sid,
+        pr_fname=_clip(process.name, FNAME_MAX, "process name"),
+        pr_psargs=_clip(process.args, PSARGS_MAX, "process arguments"),
+    )
+    return _build(schema.elf_prpsinfo_x86_64, values, "NT_PRPSINFO")
+
+
+def decode_prpsinfo(buffer: Any, offset: int, size: int) -> ProcessInfo | None:
+    """None when the note is not x86_64's size or its strings are not UTF-8 (kept raw)."""
+    if size != PRPSINFO_SIZE:
+        return None
+    try:
+        v = parse_at(schema.elf_prpsinfo_x86_64, buffer, offset, "NT_PRPSINFO", offset + size)
+    except ParseError:
+        return None  # only a string can fail in a note of the right size
+    return ProcessInfo(
+        pid=v.pr_pid,
+        ppid=v.pr_ppid,
+        pgrp=v.pr_pgrp,
+        sid=v.pr_sid,
+        uid=v.pr_uid,
+        gid=v.pr_gid,
+        name=v.pr_fname,
+        args=v.pr_psargs,
+    )
+
+
+# --------------------------------------------------------------------------- NT_SIGINFO
+
+
+def has_fault_address(signo: int, code: int) -> bool:
+    """Whether siginfo_t holds ``si_addr`` for this signal (kernel-raised faults)."""
+    return signo in FAULT_SIGNALS and code > 0
+
+
+def encode_siginfo(signal: SignalInfo) -> bytes:
+    fault = has_fault_address(signal.signo, signal.code)
+    if signal.address is not None and not fault:
+        raise RenderError(
+            f"signal {signal.signo} with code {signal.code} carries no fault address "
+            f"(address {signal.address:#x} given)"
+        )
+    values: dict[str, Any] = dict(
+        si_signo=signal.signo,
+        si_errno=signal.errno,
+        si_code=signal.code,
+        pad0=bytes(4),
+        si_addr=(signal.address or 0) if fault else None,
+        si_rest=bytes(104 if fault else 112),
+    )
+    return _build(schema.siginfo, values, "NT_SIGINFO")
+
+
+def decode_siginfo(buffer: Any, offset: int, size: int) -> SignalInfo | None:
+    """None when the note is not siginfo_t's 128 bytes (kept raw)."""
+    if size != SIGINFO_SIZE:
+        return None
+    v = parse_at(schema.siginfo, buffer, offset, "NT_SIGINFO", offset + size)
+    return SignalInfo(signo=v.si_signo, code=v.si_code, errno=v.si_errno, address=v.si_addr)
+
+
+# --------------------------------------------------------------------------- NT_AUXV
+
+
+def encode_auxv(auxv: Iterable[tuple[int, int]]) -> bytes:
+    entries = []
+    for kind, value in auxv:
+        if kind == AuxvType.AT_NULL:
+            raise RenderError("auxv holds AT_NULL (0) before its end: readers would stop there")
+        entries.append(dict(type=kind, value=value))
+    entries.append(dict(type=AuxvType.AT_NULL, value=0))
+    return _build(schema.auxv, entries, "NT_AUXV")
+
+
+def decode_auxv(buffer: Any, offset: int, size: int) -> tuple[tuple[int, int], ...]:
+    """The entries before AT_NULL; bytes after AT_NULL (the kernel's spare slots) are not read."""
+    entries = parse_at(schema.auxv, buffer, offset, "NT_AUXV", offset + size)
+    return tuple((int(e.type), e.value) for e in entries[:-1])
+
+
+# --------------------------------------------------------------------------- NT_FILE
+
+
+def encode_file(mappings: Iterable[FileMapping]) -> bytes:
+    entries = []
+    names = []
+    for m in mappings:
+        if m.offset % FILE_PAGE_SIZE:
+            raise RenderError(
+                f"file mapping at {m.start:#x}: offset {m.offset:#x} is not a multiple of "
+                f"the page size {FILE_PAGE_SIZE:#x} (NT_FILE counts pages)"
+            )
+        if "\0" in m.path:
+            raise RenderError(f"file mapping at {m.start:#x}: path {m.path!r} contains NUL")
+        entries.append(dict(start=m.start, end=m.end, file_ofs=m.offset // FILE_PAGE_SIZE))
+        names.append(m.path)
+    values = dict(page_size=FILE_PAGE_SIZE, entries=entries, filenames=names)
+    return _build(schema.nt_file, values, "NT_FILE")
+
+
+def decode_file(buffer: Any, offset: int, size: int) -> tuple[FileMapping, ...] | None:
+    """None when a path is not UTF-8 (the note is kept raw)."""
+    count = parse_at(schema.nt_file_header, buffer, offset, "NT_FILE", offset + size).count
+    if count * 24 + 16 > size:
+        raise ParseError(f"NT_FILE claims {count} mappings in {size} bytes", offset)
+    try:
+        v = parse_at(schema.nt_file, buffer, offset, "NT_FILE", offset + size)
+    except ParseError as e:
+        if "UTF-8" in e.message:
+            return None
+        raise
+    out = []
+    for entry, name in zip(v.entries, v.filenames):
+        start, end = entry.start, entry.end
+        if not start < end:
+            raise ParseError(f"NT_FILE mapping [{start:#x}, {end:#x}) is empty", offset)
+        out.append(FileMapping(start, end, entry.file_ofs * v.page_size, name))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- NT_FPREGSET
+
+
+def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
+    """The fxsave area; ``fpu_cs``/``fpu_ds`` (32-bit selectors) have no slot in it."""
+    for name in ("fpu_cs", "fpu_ds"):
+        if fpr.get(name, 0):
+            raise RenderError(
+                f"thread {thread_id:#x}: register {name} has no slot in an ELF core "
+                "(64-bit fxsave keeps only fpu_ip/fpu_dp)"
+            )
+    values: dict[str, Any] = {}
+    for name in schema.X86_64_FPREGS:
+        value = fpr.get(name, 0)
+        if name.startswith(("stmm", "xmm")):
+            values[name] = value.to_bytes(16, "little")
+        else:
+            values[name] = value
+    values["padding"] = bytes(96)
+    return _build(schema.user_fpregs_struct, values, f"thread {thread_id:#x}: NT_FPREGSET")
+
+
+def decode_fpregset(buffer: Any, offset: int, size: int) -> dict[str, int] | None:
+    """The fxsave fields by arch.py name; None when the note is not 512 bytes (kept raw).
+
+    ``ftw`` keeps its low byte (the abridged tag word; the high byte is reserved), and
+    the 96 software-reserved bytes at the end are not kept.
+    """
+    if size != FPREGSET_SIZE:
+        return None
+    v = parse_at(schema.user_fpregs_struct, buffer, offset, "NT_FPREGSET", offset + size)
+    out: dict[str, int] = {}
+    for name in schema.X86_64_FPREGS:
+        value = v[name]
+        if isinstance(value, bytes):
+            value = int.from_bytes(value, "little")
+        out[name] = value & 0xFF if name == "ftw" else value
+    return out

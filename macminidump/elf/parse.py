@@ -1,0 +1,351 @@
+"""ELF core file (Linux x86_64) → Snapshot, lazily.
+
+``ElfCore`` is a thin reader over the schemas: the header, each program header with its
+offset, each note decoded, and ``snapshot()``. Memory is never copied: regions are
+windows of an mmap of the file. Every size a field claims is checked against the bytes
+that exist before anything is read, and every failure is one ParseError naming the file
+offset.
+
+Reads the kernel's cores and gdb's ``gcore`` (which writes NT_PRPSINFO first, an
+NT_SIGINFO per thread and a GDB target description). What the model does not hold is
+kept raw so it is written back: notes of owner CORE/LINUX that follow a thread's
+NT_PRSTATUS stay with that thread (``Thread.raw_states``, NT_X86_XSTATE among them),
+other unknown notes go to ``Snapshot.raw_notes``, and program headers other than
+PT_NOTE and PT_LOAD with data (PT_LOADs of no file bytes among them) to
+``Snapshot.raw_commands``. A RawItem's owner is "" when it is the kernel's owner for the
+type (see ``notes.default_owner``).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any, NamedTuple
+
+import attrs
+
+from ..arch import Arch, RegKind
+from ..errors import MacMiniDumpError, ParseError
+from ..model import (
+    PROTECTIONS,
+    BufferSource,
+    FileMapping,
+    ProcessInfo,
+    RawItem,
+    Region,
+    RegisterSet,
+    SignalInfo,
+    Snapshot,
+    Thread,
+)
+from ..structio import parse_at, plain, unpack_at
+from . import notes, schema
+from .constants import (
+    ELFMAG,
+    NOTE_ALIGN,
+    CoreNoteType,
+    ElfClass,
+    ElfData,
+    ElfMachine,
+    ElfType,
+    NoteOwner,
+    SegmentFlags,
+    SegmentType,
+)
+from .layout import EHDR_SIZE, PHDR_SIZE, PN_XNUM, align
+
+_PHDR = schema.fixed_format(schema.elf64_phdr)
+_NHDR = schema.fixed_format(schema.elf64_nhdr)
+_PT_LOAD, _PT_NOTE = int(SegmentType.PT_LOAD), int(SegmentType.PT_NOTE)
+_CORE, _LINUX = NoteOwner.CORE.value, NoteOwner.LINUX.value
+_PRSTATUS = int(CoreNoteType.NT_PRSTATUS)
+_PRPSINFO = int(CoreNoteType.NT_PRPSINFO)
+_SIGINFO = int(CoreNoteType.NT_SIGINFO)
+_AUXV = int(CoreNoteType.NT_AUXV)
+_FILE = int(CoreNoteType.NT_FILE)
+_FPREGSET = int(CoreNoteType.NT_FPREGSET)
+
+
+class ProgramHeader(NamedTuple):
+    """One program header and where it sits (a tuple: a large core has thousands)."""
+
+    offset: int
+    p_type: int
+    p_flags: int
+    p_offset: int
+    p_vaddr: int
+    p_paddr: int
+    p_filesz: int
+    p_memsz: int
+    p_align: int
+
+
+@attrs.frozen
+class Note:
+    owner: str
+    type: int
+    #: file offset of the note header and of its payload (desc)
+    offset: int
+    desc_offset: int
+    size: int
+    #: the payload decoded (Prstatus, ProcessInfo, SignalInfo, auxv pairs, file mappings,
+    #: fxsave registers), or None when the type is unknown or kept raw
+    decoded: Any = None
+
+
+def _protection(p_flags: int) -> Any:
+    bits = 0
+    if p_flags & SegmentFlags.PF_R:
+        bits |= 1
+    if p_flags & SegmentFlags.PF_W:
+        bits |= 2
+    if p_flags & SegmentFlags.PF_X:
+        bits |= 4
+    return PROTECTIONS[bits]
+
+
+class ElfCore:
+    """A parsed ELF core. Holds an mmap of the file (or the bytes given) while alive."""
+
+    def __init__(self, buffer: Any, path: str | None = None):
+        self.buffer = buffer
+        self.path = path
+        try:
+            self._parse()
+        except ParseError as e:
+            e.path = path
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> ElfCore:
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    raise ParseError("empty file", 0, path)
+                buffer: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as e:
+            raise ParseError(f"cannot read: {e.strerror}", path=path) from None
+        return cls(buffer, path)
+
+    # ------------------------------------------------------------------ reading
+
+    def _parse(self) -> None:
+        buf = self.buffer
+        size = len(buf)
+        if size < EHDR_SIZE:
+            raise ParseError(f"{size} bytes is too short for an ELF header", 0)
+        if bytes(buf[0:4]) != ELFMAG:
+            raise ParseError(f"not an ELF file (magic {bytes(buf[0:4]).hex()})", 0)
+        if buf[4] != ElfClass.ELFCLASS64:
+            raise ParseError(
+                f"ELF class {buf[4]}: 32-bit ELF cores are not supported (64-bit only)", 4
+            )
+        if buf[5] != ElfData.ELFDATA2LSB:
+            raise ParseError(f"ELF data {buf[5]}: only little-endian cores are supported", 5)
+        self.header = {
+            k: int(v) if isinstance(v, int) else v
+            for k, v in plain(parse_at(schema.elf64_ehdr, buf, 0, "ELF header")).items()
+        }
+        h = self.header
+        if h["e_type"] != ElfType.ET_CORE:
+            raise ParseError(f"an ELF file of type {h['e_type']}, not a core (ET_CORE)", 16)
+        if h["e_machine"] != ElfMachine.EM_X86_64:
+            raise ParseError(f"e_machine {h['e_machine']} is not supported (x86_64, 62, is)", 18)
+        phoff, phnum, phentsize = h["e_phoff"], h["e_phnum"], h["e_phentsize"]
+        if phnum == PN_XNUM:
+            raise ParseError("more than 65534 program headers (PN_XNUM) is not supported", 56)
+        if phnum and phentsize < PHDR_SIZE:
+            raise ParseError(f"e_phentsize {phentsize} < {PHDR_SIZE}", 54)
+        if phoff + phnum * phentsize > size:
+            raise ParseError(
+                f"{phnum} program headers at {phoff:#x} run past the end of the file", 32
+            )
+
+        self.program_headers: list[ProgramHeader] = []
+        self.notes: list[Note] = []
+        self.regions: list[Region] = []
+        for i in range(phnum):
+            at = phoff + i * phentsize
+            ph = ProgramHeader(at, *_PHDR.unpack_from(buf, at))
+            self.program_headers.append(ph)
+            if ph.p_type not in (_PT_LOAD, _PT_NOTE) or not ph.p_filesz:
+                continue
+            if ph.p_offset + ph.p_filesz > size:
+                raise ParseError(
+                    f"segment data [{ph.p_offset:#x}, +{ph.p_filesz:#x}) runs past the end of "
+                    f"the file ({size:#x} bytes): truncated core?",
+                    at,
+                )
+            if ph.p_type == _PT_NOTE:
+                self._notes(ph.p_offset, ph.p_offset + ph.p_filesz)
+            else:
+                try:
+                    self.regions.append(
+                        Region(
+                            address=ph.p_vaddr,
+                            data=BufferSource(buf, ph.p_offset, ph.p_filesz),
+                            protection=_protection(ph.p_flags),
+                        )
+                    )
+                except MacMiniDumpError as e:
+                    raise ParseError(f"PT_LOAD: {e}", at) from None
+
+    def _notes(self, start: int, end: int) -> None:
+        buf = self.buffer
+        offset = start
+        while offset < end:
+            if end - offset < _NHDR.size:
+                if not any(buf[offset:end]):
+                    break  # alignment padding at the end of the segment
+                raise ParseError("note header runs past the end of the note segment", offset)
+            namesz, descsz, note_type = unpack_at(_NHDR, buf, offset, "note header")
+            name_at = offset + _NHDR.size
+            desc_at = name_at + align(namesz, NOTE_ALIGN)
+            if desc_at > end or desc_at + descsz > end:
+                raise ParseError(
+                    f"note of name size {namesz} and size {descsz} runs past the end of its "
+                    f"segment ({end:#x})",
+                    offset,
+                )
+            owner = bytes(buf[name_at : name_at + namesz]).rstrip(b"\0").decode("latin-1")
+            decoded = self._decode(owner, note_type, desc_at, descsz)
+            self.notes.append(Note(owner, note_type, offset, desc_at, descsz, decoded))
+            offset = min(end, desc_at + align(descsz, NOTE_ALIGN))
+
+    def _decode(self, owner: str, note_type: int, offset: int, size: int) -> Any:
+        if owner != _CORE:
+            return None
+        buf = self.buffer
+        if note_type == _PRSTATUS:
+            return notes.decode_prstatus(buf, offset, size)
+        if note_type == _PRPSINFO:
+            return notes.decode_prpsinfo(buf, offset, size)
+        if note_type == _SIGINFO:
+            return notes.decode_siginfo(buf, offset, size)
+        if note_type == _AUXV:
+            return notes.decode_auxv(buf, offset, size)
+        if note_type == _FILE:
+            return notes.decode_file(buf, offset, size)
+        if note_type == _FPREGSET:
+            return notes.decode_fpregset(buf, offset, size)
+        return None
+
+    def _raw(self, note: Note) -> RawItem:
+        owner = "" if note.owner == notes.default_owner(note.type) else note.owner
+        data = bytes(self.buffer[note.desc_offset : note.desc_offset + note.size])
+        return RawItem("elf", note.type, data, owner=owner)
+
+    # ------------------------------------------------------------------ model
+
+    def snapshot(self) -> Snapshot:
+        try:
+            return self._snapshot()
+        except ParseError:
+            raise
+        except MacMiniDumpError as e:
+            raise ParseError(str(e), path=self.path) from None
+
+    def _snapshot(self) -> Snapshot:
+        process: ProcessInfo | None = None
+        auxv: tuple[tuple[int, int], ...] | None = None
+        mappings: tuple[FileMapping, ...] | None = None
+        raw_notes: list[RawItem] = []
+        # per thread: its NT_PRSTATUS, fxsave registers and the notes that follow it
+        groups: list[tuple[notes.Prstatus, list[Note]]] = []
+        loose: list[Note] = []  # CORE/LINUX notes before the first NT_PRSTATUS
+        for note in self.notes:
+            if note.owner not in (_CORE, _LINUX):
+                raw_notes.append(self._raw(note))
+            elif note.owner == _CORE and note.type == _PRSTATUS:
+                groups.append((note.decoded, []))
+            elif (
+                note.owner == _CORE and note.type == _PRPSINFO and process is None and note.decoded
+            ):
+                process = note.decoded
+            elif note.owner == _CORE and note.type == _AUXV and auxv is None:
+                auxv = note.decoded
+            elif (
+                note.owner == _CORE
+                and note.type == _FILE
+                and mappings is None
+                and note.decoded is not None
+            ):
+                mappings = note.decoded
+            elif groups:
+                groups[-1][1].append(note)
+            else:
+                loose.append(note)
+
+        signal: SignalInfo | None = None
+        crashed = False
+        if groups:
+            first, first_notes = groups[0]
+            if first.cursig:
+                crashed = True
+                for note in first_notes:
+                    if note.type == _SIGINFO and note.owner == _CORE and note.decoded is not None:
+                        if note.decoded.signo == first.cursig:
+                            signal = note.decoded
+                            first_notes.remove(note)
+                            break
+                if signal is None:  # kernels before 3.7 wrote no NT_SIGINFO
+                    signal = SignalInfo(
+                        signo=first.cursig, code=first.si_code, errno=first.si_errno
+                    )
+        else:
+            for note in loose:
+                if note.type == _SIGINFO and note.owner == _CORE and note.decoded is not None:
+                    signal = note.decoded
+                    loose.remove(note)
+                    break
+        raw_notes[:0] = [self._raw(n) for n in loose]
+
+        threads = []
+        for index, (prstatus, group) in enumerate(groups):
+            regsets = [RegisterSet(RegKind.GPR, prstatus.registers)]
+            raw_states = []
+            for note in group:
+                if (
+                    note.owner == _CORE
+                    and note.type == _FPREGSET
+                    and note.decoded is not None
+                    and len(regsets) == 1
+                ):
+                    regsets.append(RegisterSet(RegKind.FPR, note.decoded))
+                else:
+                    raw_states.append(self._raw(note))
+            threads.append(
+                Thread(
+                    id=prstatus.pid,
+                    regsets=tuple(regsets),
+                    crashed=crashed and index == 0,
+                    raw_states=tuple(raw_states),
+                )
+            )
+        raw_commands = [
+            RawItem("elf", ph.p_type, bytes(self.buffer[ph.offset + 4 : ph.offset + PHDR_SIZE]))
+            for ph in self.program_headers
+            if ph.p_type not in (_PT_LOAD, _PT_NOTE) or (ph.p_type == _PT_LOAD and not ph.p_filesz)
+        ]
+        return Snapshot(
+            arch=Arch.X86_64,
+            threads=tuple(threads),
+            regions=tuple(self.regions),
+            process=process,
+            signal=signal,
+            auxv=auxv or (),
+            file_mappings=mappings or (),
+            raw_notes=tuple(raw_notes),
+            raw_commands=tuple(raw_commands),
+        )
+
+
+def parse_elf(path: str | os.PathLike[str]) -> Snapshot:
+    """Read an ELF core into a Snapshot whose memory stays in the (mmapped) file."""
+    return ElfCore.open(path).snapshot()
+
+
+def parse_elf_bytes(data: bytes) -> Snapshot:
+    return ElfCore(data).snapshot()
