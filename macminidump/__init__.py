@@ -6,7 +6,10 @@
 >>> parse_core("crash.core").threads[0].gpr["pc"]                 # doctest: +SKIP
 """
 
+from .api import capture_process, write_core
 from .arch import Arch, RegKind, arch_info
+from .elf.parse import ElfCore, parse_elf, parse_elf_bytes
+from .elf.render import render_elf, render_elf_bytes
 from .errors import (
     CaptureError,
     MacMiniDumpError,
@@ -14,6 +17,7 @@ from .errors import (
     ParseError,
     RenderError,
     SpecError,
+    TargetError,
 )
 from .macho.parse import MachOCore, parse_macho
 from .macho.render import render_macho, render_macho_bytes
@@ -23,12 +27,15 @@ from .model import (
     BufferSource,
     BytesSource,
     DataSource,
+    FileMapping,
     Image,
     ImageSegment,
+    ProcessInfo,
     Protection,
     RawItem,
     Region,
     RegisterSet,
+    SignalInfo,
     Snapshot,
     Thread,
 )
@@ -45,27 +52,38 @@ __all__ = [
     "BytesSource",
     "CaptureError",
     "DataSource",
+    "ElfCore",
+    "FileMapping",
     "Image",
     "ImageSegment",
     "MacMiniDumpError",
     "MachOCore",
     "ModelError",
     "ParseError",
+    "ProcessInfo",
     "Protection",
     "RawItem",
     "RegKind",
     "Region",
     "RegisterSet",
     "RenderError",
+    "SignalInfo",
     "Snapshot",
     "SpecError",
+    "TargetError",
     "Thread",
     "__version__",
+    "capture_process",
+    "write_core",
     "arch_info",
     "dump_spec",
     "load_spec",
     "parse_core",
+    "parse_elf",
+    "parse_elf_bytes",
     "parse_macho",
+    "render_elf",
+    "render_elf_bytes",
     "render_macho",
     "render_macho_bytes",
     "snapshot_from_spec",

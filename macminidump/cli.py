@@ -6,15 +6,18 @@ import argparse
 import json
 import os
 import sys
+import textwrap
+import time
 from collections.abc import Sequence
 
 from . import __version__
 from .arch import arch_info
-from .errors import MacMiniDumpError
+from .errors import CaptureError, MacMiniDumpError, TargetError
 from .inspect import inspect_core, render_text
 from .spec import dump_spec, read_spec, snapshot_from_spec, spec_format
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
 
 _DESCRIPTION = """\
 Minimal, debugger-openable core files. A core holds only what a debugger needs for full
@@ -29,9 +32,16 @@ examples:
   macminidump inspect --json crash.core     # the same, for programs
   macminidump to-spec crash.core > crash.yaml   # edit, then build it again
   lldb -o 'target create --core crash.core' -o 'bt all'
+  macminidump build formats/examples/x86_64-linux.yaml -o linux.core   # an ELF core
+  gdb -batch -ex 'thread apply all bt' EXE linux.core
 
 exit status: 0 success, 2 bad input (the message names the problem), 1 anything else.
 """
+
+
+def _wrap(text: str) -> str:
+    """Descriptions are prose: fill them (the raw formatter keeps epilogs' layout)."""
+    return "\n\n".join(textwrap.fill(p, 80) for p in text.split("\n\n"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,8 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser(
         "build",
         help="write a core from a YAML/JSON spec",
-        description="Write a core file from a declarative spec (see formats/spec.md). "
-        "The spec's 'format' key picks the file format (macho, the default).",
+        description=_wrap(
+            "Write a core file from a declarative spec (see formats/spec.md). "
+            "The spec's 'format' key picks the file format: macho (the default) or elf "
+            "(Linux x86_64)."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  macminidump build formats/examples/arm64-crash.yaml -o crash.core",
     )
@@ -61,10 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     insp = sub.add_parser(
         "inspect",
         help="show what a core holds",
-        description="Show a core's header, threads (registers, stop reason), memory "
-        "segments, every note decoded and the loaded images.",
+        description=_wrap(
+            "Show a core's header, threads (registers, stop reason), memory "
+            "segments, every note decoded and the loaded images."
+        ),
     )
-    insp.add_argument("core", help="core file (Mach-O)")
+    insp.add_argument("core", help="core file (Mach-O or ELF)")
     insp.add_argument("--json", action="store_true", help="stable machine-readable output")
     insp.add_argument(
         "--registers",
@@ -77,25 +92,64 @@ def _parser() -> argparse.ArgumentParser:
     to_spec = sub.add_parser(
         "to-spec",
         help="turn a core into a spec that rebuilds it",
-        description="Print a spec (YAML, or JSON with --json) from which 'build' writes the "
-        "same core. Memory is written as hex: meant for small cores.",
+        description=_wrap(
+            "Print a spec (YAML, or JSON with --json) from which 'build' writes the "
+            "same core. Memory is written as hex: meant for small cores."
+        ),
     )
     to_spec.add_argument("core", help="core file")
     to_spec.add_argument("-o", "--output", help="write the spec here instead of stdout")
     to_spec.add_argument("--json", action="store_true", help="JSON instead of YAML")
     to_spec.set_defaults(run=_to_spec)
+
+    dump = sub.add_parser(
+        "dump",
+        help="write a minimal core of a running process",
+        description=_wrap(
+            "Write a minimal core of a running process: every thread's registers "
+            "and stack, the list of loaded libraries, and a little code around each return "
+            "address, so gdb and LLDB show complete backtraces. The process is stopped only "
+            "while it is read (a few milliseconds) and never signalled."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  macminidump dump $(pidof myserver) -o myserver.core\n"
+        "  gdb -ex 'thread apply all bt' /path/to/myserver myserver.core\n\n"
+        "exit status: 0 written, 2 the process cannot be captured (missing, not "
+        "permitted), 1 the capture failed (e.g. the process exited meanwhile).",
+    )
+    dump.add_argument("pid", type=int, help="process id")
+    dump.add_argument("-o", "--output", required=True, help="core file to write (mode 0600)")
+    dump.add_argument("--json", action="store_true", help="print a JSON summary")
+    dump.set_defaults(run=_dump)
+
+    run = sub.add_parser(
+        "run",
+        help="run a program and write a minimal core if it crashes",
+        description=_wrap(
+            "Run PROGRAM with its stdin, stdout and stderr untouched. If it dies "
+            "of a crash signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS), "
+            "write a minimal core of the exact crash state first, then let it die of that "
+            "signal. The exit status is the program's (128 + signal when it died of one)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  macminidump run -o crash.core -- ./myprogram --flag\n"
+        "  gdb ./myprogram crash.core",
+    )
+    run.add_argument("-o", "--output", required=True, help="core file to write on a crash")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
+    run.set_defaults(run=_run)
     return parser
 
 
 def _build(args: argparse.Namespace) -> int:
+    from .elf.render import render_elf
     from .macho.render import render_macho
 
     spec = read_spec(args.spec)
     fmt = spec_format(spec)
     snapshot = snapshot_from_spec(spec, base_dir=os.path.dirname(args.spec))
-    if fmt != "macho":
-        raise MacMiniDumpError(f"format {fmt!r} cannot be written yet")
-    size = render_macho(snapshot, args.output)
+    render = render_elf if fmt == "elf" else render_macho
+    size = render(snapshot, args.output)
     summary = {
         "output": args.output,
         "format": fmt,
@@ -126,10 +180,10 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _to_spec(args: argparse.Namespace) -> int:
-    from .parse import parse_core
+    from .parse import core_format, parse_core
 
     snapshot = parse_core(args.core)
-    text = dump_spec(snapshot, as_json=args.json)
+    text = dump_spec(snapshot, fmt=core_format(args.core), as_json=args.json)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -138,10 +192,38 @@ def _to_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dump(args: argparse.Namespace) -> int:
+    from .api import write_core
+
+    started = time.perf_counter()
+    size = write_core(args.output, args.pid)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(
+            json.dumps({"output": args.output, "pid": args.pid, "size": size, "seconds": elapsed})
+        )
+    else:
+        print(f"wrote {args.output}: {size:,} bytes in {elapsed * 1000:.0f} ms")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .capture.supervise import run_supervised
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise TargetError("no program given: macminidump run -o CORE -- PROGRAM [ARGS...]")
+    return run_supervised(argv, args.output)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
+    except CaptureError as e:
+        # a process that cannot be captured at all is bad input; a capture that failed is not
+        print(f"macminidump: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(e, TargetError) else EXIT_FAILED
     except MacMiniDumpError as e:
         print(f"macminidump: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

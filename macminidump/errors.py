@@ -43,4 +43,9 @@ class RenderError(MacMiniDumpError):
 
 
 class CaptureError(MacMiniDumpError):
-    """A live process could not be captured (gone, not permitted, not supported here)."""
+    """A live process could not be captured (it died mid-capture, a read failed...)."""
+
+
+class TargetError(CaptureError):
+    """The process named cannot be captured at all: no such process, not permitted,
+    already traced, or not supported on this system. Bad input, as the CLI sees it."""

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 
 from ..arch import Arch, RegKind
 from ..elf.schema import X86_64_USER_REGS as USER_REGS
-from ..errors import CaptureError
+from ..errors import CaptureError, TargetError
 from ..model import PROTECTIONS, FileMapping, Image, ProcessInfo, RawItem, Snapshot
 from .base import CaptureOptions, Mapping, ThreadState, capture
 
@@ -182,10 +182,7 @@ class LinuxTarget:
     arch = Arch.X86_64
 
     def __init__(self, pid: int, stop_timeout: float = STOP_TIMEOUT):
-        if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-            raise CaptureError(
-                f"Linux capture runs on Linux x86_64, not {platform.system()} {platform.machine()}"
-            )
+        self.check_platform()
         self.pid = pid
         self.stop_timeout = stop_timeout
         #: tid -> _RUNNING (seized, stop not yet seen) or _STOPPED
@@ -201,6 +198,17 @@ class LinuxTarget:
         self._buffer = ctypes.create_string_buffer(XSTATE_BUFFER)
         #: how long the last stop() took, in seconds
         self.stop_seconds = 0.0
+        #: the wait status of the leader, when this target reaped it (the process ended):
+        #: a caller that is the target's parent (a supervisor) needs it for its exit code
+        self.exit_status: int | None = None
+
+    @staticmethod
+    def check_platform() -> None:
+        """Raise unless this machine is one this backend captures on (Linux x86_64)."""
+        if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+            raise TargetError(
+                f"Linux capture runs on Linux x86_64, not {platform.system()} {platform.machine()}"
+            )
 
     # -- stop / resume -----------------------------------------------------------------
 
@@ -222,21 +230,21 @@ class LinuxTarget:
     def _check_target(self) -> None:
         pid = self.pid
         if not isinstance(pid, int) or pid <= 0:
-            raise CaptureError(f"{pid!r} is not a process id")
+            raise TargetError(f"{pid!r} is not a process id")
         status = _status_fields(f"/proc/{pid}/status")
         if not status:
-            raise CaptureError(f"no such process: {pid}")
+            raise TargetError(f"no such process: {pid}")
         tgid = int(status.get("Tgid", pid))
         if tgid != pid:
-            raise CaptureError(f"{pid} is a thread of process {tgid}, not a process id")
+            raise TargetError(f"{pid} is a thread of process {tgid}, not a process id")
         if pid == os.getpid():
-            raise CaptureError(f"process {pid} is this process: ptrace cannot stop its caller")
+            raise TargetError(f"process {pid} is this process: ptrace cannot stop its caller")
         if status.get("State", "").startswith(("Z", "X")) and _task_count(pid) <= 1:
             # (a zombie leader with live threads is a process whose main thread left)
-            raise CaptureError(f"process {pid} has exited (it is a zombie)")
+            raise TargetError(f"process {pid} has exited (it is a zombie)")
         stat = _stat_fields(f"/proc/{pid}/stat")
         if stat is not None and len(stat[1]) > 6 and int(stat[1][6]) & PF_KTHREAD:
-            raise CaptureError(f"process {pid} is a kernel thread")
+            raise TargetError(f"process {pid} is a kernel thread")
 
     def _stop_all(self) -> None:
         deadline = time.monotonic() + self.stop_timeout
@@ -282,7 +290,7 @@ class LinuxTarget:
             _pt(PTRACE_INTERRUPT, tid)
             return
         if tracer:
-            raise CaptureError(
+            raise TargetError(
                 f"cannot capture process {self.pid}: it is already traced by process "
                 f"{tracer} ({_proc_name(tracer)}); a process has one tracer at a time"
             )
@@ -292,7 +300,7 @@ class LinuxTarget:
         ):
             self._skipped.add(tid)
             return  # an exiting thread (EPERM): nothing to save of it
-        raise CaptureError(self._permission_message())
+        raise TargetError(self._permission_message())
 
     def _permission_message(self) -> str:
         why = []
@@ -364,6 +372,7 @@ class LinuxTarget:
             self._signals.pop(tid, None)
             if tid == self.pid:
                 self._exited = True
+                self.exit_status = status
 
     def resume(self) -> None:
         interrupted: BaseException | None = None

@@ -1,0 +1,146 @@
+"""``write_core``: MiniDumpWriteDump for macOS and Linux, one call.
+
+    import macminidump
+    macminidump.write_core("now.core")            # this process, every thread as it is
+    macminidump.write_core("other.core", 4242)    # another process, by pid
+    macminidump.write_core("crash.core", crash=context)   # from a crash handler (macOS)
+
+The platform picks the format: Mach-O on macOS (LLDB), ELF on Linux (gdb and LLDB).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+
+from .capture.base import CaptureOptions, CrashContext, capture
+from .errors import CaptureError
+from .model import Snapshot
+
+PR_SET_NAME = 15
+PR_GET_NAME = 16
+PR_SET_PTRACER = 0x59616D61  # Yama: allow this process to ptrace us
+
+
+def capture_process(
+    target: int | None = None,
+    *,
+    crash: CrashContext | None = None,
+    options: CaptureOptions | None = None,
+    task: int | None = None,
+) -> Snapshot:
+    """A Snapshot of a live process: ``target`` a pid, or None for the calling process.
+
+    On macOS ``task`` may instead be a task port the caller holds (the original's
+    ``MiniDumpWriteDump(taskPort, …)``). The process is stopped only while it is read.
+    """
+    if sys.platform == "darwin":
+        from .capture.mach import capture_mach
+
+        return capture_mach(target, task=task, crash=crash, options=options)
+    if task is not None:
+        raise CaptureError("a Mach task port can only be captured on macOS")
+    _require_linux()
+    if target is None or target == os.getpid():
+        if crash is not None:
+            raise CaptureError(
+                "on Linux a crash is captured by a supervisor: macminidump run -o CORE -- PROGRAM"
+            )
+        with tempfile.TemporaryDirectory(prefix="macminidump-") as d:
+            path = os.path.join(d, "self.core")
+            _self_dump(path, options)
+            from .elf.parse import parse_elf_bytes
+
+            with open(path, "rb") as f:
+                return parse_elf_bytes(f.read())
+    from .capture.linux import LinuxTarget
+
+    return capture(LinuxTarget(target), options, crash)
+
+
+def write_core(
+    path: str | os.PathLike[str],
+    target: int | None = None,
+    *,
+    crash: CrashContext | None = None,
+    options: CaptureOptions | None = None,
+    task: int | None = None,
+) -> int:
+    """Write a minimal core of a live process at ``path`` (mode 0600); returns its size.
+
+    ``target``: a pid, or None for the calling process. On Linux the calling process is
+    captured by a helper process while the calling thread waits inside this call, so
+    every thread, the calling one included, is recorded with its real state (the C++
+    macMiniDump cannot record the calling thread). A failure leaves no file behind.
+    """
+    path = os.fspath(path)
+    if sys.platform != "darwin" and task is None and (target is None or target == os.getpid()):
+        _require_linux()
+        if crash is not None:
+            raise CaptureError(
+                "on Linux a crash is captured by a supervisor: macminidump run -o CORE -- PROGRAM"
+            )
+        return _self_dump(path, options)
+    snapshot = capture_process(target, crash=crash, options=options, task=task)
+    return render_native(snapshot, path)
+
+
+def render_native(snapshot: Snapshot, path: str) -> int:
+    """The platform's own format: Mach-O for macOS, ELF for Linux."""
+    if sys.platform == "darwin":
+        from .macho.render import render_macho
+
+        return render_macho(snapshot, path)
+    from .elf.render import render_elf
+
+    return render_elf(snapshot, path)
+
+
+def _require_linux() -> None:
+    import platform
+
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise CaptureError(
+            f"live capture runs on macOS and on Linux x86_64, not {sys.platform} "
+            f"{platform.machine()}"
+        )
+
+
+def _self_dump(path: str, options: CaptureOptions | None) -> int:
+    """Have a helper process capture this one while the calling thread waits in here."""
+    if options is not None and options != CaptureOptions():
+        raise CaptureError("options are not supported for a self dump yet")
+    libc = ctypes.CDLL(None, use_errno=True)
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "macminidump._selfdump", str(os.getpid()), path],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+    )
+    old_name = ctypes.create_string_buffer(16)
+    libc.prctl(PR_GET_NAME, old_name, 0, 0, 0)
+    try:
+        # Yama (ptrace_scope 1) lets a process be traced only by its ancestors: allow the
+        # helper, our child, explicitly. Harmless where Yama is absent.
+        libc.prctl(PR_SET_PTRACER, helper.pid, 0, 0, 0)
+        # The debuggers show thread names: this one says where it is.
+        libc.prctl(PR_SET_NAME, b"write_core", 0, 0, 0)
+        assert helper.stdin is not None and helper.stderr is not None
+        helper.stdin.write(b"go")
+        helper.stdin.close()
+        error = helper.stderr.read().decode("utf-8", "replace").strip()
+        code = helper.wait()  # the calling thread is captured while it waits here
+    except BaseException:
+        helper.kill()
+        helper.wait()
+        raise
+    finally:
+        libc.prctl(PR_SET_NAME, old_name, 0, 0, 0)
+        libc.prctl(PR_SET_PTRACER, 0, 0, 0, 0)
+    if code != 0:
+        last = error.splitlines()[-1] if error else f"the capture helper failed ({code})"
+        raise CaptureError(last.removeprefix("macminidump: error: "))
+    return os.stat(path).st_size
