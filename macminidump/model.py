@@ -181,6 +181,32 @@ class Region:
     def contains(self, address: int) -> bool:
         return self.address <= address < self.end
 
+    @classmethod
+    def trusted(
+        cls,
+        address: int,
+        data: DataSource,
+        protection: Protection,
+        max_protection: Protection,
+        name: str,
+    ) -> Region:
+        """For parsers, with values already typed: skips the converters, not the checks.
+
+        A large core has tens of thousands of segments; attrs' converting __init__ costs
+        several microseconds each, this one under one.
+        """
+        size = data.size
+        if size <= 0 or not 0 <= address or address + size > U64_MAX + 1:
+            return cls(address=address, data=data, protection=protection)  # raises
+        region = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(region, "address", address)
+        setattr_(region, "data", data)
+        setattr_(region, "protection", protection)
+        setattr_(region, "max_protection", max_protection)
+        setattr_(region, "name", name)
+        return region
+
     def __attrs_post_init__(self) -> None:
         address, size = self.address, self.data.size
         if type(address) is not int:

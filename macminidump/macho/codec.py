@@ -69,7 +69,8 @@ NOTE = FlatCodec(schema.note_command)
 LOAD_COMMAND = FlatCodec(schema.load_command)
 THREAD_STATE_HEADER = FlatCodec(schema.thread_state_header)
 
-#: (cputype, flavor) -> (kind, flat codec or None, declaration)
-FLAVORS: dict[tuple[int, int], tuple[RegKind, FlatCodec | None, Any]] = {
-    key: (RegKind(kind), _flat(decl), decl) for key, (kind, decl) in schema.FLAVOR_STRUCTS.items()
+#: (cputype, flavor) -> (kind, flat codec or None, declaration, size in bytes)
+FLAVORS: dict[tuple[int, int], tuple[RegKind, FlatCodec | None, Any, int]] = {
+    key: (RegKind(kind), _flat(decl), decl, decl.sizeof())
+    for key, (kind, decl) in schema.FLAVOR_STRUCTS.items()
 }

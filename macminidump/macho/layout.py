@@ -77,7 +77,7 @@ def thread_command(arch: Arch, thread: Thread) -> bytes:
         # every thread gets a GPR flavor (a thread without one is invisible to LLDB)
         if not values and kind != RegKind.GPR:
             continue
-        _, flat, decl = codec.FLAVORS[(cputype, int(flavor))]
+        _, flat, decl, _ = codec.FLAVORS[(cputype, int(flavor))]
         names = [sc.name for sc in decl.subcons if sc.name]
         for name in set(values) - set(names):
             # registers of another format (e.g. Linux's fs_base) have no slot here

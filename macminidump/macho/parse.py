@@ -196,12 +196,12 @@ class MachOCore:
     def _region(self, offset: int, fields: tuple[Any, ...]) -> Region:
         _, _, segname, vmaddr, _vmsize, fileoff, filesize, maxprot, initprot, _, _ = fields
         try:
-            return Region(
-                address=vmaddr,
-                data=BufferSource(self.buffer, fileoff, filesize),
-                protection=PROTECTIONS[initprot & 7],
-                max_protection=PROTECTIONS[maxprot & 7],
-                name=segname.rstrip(b"\0").decode("latin-1") if segname != _NO_NAME else "",
+            return Region.trusted(
+                vmaddr,
+                BufferSource(self.buffer, fileoff, filesize),
+                PROTECTIONS[initprot & 7],
+                PROTECTIONS[maxprot & 7],
+                segname.rstrip(b"\0").decode("latin-1") if segname != _NO_NAME else "",
             )
         except MacMiniDumpError as e:
             raise ParseError(f"LC_SEGMENT_64: {e}", offset) from None
@@ -218,8 +218,8 @@ class MachOCore:
                 )
             known = codec.FLAVORS.get((self.header["cputype"], flavor))
             kind = values = None
-            if known is not None and known[2].sizeof() == 4 * count:
-                kind, flat, decl = known
+            if known is not None and known[3] == 4 * count:
+                kind, flat, decl, _ = known
                 if flat is not None:
                     values = flat.unpack(self.buffer, body)
                 else:
