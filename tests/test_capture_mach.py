@@ -338,6 +338,14 @@ def test_failure_at_each_call(arch: str, scenario: str, call: str, when: str, ho
     assert k.leaked_allocations() == sum(1 for name, _ in k.failed if name == "vm_deallocate")
 
 
+@pytest.mark.parametrize("arch", ARCHES)
+def test_a_target_that_dies_is_named_gone(arch: str) -> None:
+    k = kernel(arch, "pid", fail_at="thread_get_state", fail_on=None, fail_with="gone")
+    with pytest.raises(CaptureError, match=r"the target process is gone \(thread_get_state"):
+        run_capture(k, arch, "pid")
+    assert k.all_resumed()
+
+
 # ---------------------------------------------------------------- pieces
 
 

@@ -266,8 +266,8 @@ class FakeMachKernel:
         self.addressable_bits = addressable_bits
         self.unreadable = {_align_down(p, 0x1000) for p in unreadable}
         self.fail_at, self.fail_on, self.fail_with = fail_at, fail_on, fail_with
-        if fail_with not in ("kern", "exception"):
-            raise ValueError(f"fail_with {fail_with!r}: 'kern' or 'exception'")
+        if fail_with not in ("kern", "exception", "gone"):
+            raise ValueError(f"fail_with {fail_with!r}: 'kern', 'exception' or 'gone'")
 
         self.calls: list[str] = []
         self.failed: list[tuple[str, tuple[Any, ...]]] = []
@@ -528,6 +528,8 @@ class FakeMachKernel:
             self.failed.append((fn, args))
             if self.fail_with == "exception":
                 raise OSError(errno.EIO, f"injected failure in {fn}")
+            if self.fail_with == "gone":  # what the kernel says once the task has exited
+                return abi.MACH_SEND_INVALID_DEST
             return abi.KERN_FAILURE
         return abi.KERN_SUCCESS
 

@@ -40,7 +40,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from ..arch import Arch, RegKind, arch_info
-from ..errors import CaptureError
+from ..errors import CaptureError, TargetError
 from ..model import (
     PROTECTIONS,
     AddressableBits,
@@ -140,10 +140,14 @@ _TASK_FOR_PID_HELP = (
 )
 
 
+# what a call on the port of a task that has exited returns
+_TARGET_GONE = frozenset({abi.MACH_SEND_INVALID_DEST, abi.KERN_TERMINATED, abi.KERN_INVALID_TASK})
+
+
 def load_libsystem(path: str = LIBSYSTEM) -> Any:
     """libSystem through ctypes with every function of ``SIGNATURES`` typed (macOS only)."""
     if sys.platform != "darwin":
-        raise CaptureError(
+        raise TargetError(
             f"capturing through Mach task ports is macOS only (this is {sys.platform})"
         )
     try:
@@ -163,7 +167,7 @@ def host_arch() -> Arch:
         return Arch.ARM64
     if machine in ("x86_64", "AMD64"):
         return Arch.X86_64
-    raise CaptureError(f"unsupported host architecture {machine!r}")
+    raise TargetError(f"unsupported host architecture {machine!r} (arm64 and x86_64 are)")
 
 
 # ------------------------------------------------------------------ register conversion
@@ -345,7 +349,7 @@ class MachTarget:
                 "task_for_pid", f"task_for_pid({pid})", self._self_task, pid, ctypes.byref(port)
             )
             if kr != abi.KERN_SUCCESS or not port.value:
-                raise CaptureError(
+                raise TargetError(
                     f"task_for_pid({pid}) failed: {abi.kern_return_name(kr)}: "
                     + _TASK_FOR_PID_HELP.format(pid=pid)
                 )
@@ -367,6 +371,8 @@ class MachTarget:
 
     def _check(self, fn: str, what: str, *args: Any) -> None:
         kr = self._call(fn, what, *args)
+        if kr in _TARGET_GONE:
+            raise CaptureError(f"the target process is gone ({what}: {abi.kern_return_name(kr)})")
         if kr != abi.KERN_SUCCESS:
             raise CaptureError(f"{what} failed: {abi.kern_return_name(kr)}")
 
