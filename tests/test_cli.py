@@ -127,3 +127,28 @@ def test_existing_core_survives_a_failed_build(tmp_path: Path) -> None:
     assert out.returncode == 2 and "does not fit in 16 bytes" in out.stderr
     assert core.read_bytes() == b"precious"
     assert sorted(os.listdir(tmp_path)) == ["bad.yaml", "keep.core"]
+
+
+def test_disk_full_leaves_no_file(tmp_path: Path) -> None:
+    """A write that fails (here: a file-size limit, as a full disk would) is one line."""
+    import resource
+    import signal as signals
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text(
+        "cpu: arm64\nmemory-regions:\n  - {addr: 0x10000, hex: '" + "ab" * 200000 + "'}\n"
+    )
+    core = tmp_path / "big.core"
+
+    def small_files() -> None:
+        signals.signal(signals.SIGXFSZ, signals.SIG_IGN)  # EFBIG instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "macminidump", "build", str(spec), "-o", str(core)],
+        capture_output=True, text=True, timeout=120, preexec_fn=small_files,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "cannot write" in out.stderr and "File too large" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["big.yaml"]
