@@ -14,6 +14,8 @@ import io
 import os
 from collections.abc import Callable
 
+import attrs
+
 from .errors import RenderError
 from .model import Region
 
@@ -22,6 +24,19 @@ CHUNK = 1 << 20
 
 #: write ``data`` at file offset ``offset``
 Pwrite = Callable[[bytes | memoryview, int], None]
+
+
+def align(value: int, to: int) -> int:
+    """``value`` rounded up to a multiple of ``to``."""
+    return (value + to - 1) // to * to
+
+
+@attrs.frozen
+class SegmentPlacement:
+    """Where a layout puts a region's bytes in the file."""
+
+    region: Region
+    offset: int
 
 
 def write_region(pwrite: Pwrite, region: Region, offset: int) -> None:

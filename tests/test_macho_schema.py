@@ -34,6 +34,7 @@ from macminidump.macho.constants import (
     NoteOwner,
     X86Flavor,
 )
+from macminidump.structio import fixed_format
 
 # name -> documented size in bytes
 FIXED_SIZES = {
@@ -393,7 +394,7 @@ def _decode_raw_name(raw: bytes) -> str:
 @pytest.mark.parametrize("name", FIXED_FORMAT_STRUCTS)
 @given(data=st.data())
 def test_fixed_format_agrees_with_construct(name: str, data: st.DataObject) -> None:
-    fmt = schema.fixed_format(decl(name))
+    fmt = fixed_format(decl(name))
     assert fmt.size == FIXED_SIZES[name]
     raw = data.draw(st.binary(min_size=fmt.size, max_size=fmt.size))
     parsed = decl(name).parse(raw)
@@ -425,11 +426,11 @@ def test_fixed_format_agrees_with_construct(name: str, data: st.DataObject) -> N
 )
 def test_fixed_format_rejects_other_fields(bad: Construct) -> None:
     with pytest.raises(TypeError):
-        schema.fixed_format(bad)
+        fixed_format(bad)
 
 
 def test_fixed_format_is_fast() -> None:
-    fmt = schema.fixed_format(schema.segment_command_64)
+    fmt = fixed_format(schema.segment_command_64)
     one = schema.segment_command_64.build(
         {
             "cmd": 0x19,

@@ -19,7 +19,9 @@ import attrs
 
 from ..arch import Arch, RegKind
 from ..errors import RenderError
-from ..model import Protection, RawItem, Region, Snapshot, Thread
+from ..model import Protection, RawItem, Snapshot, Thread
+from ..structio import fixed_format
+from ..writer import SegmentPlacement, align
 from . import notes, schema
 from .constants import (
     ELFMAG,
@@ -43,17 +45,7 @@ SEGMENT_ALIGN = 16
 #: e_phnum's escape value: more headers need the section-0 extension (not written)
 PN_XNUM = 0xFFFF
 
-_PHDR = schema.fixed_format(schema.elf64_phdr)
-
-
-def align(value: int, to: int) -> int:
-    return (value + to - 1) // to * to
-
-
-@attrs.frozen
-class SegmentPlacement:
-    region: Region
-    offset: int
+_PHDR = fixed_format(schema.elf64_phdr)
 
 
 @attrs.frozen

@@ -18,7 +18,6 @@ type (see ``notes.default_owner``).
 
 from __future__ import annotations
 
-import mmap
 import os
 from typing import Any, NamedTuple
 
@@ -38,7 +37,8 @@ from ..model import (
     Snapshot,
     Thread,
 )
-from ..structio import parse_at, plain, unpack_at
+from ..structio import fixed_format, map_file, parse_at, plain, unpack_at
+from ..writer import align
 from . import notes, schema
 from .constants import (
     ELFMAG,
@@ -52,10 +52,10 @@ from .constants import (
     SegmentFlags,
     SegmentType,
 )
-from .layout import EHDR_SIZE, PHDR_SIZE, PN_XNUM, align
+from .layout import EHDR_SIZE, PHDR_SIZE, PN_XNUM
 
-_PHDR = schema.fixed_format(schema.elf64_phdr)
-_NHDR = schema.fixed_format(schema.elf64_nhdr)
+_PHDR = fixed_format(schema.elf64_phdr)
+_NHDR = fixed_format(schema.elf64_nhdr)
 _PT_LOAD, _PT_NOTE = int(SegmentType.PT_LOAD), int(SegmentType.PT_NOTE)
 _CORE, _LINUX = NoteOwner.CORE.value, NoteOwner.LINUX.value
 _PRSTATUS = int(CoreNoteType.NT_PRSTATUS)
@@ -119,15 +119,7 @@ class ElfCore:
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ElfCore:
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
-                    raise ParseError("empty file", 0, path)
-                buffer: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as e:
-            raise ParseError(f"cannot read: {e.strerror}", path=path) from None
-        return cls(buffer, path)
+        return cls(map_file(path), path)
 
     # ------------------------------------------------------------------ reading
 

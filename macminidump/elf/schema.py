@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import enum
 import io
-import struct
 from typing import Any
 
 from construct import (
@@ -37,7 +36,6 @@ from construct import (
     Const,
     Construct,
     FixedSized,
-    FormatField,
     GreedyBytes,
     If,
     Int8sl,
@@ -50,7 +48,6 @@ from construct import (
     NullStripped,
     NullTerminated,
     Rebuild,
-    Renamed,
     RepeatUntil,
     StreamError,
     StringError,
@@ -96,7 +93,6 @@ __all__ = [
     "nt_file_header",
     "nt_file",
     "user_fpregs_struct",
-    "fixed_format",
 ]
 
 
@@ -426,27 +422,3 @@ nt_file = Struct(
 
 
 # -- fast paths ---------------------------------------------------------------------------
-
-
-def fixed_format(decl: Construct) -> struct.Struct:
-    """A little-endian :class:`struct.Struct` with the layout of a flat declaration.
-
-    For hot paths (10,000 program headers in a large core), so the declarations stay the
-    single source of truth. ``decl`` must be a ``Struct`` of named little-endian integer
-    fields, each possibly wrapped in the enum adapter (unpacking then gives plain ints);
-    anything else raises ``TypeError``. Unlike construct, ``unpack`` raises
-    ``struct.error`` on a short buffer: check bounds first.
-    """
-    if not isinstance(decl, Struct):
-        raise TypeError(f"fixed_format needs a construct Struct, not {type(decl).__name__}")
-    codes = ["<"]
-    for field in decl.subcons:
-        if not isinstance(field, Renamed) or not field.name:
-            raise TypeError(f"fixed_format: unnamed field {field!r}")
-        inner = field.subcon
-        if isinstance(inner, _EnumOrInt):
-            inner = inner.subcon
-        if type(inner) is not FormatField or (inner.fmtstr[0] != "<" and inner.length != 1):
-            raise TypeError(f"fixed_format: field {field.name!r} is not a LE integer")
-        codes.append(inner.fmtstr[1:])
-    return struct.Struct("".join(codes))

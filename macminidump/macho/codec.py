@@ -1,7 +1,7 @@
 """Fast packing and unpacking of the flat schemas, for the hot paths.
 
 A flat schema (integers, fixed bytes, 16-byte names) maps to one ``struct.Struct``
-derived from its declaration by ``schema.fixed_format``, so the declaration stays the
+derived from its declaration by ``structio.fixed_format``, so the declaration stays the
 single source of truth; 10,000 segment commands then cost milliseconds, not seconds.
 Schemas that are not flat (NEON and x87 state, with 128-bit fields and padding) go
 through construct.
@@ -15,13 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..arch import RegKind
+from ..structio import fixed_format
 from . import schema
 
 
 class FlatCodec:
     def __init__(self, decl: Any):
         self.decl = decl
-        self.struct = schema.fixed_format(decl)
+        self.struct = fixed_format(decl)
         self.names = tuple(sc.name for sc in decl.subcons)
         self.size = self.struct.size
         self._codes = re.findall(r"\d*[a-zA-Z?]", self.struct.format[1:])

@@ -15,8 +15,9 @@ import attrs
 
 from ..arch import Arch, RegKind, arch_info
 from ..errors import RenderError
-from ..model import Region, Snapshot, Thread
+from ..model import Snapshot, Thread
 from ..structio import build
+from ..writer import SegmentPlacement, align
 from . import codec, notes, schema
 from .constants import (
     MH_MAGIC_64,
@@ -47,16 +48,6 @@ FLAVORS: dict[Arch, tuple[tuple[RegKind, int], ...]] = {
 
 HEADER_SIZE = 32
 NOTE_ALIGN = 16
-
-
-def align(value: int, to: int) -> int:
-    return (value + to - 1) // to * to
-
-
-@attrs.frozen
-class SegmentPlacement:
-    region: Region
-    offset: int
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ import attrs
 
 from ..errors import ParseError, RenderError
 from ..model import AddressableBits, Image, ImageSegment
-from ..structio import build, parse_at, unpack_at
+from ..structio import build, fixed_format, parse_at, unpack_at
 from . import schema
 from .codec import FlatCodec
 from .constants import UINT64_MAX, MainBinType
@@ -187,8 +187,8 @@ def decode_all_image_infos(buffer: Any, offset: int, size: int) -> list[Image]:
         raise ParseError(f"all image infos entry size {header.entries_size} < {_ENTRY}", offset)
     if header.imgcount * header.entries_size > len(buffer):
         raise ParseError(f"all image infos claims {header.imgcount} images", offset)
-    entry_fmt = schema.fixed_format(schema.image_entry)
-    seg_fmt = schema.fixed_format(schema.segment_vmaddr)
+    entry_fmt = fixed_format(schema.image_entry)
+    seg_fmt = fixed_format(schema.segment_vmaddr)
     images = []
     # Entries may all point at the same records: bound what they add up to by the note's
     # own size (a well-formed payload holds its segment records and paths), so a small

@@ -9,7 +9,6 @@ the file offset.
 
 from __future__ import annotations
 
-import mmap
 import os
 from typing import Any, NamedTuple
 
@@ -28,7 +27,7 @@ from ..model import (
     Snapshot,
     Thread,
 )
-from ..structio import parse_at, plain, unpack_at
+from ..structio import map_file, parse_at, plain, unpack_at
 from . import codec, notes, schema
 from .constants import (
     MH_CIGAM_64,
@@ -95,15 +94,7 @@ class MachOCore:
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> MachOCore:
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
-                    raise ParseError("empty file", 0, path)
-                buffer: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as e:
-            raise ParseError(f"cannot read: {e.strerror}", path=path) from None
-        return cls(buffer, path)
+        return cls(map_file(path), path)
 
     # ------------------------------------------------------------------ reading
 

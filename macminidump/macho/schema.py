@@ -20,13 +20,13 @@ Register-state structs use exactly the register names of :mod:`macminidump.arch`
 Reserved areas are ``Padding``: written as zeros, skipped (not checked) on parse, and
 absent from parsed results.
 
-:func:`fixed_format` turns a flat declaration into a :class:`struct.Struct` for hot
-paths, so these declarations stay the single source of truth for layouts.
+:func:`macminidump.structio.fixed_format` turns a flat declaration into a
+:class:`struct.Struct` for hot paths, so these declarations stay the single source of
+truth for layouts.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -37,7 +37,6 @@ from construct import (
     BytesInteger,
     Const,
     Construct,
-    FormatField,
     GreedyBytes,
     Int8ul,
     Int16ul,
@@ -45,7 +44,6 @@ from construct import (
     Int64ul,
     NullTerminated,
     Padding,
-    Renamed,
     StringError,
     Struct,
     this,
@@ -84,7 +82,6 @@ __all__ = [
     "addrable_bits_v3",
     "addrable_bits_v4",
     "kern_ver_str",
-    "fixed_format",
 ]
 
 NAME_SIZE = 16
@@ -96,7 +93,7 @@ NAME_SIZE = 16
 class Name16Adapter(Adapter):
     """A 16-byte NUL-padded name <-> ``str`` (see the module docstring for the rules).
 
-    ``fixed_format`` yields these fields as the raw 16 bytes; decode them the same way with
+    ``structio.fixed_format`` yields these fields as the raw 16 bytes; decode them the same way with
     ``raw.rstrip(b"\\0").decode("latin-1")``.
     """
 
@@ -410,43 +407,3 @@ kern_ver_str = Struct(
     "version" / Const(1, Int32ul),
     "version_string" / utf8_cstring,
 )
-
-
-# ------------------------------------------------------------------------- fixed_format
-
-_INT_CODES = frozenset("bBhHiIlLqQ")
-
-
-def fixed_format(decl: Construct) -> struct.Struct:
-    """A little-endian :class:`struct.Struct` with the same layout as ``decl``.
-
-    ``decl`` must be a construct ``Struct`` whose fields are all named and each a
-    little-endian integer ``FormatField`` (``Int32ul`` ...), a fixed-length ``Bytes`` or
-    a 16-byte name (:class:`Name16Adapter`, as ``"16s"``); anything else (Const, Padding,
-    BytesInteger, strings, nested structs) raises ``TypeError``.
-
-    ``unpack`` returns the values in field order (``[sc.name for sc in decl.subcons]``),
-    with names as the *raw* 16 bytes, not decoded. Unlike construct, it raises
-    ``struct.error`` on a short buffer: check bounds first.
-    """
-    if not isinstance(decl, Struct):
-        raise TypeError(f"fixed_format needs a construct Struct, not {type(decl).__name__}")
-    codes = ["<"]
-    for field in decl.subcons:
-        if not isinstance(field, Renamed) or not field.name:
-            raise TypeError(f"fixed_format: unnamed field {field!r}")
-        inner = field.subcon
-        if isinstance(inner, Name16Adapter):
-            codes.append(f"{NAME_SIZE}s")
-        elif type(inner) is FormatField:
-            order, code = inner.fmtstr[0], inner.fmtstr[1:]
-            if code not in _INT_CODES or (order != "<" and inner.length != 1):
-                raise TypeError(f"fixed_format: field {field.name!r} is not a LE integer")
-            codes.append(code)
-        elif type(inner) is Bytes and isinstance(inner.length, int):
-            codes.append(f"{inner.length}s")
-        else:
-            raise TypeError(
-                f"fixed_format: field {field.name!r} ({type(inner).__name__}) is not fixed"
-            )
-    return struct.Struct("".join(codes))
