@@ -1,0 +1,553 @@
+"""Run a program under a crash supervisor: a minimal ELF core when it dies of a crash.
+
+``run_supervised(argv, core_path)`` starts ``argv`` as a traced child (Linux x86_64,
+ptrace), lets it run with the terminal and its standard streams untouched, and returns the
+status a shell would show: the program's exit code, or 128 + the signal that killed it.
+When a crash signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS) is about
+to kill it, every thread is stopped, the process is captured (``capture.linux``) with the
+crashing thread's state at the signal and its siginfo, the core is written at
+``core_path`` (``render_elf``: temp file + rename), and only then does the signal go on
+and kill the program. See ``../shared/reference/elf-core.md``, "Live capture pitfalls".
+
+How it follows the program:
+
+- Start: ``fork``; the child waits on a pipe until the supervisor has seized it
+  (``PTRACE_SEIZE`` with TRACECLONE, TRACEEXEC and EXITKILL: the child dies with the
+  supervisor), then ``execvp``s. An exec that fails comes back through a close-on-exec
+  pipe as a ``CaptureError``; the child is reaped.
+- Every thread is followed through clone events. Every stop is answered at once: a signal
+  that would not kill (handled, ignored, or not a crash signal) is passed on unchanged;
+  a group-stop (SIGSTOP, SIGTSTP, ...) is left in place with ``PTRACE_LISTEN``, so job
+  control works as without a tracer.
+- "Would kill": the signal is one of the crash signals and the process neither catches nor
+  ignores it (``SigCgt``/``SigIgn`` in /proc: a program with its own SIGSEGV handler keeps
+  working). The kernel's own core dump of that death is turned off (RLIMIT_CORE 0 on the
+  child): the supervisor's core replaces it.
+- Waiting: the supervisor is not the only user of ``wait`` in its process (a test runner, a
+  program's other children), so it never waits for "any child": it blocks SIGCHLD in its
+  own thread, sleeps in ``sigtimedwait`` and polls exactly the threads it traces.
+- The supervisor ignores SIGINT, SIGQUIT and SIGTSTP while the program runs (the terminal
+  sends them to the program too, as a shell's ``time`` does); in an interactive foreground
+  job, a program stopped from the terminal (Ctrl-Z) stops the supervisor with it, so the
+  shell sees the job stopped and ``fg`` continues both.
+- On every path, errors included, nothing is left traced, stopped or unreaped: an error in
+  the supervisor kills the program (SIGKILL, as EXITKILL would) and reaps every thread.
+
+Use it from one thread (ptrace requests come from the thread that seized the program).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import attrs
+
+from ..elf.notes import has_fault_address
+from ..elf.render import render_elf
+from ..errors import CaptureError, MacMiniDumpError, TargetError
+from ..model import SignalInfo
+from .base import CaptureOptions, CrashContext, capture
+from .linux import (
+    _RUNNING,
+    _STOPPED,
+    PTRACE_DETACH,
+    PTRACE_EVENT_CLONE,
+    PTRACE_EVENT_STOP,
+    PTRACE_GETEVENTMSG,
+    PTRACE_INTERRUPT,
+    PTRACE_O_TRACECLONE,
+    PTRACE_SEIZE,
+    WALL,
+    LinuxTarget,
+    _pt,
+    _status_fields,
+)
+
+__all__ = ["CrashReport", "run_supervised", "FATAL_SIGNALS"]
+
+PTRACE_CONT = 7
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_LISTEN = 0x4208
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_EXITKILL = 0x100000
+PTRACE_EVENT_EXEC = 4
+SEIZE_OPTIONS = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL
+
+#: signals whose default action dumps core and that a crash raises
+FATAL_SIGNALS = frozenset(
+    {
+        signal.SIGSEGV,
+        signal.SIGBUS,
+        signal.SIGILL,
+        signal.SIGFPE,
+        signal.SIGABRT,
+        signal.SIGTRAP,
+        signal.SIGSYS,
+    }
+)
+STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+TERMINAL_STOPS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+#: the supervisor's own dispositions while the program runs
+IGNORED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP)
+#: what Python ignores at startup and a child must not inherit (as subprocess restores)
+RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+#: how long to sleep in sigtimedwait before polling anyway: SIGCHLD reaches this thread
+#: only when no other thread of the process takes it
+WAIT_ALONE, WAIT_SHARED = 1.0, 0.005
+EXIT_NOT_STARTED = 127
+REAP_TIMEOUT = 10.0
+
+
+@attrs.frozen(kw_only=True)
+class CrashReport:
+    """What ``run_supervised`` did about a crash (given to ``on_crash``)."""
+
+    pid: int
+    thread_id: int
+    signal: SignalInfo
+    core_path: str
+    #: the core's size in bytes; None when it could not be written
+    size: int | None
+    #: from the crash signal's stop (as seen by the supervisor) to the core written
+    seconds: float
+    #: why no core was written; None when it was
+    error: str | None = None
+
+
+class _Siginfo(ctypes.Structure):
+    _fields_ = [
+        ("si_signo", ctypes.c_int),
+        ("si_errno", ctypes.c_int),
+        ("si_code", ctypes.c_int),
+        ("_pad", ctypes.c_int),
+        ("si_addr", ctypes.c_uint64),
+        ("_rest", ctypes.c_uint8 * 104),
+    ]
+
+
+def run_supervised(
+    argv: Sequence[str],
+    core_path: str | os.PathLike[str],
+    options: CaptureOptions | None = None,
+    on_crash: Callable[[CrashReport], object] | None = None,
+) -> int:
+    """Run ``argv`` to its end; write a core at ``core_path`` if it crashes.
+
+    Returns the program's exit code, or 128 + the number of the signal that killed it.
+    Raises ``CaptureError`` (one line) when the program cannot be started; no child is
+    left behind. A core that cannot be written does not change the result: ``on_crash``
+    gets the reason (or, without ``on_crash``, it goes to stderr in one line).
+    """
+    argv = [os.fspath(a) for a in argv]
+    if not argv or not argv[0]:
+        raise TargetError("no program to run")
+    core = os.fspath(core_path)
+    directory = os.path.dirname(os.path.abspath(core))
+    if not os.path.isdir(directory):
+        raise TargetError(f"{core}: no such directory {directory!r} for the core file")
+    LinuxTarget.check_platform()
+    supervisor = _Supervisor(argv, core, options, on_crash)
+    with _ignoring(IGNORED) as previous, _blocked_sigchld():
+        supervisor.start(previous)
+        try:
+            supervisor.run()
+        except BaseException:
+            supervisor.kill()
+            raise
+    return supervisor.result()
+
+
+@contextlib.contextmanager
+def _ignoring(signals: Sequence[int]) -> Iterator[dict[int, object]]:
+    """The signals ignored for the duration (main thread only: elsewhere Python cannot
+    change dispositions); yields the previous dispositions."""
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield previous
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _blocked_sigchld() -> Iterator[None]:
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _child(argv: list[str], go: int, report: int, previous: dict[int, object]) -> None:
+    """In the forked child: wait until seized, then exec (never returns)."""
+    try:
+        for restored in RESTORED:
+            signal.signal(restored, signal.SIG_DFL)
+        for number, handler in previous.items():
+            # an ignored signal stays ignored across exec; a handled one resets anyway
+            default = signal.SIG_IGN if handler == signal.SIG_IGN else signal.SIG_DFL
+            signal.signal(number, default)
+        if os.read(go, 1):  # EOF: the supervisor died before it seized this child
+            os.execvp(argv[0], argv)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(report, str(exc.errno or 0).encode())
+    except BaseException:
+        pass
+    os._exit(EXIT_NOT_STARTED)
+
+
+class _Supervisor:
+    def __init__(
+        self,
+        argv: list[str],
+        core_path: str,
+        options: CaptureOptions | None,
+        on_crash: Callable[[CrashReport], object] | None,
+    ):
+        self.argv = argv
+        self.core_path = core_path
+        self.options = options
+        self.on_crash = on_crash
+        self.pid = 0
+        #: every thread traced (of the program, plus clones of other processes not yet
+        #: detached)
+        self.tids: set[int] = set()
+        self.listening: set[int] = set()
+        #: clones that are not threads of the program (clone without CLONE_THREAD)
+        self.foreign: set[int] = set()
+        self.status: int | None = None
+        self.execed = False
+        self.crashed = False
+        self.tracer = threading.get_native_id()
+        self._report_fd = -1
+        self.interactive = False
+
+    # -- start --------------------------------------------------------------------------
+
+    def start(self, previous: dict[int, object]) -> None:
+        go_r, go_w = os.pipe()
+        report_r, report_w = os.pipe()  # both ends close-on-exec
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in (go_r, go_w, report_r, report_w):
+                os.close(fd)
+            raise CaptureError(f"cannot start {self.argv[0]}: fork: {exc.strerror}") from None
+        if pid == 0:
+            os.close(go_w)
+            os.close(report_r)
+            _child(self.argv, go_r, report_w, previous)
+        os.close(go_r)
+        os.close(report_w)
+        self.pid = pid
+        self._report_fd = report_r
+        try:
+            err = _pt(PTRACE_SEIZE, pid, 0, SEIZE_OPTIONS)
+            if err:
+                raise CaptureError(f"cannot trace {self.argv[0]}: {os.strerror(err)}")
+            self.tids.add(pid)
+            with contextlib.suppress(OSError):
+                # the kernel's own core of the crash would duplicate (or overwrite) ours
+                resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
+            self.interactive = _foreground_job()
+            os.write(go_w, b"go")
+        except BaseException:
+            os.close(go_w)
+            self.kill()
+            os.close(report_r)
+            raise
+        os.close(go_w)
+
+    # -- the event loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        while self.status is None:
+            if not self._poll():
+                self._wait()
+
+    def _poll(self) -> bool:
+        """Handle every stop and exit reported now; whether there was any."""
+        progressed = False
+        again = True
+        while again and self.status is None:
+            again = False
+            for tid in list(self.tids):
+                try:
+                    got, status = os.waitpid(tid, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    self._forget(tid)
+                    if tid == self.pid and self.status is None:
+                        raise CaptureError(
+                            f"lost process {self.pid}: something else reaped it"
+                        ) from None
+                    continue
+                if got:
+                    again = progressed = True
+                    self._handle(tid, status, time.perf_counter())
+        return progressed
+
+    def _wait(self) -> None:
+        alone = _thread_count() == 1
+        signal.sigtimedwait({signal.SIGCHLD}, WAIT_ALONE if alone else WAIT_SHARED)
+        self._adopt_unknown()
+
+    def _adopt_unknown(self) -> None:
+        """Threads traced by this thread but not known (a clone whose event was lost when
+        its parent was killed at the event): they must be reaped too."""
+        try:
+            listed = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return
+        for name in listed:
+            tid = int(name)
+            if tid not in self.tids:
+                fields = _status_fields(f"/proc/{self.pid}/task/{tid}/status")
+                if int(fields.get("TracerPid", "0") or 0) == self.tracer:
+                    self.tids.add(tid)
+
+    def _forget(self, tid: int) -> None:
+        self.tids.discard(tid)
+        self.listening.discard(tid)
+        self.foreign.discard(tid)
+
+    def _handle(self, tid: int, status: int, seen: float) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._forget(tid)
+            if tid == self.pid:
+                self.status = status
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        if tid in self.foreign:
+            # not a thread of the program: let it go its own way
+            _pt(PTRACE_DETACH, tid, 0, 0)
+            self._forget(tid)
+            return
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if event == PTRACE_EVENT_STOP:
+            if sig in STOP_SIGNALS:  # a group-stop: stay stopped, without the tracer
+                if _pt(PTRACE_LISTEN, tid) == 0:
+                    self.listening.add(tid)
+                    self._mirror_stop(sig)
+                    return
+            # an interrupt, a new thread's first stop, the end of a group-stop
+            self.listening.discard(tid)
+            _pt(PTRACE_CONT, tid, 0, 0)
+        elif event == PTRACE_EVENT_CLONE:
+            self._cloned(tid)
+            _pt(PTRACE_CONT, tid, 0, 0)
+        elif event == PTRACE_EVENT_EXEC:
+            self.execed = True
+            _pt(PTRACE_CONT, tid, 0, 0)
+        elif event == 0:  # a signal-delivery-stop
+            if not self.crashed and sig in FATAL_SIGNALS and self._kills(tid, sig):
+                self._crash(tid, sig, seen)
+            else:
+                _pt(PTRACE_CONT, tid, 0, sig)
+        else:
+            _pt(PTRACE_CONT, tid, 0, 0)
+
+    def _cloned(self, tid: int) -> None:
+        msg = ctypes.c_ulong()
+        if _pt(PTRACE_GETEVENTMSG, tid, 0, ctypes.addressof(msg)) or not msg.value:
+            return
+        child = msg.value
+        self.tids.add(child)
+        fields = _status_fields(f"/proc/{child}/status")
+        if fields and int(fields.get("Tgid", self.pid)) != self.pid:
+            self.foreign.add(child)
+
+    def _kills(self, tid: int, sig: int) -> bool:
+        """Whether delivering ``sig`` now takes its default action (for these: a core dump
+        and death). A blocked fault signal the kernel forces is reset to its default
+        before this stop, so the masks tell."""
+        fields = _status_fields(f"/proc/{self.pid}/task/{tid}/status")
+        bit = 1 << (sig - 1)
+        try:
+            caught = int(fields.get("SigCgt", "0"), 16)
+            ignored = int(fields.get("SigIgn", "0"), 16)
+        except ValueError:
+            return False
+        return bool(fields) and not (caught | ignored) & bit
+
+    def _mirror_stop(self, sig: int) -> None:
+        """A program stopped from the terminal stops its supervisor too, once all its
+        threads are stopped: the shell then sees the job stopped, and ``fg`` (SIGCONT to
+        the whole process group) continues both."""
+        if sig in TERMINAL_STOPS and self.interactive and self.listening >= self.tids:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    # -- a crash ----------------------------------------------------------------------------
+
+    def _crash(self, tid: int, sig: int, seen: float) -> None:
+        self.crashed = True
+        info = _siginfo(tid, sig)
+        target = _SupervisedTarget(self.pid, tid, self.tids - {tid} - self.foreign)
+        size: int | None = None
+        error: str | None = None
+        try:
+            snapshot = capture(target, self.options, crash=CrashContext(thread_id=tid, signal=info))
+            size = render_elf(snapshot, self.core_path)
+        except (MacMiniDumpError, OSError) as exc:
+            error = str(exc)
+        seconds = time.perf_counter() - seen
+        self._release(target, tid, sig)
+        report = CrashReport(
+            pid=self.pid,
+            thread_id=tid,
+            signal=info,
+            core_path=self.core_path,
+            size=size,
+            seconds=seconds,
+            error=error,
+        )
+        if self.on_crash is not None:
+            self.on_crash(report)
+        elif error is not None:
+            print(f"macminidump: no core written: {error}", file=sys.stderr, flush=True)
+
+    def _release(self, target: _SupervisedTarget, crashed: int, sig: int) -> None:
+        """Hand every thread the capture stopped back to the event loop: the crashing
+        thread goes on with its signal (which kills the program), the others as their
+        stop asks (a signal that arrived meanwhile is delivered)."""
+        before = set(target.adopted)
+        now = dict(target.states)
+        for tid in before - now.keys():
+            self._forget(tid)  # exited meanwhile (reaped by the target)
+        if target.exit_status is not None:
+            self.status = target.exit_status
+        self.tids |= now.keys()
+        if now.get(crashed) == _STOPPED:
+            _pt(PTRACE_CONT, crashed, 0, sig)
+        for tid, state in now.items():
+            if tid == crashed:
+                continue
+            self.listening.discard(tid)
+            if state == _STOPPED and tid in target.statuses:
+                self._handle(tid, target.statuses[tid], time.perf_counter())
+            # a thread still running reports its stop to the event loop later
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def kill(self) -> None:
+        """Kill the program and reap every thread of it (on errors)."""
+        if self.pid <= 0 or self.status is not None:
+            return
+        self.tids.add(self.pid)  # (not yet traced when the seize failed)
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + REAP_TIMEOUT
+        while self.status is None and time.monotonic() < deadline:
+            self._adopt_unknown()
+            for tid in sorted(self.tids, key=lambda t: t == self.pid):
+                try:
+                    got, status = os.waitpid(tid, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    self._forget(tid)
+                    if tid == self.pid:
+                        return
+                    continue
+                if got and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                    self._forget(tid)
+                    if tid == self.pid:
+                        self.status = status
+                elif got:
+                    _pt(PTRACE_CONT, tid, 0, 0)  # a stop on the way to death
+            time.sleep(0.001)
+
+    def result(self) -> int:
+        report = self._report_fd
+        self._report_fd = -1
+        try:
+            # (non-blocking: a copy of the write end forked elsewhere must not hang this)
+            if report >= 0:
+                os.set_blocking(report, False)
+            data = os.read(report, 64) if report >= 0 else b""
+        except BlockingIOError:
+            data = b""
+        finally:
+            if report >= 0:
+                os.close(report)
+        status = self.status
+        assert status is not None
+        if not self.execed and data:
+            try:
+                err = int(data)
+            except ValueError:
+                err = 0
+            why = os.strerror(err) if err else "exec failed"
+            raise TargetError(f"cannot run {self.argv[0]}: {why}")
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        return os.WEXITSTATUS(status)
+
+
+class _SupervisedTarget(LinuxTarget):
+    """A LinuxTarget over threads the supervisor already traces: ``stop`` interrupts them
+    (the crashing thread is stopped already) instead of seizing, ``resume`` leaves them
+    stopped and traced for the supervisor to continue. Every stop it consumes is kept in
+    ``statuses`` so the supervisor can answer it."""
+
+    def __init__(self, pid: int, crashed: int, others: set[int]):
+        super().__init__(pid)
+        self.crashed = crashed
+        self.adopted = {crashed, *others}
+        self.statuses: dict[int, int] = {}
+
+    @property
+    def states(self) -> dict[int, str]:
+        return self._threads
+
+    def stop(self) -> None:
+        start = time.perf_counter()
+        self._tracer = threading.get_native_id()
+        self._threads[self.crashed] = _STOPPED
+        for tid in self.adopted - {self.crashed}:
+            self._threads[tid] = _RUNNING
+            _pt(PTRACE_INTERRUPT, tid)
+        self._wait_stopped(time.monotonic() + self.stop_timeout, strict=True)
+        self.stop_seconds = time.perf_counter() - start
+
+    def resume(self) -> None:
+        self._tracer = None
+
+    def _on_status(self, tid: int, status: int) -> None:
+        self.statuses[tid] = status
+        super()._on_status(tid, status)
+
+
+def _siginfo(tid: int, sig: int) -> SignalInfo:
+    raw = _Siginfo()
+    if _pt(PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(raw)):
+        return SignalInfo(signo=sig)
+    address = raw.si_addr if has_fault_address(raw.si_signo, raw.si_code) else None
+    return SignalInfo(signo=raw.si_signo, code=raw.si_code, errno=raw.si_errno, address=address)
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2
+
+
+def _foreground_job() -> bool:
+    """Whether this process runs as the terminal's foreground job (Ctrl-Z reaches it)."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
