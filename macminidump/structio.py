@@ -9,7 +9,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from typing import Any
+from typing import Any, TypeVar
 
 import construct
 
@@ -75,6 +75,34 @@ def map_file(path: str) -> Any:
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as e:
         raise ParseError(f"cannot read: {e.strerror}", path=path) from None
+
+
+_Reader = TypeVar("_Reader", bound="CoreReader")
+
+
+class CoreReader:
+    """Base of the format readers: a buffer (an mmap of the file, or bytes) read at once.
+
+    A subclass implements ``_parse``; any ParseError it raises is given the file's path.
+    The buffer stays referenced, so lazily read memory outlives nothing it needs.
+    """
+
+    def __init__(self, buffer: Any, path: str | None = None):
+        self.buffer = buffer
+        self.path = path
+        try:
+            self._parse()
+        except ParseError as e:
+            e.path = path
+            raise
+
+    @classmethod
+    def open(cls: type[_Reader], path: str | os.PathLike[str]) -> _Reader:
+        path = os.fspath(path)
+        return cls(map_file(path), path)
+
+    def _parse(self) -> None:
+        raise NotImplementedError
 
 
 def unpack_at(fmt: struct.Struct, buffer: Any, offset: int, what: str) -> tuple[Any, ...]:

@@ -37,7 +37,7 @@ from ..model import (
     Snapshot,
     Thread,
 )
-from ..structio import fixed_format, map_file, parse_at, plain, unpack_at
+from ..structio import CoreReader, fixed_format, parse_at, plain, unpack_at
 from ..writer import align
 from . import notes, schema
 from .constants import (
@@ -104,22 +104,11 @@ def _protection(p_flags: int) -> Any:
     return PROTECTIONS[bits]
 
 
-class ElfCore:
-    """A parsed ELF core. Holds an mmap of the file (or the bytes given) while alive."""
+class ElfCore(CoreReader):
+    """A parsed ELF core. Holds an mmap of the file (or the bytes given) while alive.
 
-    def __init__(self, buffer: Any, path: str | None = None):
-        self.buffer = buffer
-        self.path = path
-        try:
-            self._parse()
-        except ParseError as e:
-            e.path = path
-            raise
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> ElfCore:
-        path = os.fspath(path)
-        return cls(map_file(path), path)
+    ``ElfCore.open(path)`` maps a file; ``ElfCore(data)`` reads bytes.
+    """
 
     # ------------------------------------------------------------------ reading
 

@@ -27,7 +27,7 @@ from ..model import (
     Snapshot,
     Thread,
 )
-from ..structio import map_file, parse_at, plain, unpack_at
+from ..structio import CoreReader, parse_at, plain, unpack_at
 from . import codec, notes, schema
 from .constants import (
     MH_CIGAM_64,
@@ -79,22 +79,11 @@ class ThreadState:
     values: dict[str, int] | None
 
 
-class MachOCore:
-    """A parsed Mach-O core. Holds an mmap of the file (or the bytes given) while alive."""
+class MachOCore(CoreReader):
+    """A parsed Mach-O core. Holds an mmap of the file (or the bytes given) while alive.
 
-    def __init__(self, buffer: Any, path: str | None = None):
-        self.buffer = buffer
-        self.path = path
-        try:
-            self._parse()
-        except ParseError as e:
-            e.path = path
-            raise
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> MachOCore:
-        path = os.fspath(path)
-        return cls(map_file(path), path)
+    ``MachOCore.open(path)`` maps a file; ``MachOCore(data)`` reads bytes.
+    """
 
     # ------------------------------------------------------------------ reading
 
