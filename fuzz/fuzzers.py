@@ -20,6 +20,8 @@ import traceback
 from typing import Any
 
 import macminidump
+from macminidump.elf.parse import ElfCore
+from macminidump.elf.render import render_elf_bytes
 from macminidump.errors import ParseError, RenderError, SpecError
 from macminidump.inspect import _plain, snapshot_report
 from macminidump.macho.parse import MachOCore
@@ -118,6 +120,31 @@ def fuzz_macho(data: bytes) -> None:
     _touch(snapshot)
     _report(snapshot, core)
     _roundtrip(snapshot)
+
+
+def fuzz_elf(data: bytes) -> None:
+    """Parse an ELF core, build its snapshot, read its memory, report it, render it back."""
+    try:
+        snapshot = ElfCore(data).snapshot()
+    except ParseError:
+        return
+    _touch(snapshot)
+    _report(snapshot)
+    try:
+        rendered = render_elf_bytes(snapshot)
+    except RenderError:
+        return
+    try:
+        again = ElfCore(rendered).snapshot()
+    except ParseError as e:
+        if snapshot.raw_notes or snapshot.raw_commands:
+            return  # copied verbatim from another file
+        raise RoundTripError(f"rendered core does not parse back: {e}") from e
+    _touch(again)
+
+
+def fuzz_elf_guarded(data: bytes) -> None:
+    _guarded(fuzz_elf, data)
 
 
 def fuzz_spec(data: bytes) -> None:

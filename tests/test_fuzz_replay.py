@@ -57,6 +57,7 @@ OPEN: dict[str, tuple[str, str]] = {}
 OPEN_SIGNATURES = frozenset(sig for sig, _ in OPEN.values())
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
+    "elf": fuzzers.fuzz_elf,
     "macho": fuzzers.fuzz_macho,
     "spec": fuzzers.fuzz_spec,
 }
