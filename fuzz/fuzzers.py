@@ -23,7 +23,7 @@ import macminidump
 from macminidump.elf.parse import ElfCore
 from macminidump.elf.render import render_elf_bytes
 from macminidump.errors import ParseError, RenderError, SpecError
-from macminidump.inspect import _plain, snapshot_report
+from macminidump.inspect import plain_value, snapshot_report
 from macminidump.macho.parse import MachOCore
 from macminidump.macho.render import render_macho_bytes
 from macminidump.model import Snapshot
@@ -69,7 +69,12 @@ def _report(snapshot: Snapshot, core: MachOCore | None = None) -> str:
     if core is not None:
         report["header"] = dict(core.header)
         report["notes"] = [
-            {"owner": n.owner, "offset": n.offset, "size": n.size, "decoded": _plain(n.decoded)}
+            {
+                "owner": n.owner,
+                "offset": n.offset,
+                "size": n.size,
+                "decoded": plain_value(n.decoded),
+            }
             for n in core.notes
         ]
     return json.dumps(report)

@@ -39,7 +39,7 @@ def inspect_core(path: str | os.PathLike[str]) -> dict[str, Any]:
     for region in report["regions"]:
         region["file_offset"] = offsets.get(region["address"])
     report["notes"] = [
-        {"owner": n.owner, "offset": n.offset, "size": n.size, "decoded": _plain(n.decoded)}
+        {"owner": n.owner, "offset": n.offset, "size": n.size, "decoded": plain_value(n.decoded)}
         for n in core.notes
     ]
     report["load_commands"] = [
@@ -85,7 +85,7 @@ def _inspect_elf(path: str | os.PathLike[str]) -> dict[str, Any]:
             "type_name": _enum_name(CoreNoteType, n.type) if n.owner in ("CORE", "LINUX") else None,
             "offset": n.offset,
             "size": n.size,
-            "decoded": _plain(n.decoded),
+            "decoded": plain_value(n.decoded),
         }
         for n in core.notes
     ]
@@ -186,18 +186,18 @@ def _image(image: Image) -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """Decoded note values (attrs objects, images, UUIDs) as JSON-ready data."""
     if value is None or isinstance(value, (int, str, bool, float)):
         return value
     if isinstance(value, Image):
         return _image(value)
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     if attrs.has(type(value)):
-        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+        return {k: plain_value(v) for k, v in attrs.asdict(value, recurse=False).items()}
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_value(v) for k, v in value.items()}
     return str(value).upper() if type(value).__name__ == "UUID" else str(value)
 
 
