@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import macminidump
@@ -84,7 +85,11 @@ class RoundTripError(AssertionError):
     """The renderer wrote a core that the parser rejects, from a snapshot with no raw items."""
 
 
-def _roundtrip(snapshot: Snapshot) -> None:
+def _roundtrip(
+    snapshot: Snapshot,
+    render: Callable[[Snapshot], bytes] = render_macho_bytes,
+    parse: Callable[[bytes], Snapshot] = lambda data: MachOCore(data).snapshot(),
+) -> None:
     """Render ``snapshot`` as a core (RenderError allowed) and parse that back.
 
     ParseError on the way back is allowed only when the snapshot holds raw notes or raw
@@ -93,11 +98,11 @@ def _roundtrip(snapshot: Snapshot) -> None:
     core the parser rejects is a finding (RoundTripError).
     """
     try:
-        rendered = render_macho_bytes(snapshot)
+        rendered = render(snapshot)
     except RenderError:
         return
     try:
-        again = MachOCore(rendered).snapshot()
+        again = parse(rendered)
     except ParseError as e:
         if snapshot.raw_notes or snapshot.raw_commands:
             return
@@ -135,17 +140,7 @@ def fuzz_elf(data: bytes) -> None:
         return
     _touch(snapshot)
     _report(snapshot)
-    try:
-        rendered = render_elf_bytes(snapshot)
-    except RenderError:
-        return
-    try:
-        again = ElfCore(rendered).snapshot()
-    except ParseError as e:
-        if snapshot.raw_notes or snapshot.raw_commands:
-            return  # copied verbatim from another file
-        raise RoundTripError(f"rendered core does not parse back: {e}") from e
-    _touch(again)
+    _roundtrip(snapshot, render_elf_bytes, lambda data: ElfCore(data).snapshot())
 
 
 def fuzz_elf_guarded(data: bytes) -> None:
