@@ -9,11 +9,14 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .model import Snapshot
 
 import construct
 
-from .errors import ParseError, RenderError
+from .errors import MacMiniDumpError, ParseError, RenderError
 
 
 def parse_at(schema: Any, buffer: Any, offset: int, what: str, limit: int | None = None) -> Any:
@@ -101,7 +104,19 @@ class CoreReader:
         path = os.fspath(path)
         return cls(map_file(path), path)
 
+    def snapshot(self) -> Snapshot:
+        """The file as a Snapshot; a model invariant it breaks is a ParseError too."""
+        try:
+            return self._snapshot()
+        except ParseError:
+            raise
+        except MacMiniDumpError as e:
+            raise ParseError(str(e), path=self.path) from None
+
     def _parse(self) -> None:
+        raise NotImplementedError
+
+    def _snapshot(self) -> Snapshot:
         raise NotImplementedError
 
 

@@ -220,14 +220,6 @@ class ElfCore(CoreReader):
 
     # ------------------------------------------------------------------ model
 
-    def snapshot(self) -> Snapshot:
-        try:
-            return self._snapshot()
-        except ParseError:
-            raise
-        except MacMiniDumpError as e:
-            raise ParseError(str(e), path=self.path) from None
-
     def _snapshot(self) -> Snapshot:
         process: ProcessInfo | None = None
         auxv: tuple[tuple[int, int], ...] | None = None

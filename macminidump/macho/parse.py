@@ -227,14 +227,6 @@ class MachOCore(CoreReader):
 
     # ------------------------------------------------------------------ model
 
-    def snapshot(self) -> Snapshot:
-        try:
-            return self._snapshot()
-        except ParseError:
-            raise
-        except MacMiniDumpError as e:
-            raise ParseError(str(e), path=self.path) from None
-
     def _snapshot(self) -> Snapshot:
         buf = self.buffer
         raw_commands = [
