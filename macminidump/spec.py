@@ -11,7 +11,7 @@ import json
 import os
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import yaml
@@ -32,6 +32,8 @@ from .model import (
     Thread,
     content_of,
 )
+
+_T = TypeVar("_T")
 
 FORMATS = ("macho", "elf")
 
@@ -70,6 +72,16 @@ def _list(value: Any, path: _Path) -> list[Any]:
     if not isinstance(value, list):
         raise path.fail(f"expected a list, got {type(value).__name__}")
     return value
+
+
+def _each(
+    mapping: Mapping[str, Any], key: str, path: _Path, parse: Callable[[Any, _Path], _T]
+) -> tuple[_T, ...]:
+    """``mapping[key]`` (a list, or absent) with ``parse(item, path of item)`` on each."""
+    where = path.key(key)
+    return tuple(
+        parse(item, where.index(i)) for i, item in enumerate(_list(mapping.get(key), where))
+    )
 
 
 def _int(value: Any, path: _Path, bits: int = 64) -> int:
@@ -191,43 +203,26 @@ def snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None = None) -> 
         known = "a CPU macminidump does not write" if cpu in _OTHER_CPUS else "an unknown CPU"
         raise root.key("cpu").fail(f"{cpu!r} is {known}; supported: arm64, x86_64")
     arch = Arch(cpu)
+    # threads need their index too: a thread without an id gets it
+    where = root.key("threads")
     threads = tuple(
-        _thread(t, root.key("threads").index(i), arch, i)
-        for i, t in enumerate(_list(spec.get("threads"), root.key("threads")))
+        _thread(t, where.index(i), arch, i) for i, t in enumerate(_list(spec.get("threads"), where))
     )
-    regions = tuple(
-        _region(r, root.key("memory-regions").index(i))
-        for i, r in enumerate(_list(spec.get("memory-regions"), root.key("memory-regions")))
-    )
-    images = tuple(
-        _binary(b, root.key("binaries").index(i), base_dir)
-        for i, b in enumerate(_list(spec.get("binaries"), root.key("binaries")))
-    )
+    regions = _each(spec, "memory-regions", root, _region)
+    images = _each(spec, "binaries", root, lambda b, at: _binary(b, at, base_dir))
     bits = None
     if spec.get("addressable-bits") is not None:
         bits = _addressable_bits(spec["addressable-bits"], root.key("addressable-bits"))
-    raw_notes = tuple(
-        _raw(n, root.key("raw-notes").index(i))
-        for i, n in enumerate(_list(spec.get("raw-notes"), root.key("raw-notes")))
-    )
-    raw_commands = tuple(
-        _raw(n, root.key("raw-commands").index(i))
-        for i, n in enumerate(_list(spec.get("raw-commands"), root.key("raw-commands")))
-    )
+    raw_notes = _each(spec, "raw-notes", root, _raw)
+    raw_commands = _each(spec, "raw-commands", root, _raw)
     process = None
     if spec.get("process") is not None:
         process = _process(spec["process"], root.key("process"))
     signal = None
     if spec.get("signal") is not None:
         signal = _signal(spec["signal"], root.key("signal"))
-    auxv = tuple(
-        _auxv_entry(a, root.key("auxv").index(i))
-        for i, a in enumerate(_list(spec.get("auxv"), root.key("auxv")))
-    )
-    file_mappings = tuple(
-        _file_mapping(m, root.key("file-mappings").index(i))
-        for i, m in enumerate(_list(spec.get("file-mappings"), root.key("file-mappings")))
-    )
+    auxv = _each(spec, "auxv", root, _auxv_entry)
+    file_mappings = _each(spec, "file-mappings", root, _file_mapping)
     return _guard(
         root,
         lambda: Snapshot(
@@ -344,10 +339,7 @@ def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
                 raise gpath.key("name").fail(f"register {name!r} given twice")
             values[name] = _int(reg.get("value"), gpath.key("value"), 8 * width)
         regsets.append(RegisterSet(kind, values))
-    raw_states = tuple(
-        _raw(r, path.key("raw-states").index(i))
-        for i, r in enumerate(_list(t.get("raw-states"), path.key("raw-states")))
-    )
+    raw_states = _each(t, "raw-states", path, _raw)
     thread_name = t.get("name")
     return _guard(
         path,
@@ -425,8 +417,7 @@ def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
     segments: tuple[ImageSegment, ...] = ()
     if "segments" in b:
         # given explicitly (as to-spec writes them): addresses and slide are taken as given
-        given = _list(b["segments"], path.key("segments"))
-        segments = tuple(_segment(s, path.key("segments").index(i)) for i, s in enumerate(given))
+        segments = _each(b, "segments", path, _segment)
     elif info is not None:
         # from the file: one of address and slide gives the other, and the segments
         text = info.text_vmaddr
