@@ -1,4 +1,4 @@
-"""The shared capture logic, run against a fake OS (capture/fake.py)."""
+"""The shared capture logic, run against a fake OS (testing/fake_os.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from macminidump import CaptureError, Image, Region, Snapshot, Thread
 from macminidump.capture.base import CrashContext, capture
-from macminidump.capture.fake import FakeTarget
 from macminidump.model import SignalInfo
+from macminidump.testing.fake_os import FakeTarget
 
 STACK = 0x7FFF0000
 CODE = 0x400000

@@ -29,7 +29,6 @@ import test_lldb_macho as lldb_tests
 from macminidump.arch import Arch, RegKind
 from macminidump.capture import mach_abi as abi
 from macminidump.capture.base import CrashContext, capture
-from macminidump.capture.fake_mach import FakeMachKernel, pack_mcontext, pack_state
 from macminidump.capture.mach import (
     MachTarget,
     capture_mach,
@@ -43,6 +42,7 @@ from macminidump.errors import CaptureError
 from macminidump.macho.render import render_macho
 from macminidump.model import SignalInfo, Snapshot
 from macminidump.spec import snapshot_from_spec
+from macminidump.testing.fake_mach import FakeMachKernel, pack_mcontext, pack_state
 
 ARCHES = lldb_tests.ARCHES
 LLDBS = lldb_tests.LLDBS
@@ -274,7 +274,7 @@ def test_import_loads_no_library() -> None:
             raise AssertionError(f"library load at import: {args!r}")
         ctypes.CDLL.__init__ = refuse
         ctypes.util.find_library = refuse
-        import macminidump.capture.mach, macminidump.capture.fake_mach
+        import macminidump.capture.mach, macminidump.testing.fake_mach
         """
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -47,7 +47,7 @@ MAX_FRAMES = 4096
 
 
 @attrs.frozen(kw_only=True)
-class Mapping:
+class MemoryMapping:
     """A mapping of the target's address space, as its OS reports it."""
 
     start: int
@@ -63,7 +63,7 @@ class Mapping:
 
 
 @attrs.frozen(kw_only=True)
-class ThreadState:
+class CapturedThread:
     """One thread as a backend reads it."""
 
     id: int
@@ -102,9 +102,9 @@ class TargetOS(Protocol):
 
     def resume(self) -> None: ...
 
-    def threads(self) -> Sequence[ThreadState]: ...
+    def threads(self) -> Sequence[CapturedThread]: ...
 
-    def mappings(self) -> Sequence[Mapping]: ...
+    def mappings(self) -> Sequence[MemoryMapping]: ...
 
     def read(self, address: int, size: int) -> bytes:
         """Up to ``size`` bytes; fewer (maybe none) where the memory cannot be read."""
@@ -114,7 +114,7 @@ class TargetOS(Protocol):
 
     def addressable_bits(self) -> AddressableBits | None: ...
 
-    def extra_ranges(self, mappings: Sequence[Mapping]) -> Iterable[tuple[int, int]]:
+    def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
         """Half-open ranges the platform's debuggers need besides stacks and code."""
         ...
 
@@ -122,7 +122,7 @@ class TargetOS(Protocol):
 
     def auxv(self) -> Sequence[tuple[int, int]]: ...
 
-    def file_mappings(self, mappings: Sequence[Mapping]) -> Sequence[FileMapping]: ...
+    def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -194,7 +194,7 @@ def capture(
     )
 
 
-def _apply_crash(threads: list[ThreadState], crash: CrashContext) -> list[ThreadState]:
+def _apply_crash(threads: list[CapturedThread], crash: CrashContext) -> list[CapturedThread]:
     if not any(t.id == crash.thread_id for t in threads):
         raise CaptureError(f"the crashed thread {crash.thread_id:#x} is not in the process")
     out = []
@@ -208,11 +208,11 @@ def _apply_crash(threads: list[ThreadState], crash: CrashContext) -> list[Thread
 class _Mappings:
     """The target's mappings sorted by start, looked up by address in log time."""
 
-    def __init__(self, mappings: Iterable[Mapping]):
+    def __init__(self, mappings: Iterable[MemoryMapping]):
         self.sorted = sorted(mappings, key=lambda m: m.start)
         self._starts = [m.start for m in self.sorted]
 
-    def at(self, address: int) -> Mapping | None:
+    def at(self, address: int) -> MemoryMapping | None:
         i = bisect.bisect_right(self._starts, address) - 1
         if i >= 0 and self.sorted[i].contains(address):
             return self.sorted[i]
@@ -228,7 +228,11 @@ def _strip(address: int, bits: AddressableBits | None) -> int:
 
 
 def return_addresses(
-    target: TargetOS, arch: Arch, gpr: dict[str, int], stack: Mapping, bits: AddressableBits | None
+    target: TargetOS,
+    arch: Arch,
+    gpr: dict[str, int],
+    stack: MemoryMapping,
+    bits: AddressableBits | None,
 ) -> list[int]:
     """Return addresses found by walking the frame-pointer chain within the stack.
 
@@ -257,7 +261,7 @@ def return_addresses(
 
 def _thread_ranges(
     target: TargetOS,
-    thread: ThreadState,
+    thread: CapturedThread,
     mappings: _Mappings,
     bits: AddressableBits | None,
     options: CaptureOptions,

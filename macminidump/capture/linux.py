@@ -36,7 +36,7 @@ from ..arch import Arch, RegKind
 from ..elf.schema import X86_64_USER_REGS as USER_REGS
 from ..errors import CaptureError, TargetError
 from ..model import PROTECTIONS, FileMapping, Image, ProcessInfo, RawItem, Snapshot
-from .base import CaptureOptions, Mapping, ThreadState, capture
+from .base import CapturedThread, CaptureOptions, MemoryMapping, capture
 
 __all__ = ["LinuxTarget", "capture_pid"]
 
@@ -461,7 +461,7 @@ class LinuxTarget:
 
     # -- threads -------------------------------------------------------------------------
 
-    def threads(self) -> Sequence[ThreadState]:
+    def threads(self) -> Sequence[CapturedThread]:
         self._check_thread()
         out = []
         order = sorted(
@@ -471,7 +471,7 @@ class LinuxTarget:
             out.append(self._thread(tid))
         return out
 
-    def _thread(self, tid: int) -> ThreadState:
+    def _thread(self, tid: int) -> CapturedThread:
         buf = self._buffer
         address = ctypes.addressof(buf)
         if _pt(PTRACE_GETREGS, tid, 0, address):
@@ -486,7 +486,7 @@ class LinuxTarget:
             xstate = _trim_xstate(ctypes.string_at(address, min(iov.iov_len, XSTATE_BUFFER)))
             raw = (RawItem("elf", NT_X86_XSTATE, xstate, owner="LINUX"),)
         name = _read_text(f"/proc/{self.pid}/task/{tid}/comm")
-        return ThreadState(
+        return CapturedThread(
             id=tid,
             regsets=regsets,
             name=name.rstrip("\n") if name is not None else None,
@@ -495,7 +495,7 @@ class LinuxTarget:
 
     # -- memory ----------------------------------------------------------------------------
 
-    def mappings(self) -> Sequence[Mapping]:
+    def mappings(self) -> Sequence[MemoryMapping]:
         text = _read_text(f"{self._proc()}/maps")
         if not text:  # a live process always has mappings
             raise self._gone()
@@ -508,7 +508,7 @@ class LinuxTarget:
             perms = parts[1]
             prot = ("r" in perms[0:1]) * 1 + ("w" in perms[1:2]) * 2 + ("x" in perms[2:3]) * 4
             out.append(
-                Mapping(
+                MemoryMapping(
                     start=int(start, 16),
                     end=int(end, 16),
                     protection=PROTECTIONS[prot],
@@ -619,7 +619,7 @@ class LinuxTarget:
                 images.append(Image(path="[vdso]", load_address=dyld.vdso))
         return images
 
-    def extra_ranges(self, mappings: Sequence[Mapping]) -> Iterable[tuple[int, int]]:
+    def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
         dyld = self._dynamic_linker()
         ranges = list(dyld.ranges)
         for m in mappings:
@@ -653,7 +653,7 @@ class LinuxTarget:
             args=args,
         )
 
-    def file_mappings(self, mappings: Sequence[Mapping]) -> Sequence[FileMapping]:
+    def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]:
         """Read-only file-backed mappings: gdb serves bytes of every NT_FILE mapping not in
         the core from the file on disk, which is wrong for writable ones (globals)."""
         return [
@@ -766,7 +766,7 @@ def _read_link(path: str) -> str | None:
         return None
 
 
-def _header_address(mappings: Sequence[Mapping], ld: int, bias: int) -> int:
+def _header_address(mappings: Sequence[MemoryMapping], ld: int, bias: int) -> int:
     """Where a library's ELF header lies: the offset-0 mapping of the file whose mapping
     holds its dynamic section; its bias (l_addr) when that is not found."""
     holder = next((m for m in mappings if m.contains(ld)), None)

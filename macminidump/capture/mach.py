@@ -22,7 +22,7 @@ Every port right received (task_for_pid, task_threads, mach_thread_self) is rele
 ``mach_port_deallocate`` and the array ``task_threads`` allocates with ``vm_deallocate``.
 
 The library object is injected (``lib=``): by default libSystem through ``ctypes.CDLL``
-(macOS only), in tests ``capture.fake_mach.FakeMachKernel``, which implements the same
+(macOS only), in tests ``testing.fake_mach.FakeMachKernel``, which implements the same
 functions at the ctypes level. Importing this module loads no library, on any OS.
 
 For a crash, ``crash_context_from_mcontext``/``crash_context_from_ucontext`` turn the
@@ -52,8 +52,7 @@ from ..model import (
     Snapshot,
 )
 from . import mach_abi as abi
-from .base import CaptureOptions, CrashContext, ThreadState, capture
-from .base import Mapping as VMMapping
+from .base import CapturedThread, CaptureOptions, CrashContext, MemoryMapping, capture
 
 LIBSYSTEM = "/usr/lib/libSystem.B.dylib"
 
@@ -486,7 +485,7 @@ class MachTarget:
 
     # ---- threads
 
-    def threads(self) -> Sequence[ThreadState]:
+    def threads(self) -> Sequence[CapturedThread]:
         ports = self._task_threads()
         try:
             return [self._thread(port) for port in ports]
@@ -506,7 +505,7 @@ class MachTarget:
         )
         return int(ident.thread_id)
 
-    def _thread(self, port: int) -> ThreadState:
+    def _thread(self, port: int) -> CapturedThread:
         tid = self._thread_id(port)
         name = None
         ext = abi.thread_extended_info()
@@ -533,7 +532,7 @@ class MachTarget:
                 ctypes.byref(state_count),
             )
             regsets[kind] = state_to_registers(self.arch, kind, bytes(state))
-        return ThreadState(id=tid, name=name, regsets=regsets)
+        return CapturedThread(id=tid, name=name, regsets=regsets)
 
     def calling_thread_id(self) -> int:
         """The id (``THREAD_IDENTIFIER_INFO``) of the thread calling this: a crash handler's."""
@@ -545,8 +544,8 @@ class MachTarget:
 
     # ---- memory
 
-    def mappings(self) -> Sequence[VMMapping]:
-        out: list[VMMapping] = []
+    def mappings(self) -> Sequence[MemoryMapping]:
+        out: list[MemoryMapping] = []
         address, depth = 0, 0
         while address < 1 << 64:
             addr = abi.mach_vm_address_t(address)
@@ -577,7 +576,7 @@ class MachTarget:
                 address, depth = addr.value, level.value + 1
                 continue
             out.append(
-                VMMapping(
+                MemoryMapping(
                     start=addr.value,
                     end=addr.value + size.value,
                     protection=PROTECTIONS[info.protection & abi.VM_PROT_ALL],
@@ -750,7 +749,7 @@ class MachTarget:
             return None
         return AddressableBits(low=value.value, high=value.value)
 
-    def extra_ranges(self, mappings: Sequence[VMMapping]) -> Iterable[tuple[int, int]]:
+    def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
         return ()
 
     def process_info(self) -> ProcessInfo | None:
@@ -759,7 +758,7 @@ class MachTarget:
     def auxv(self) -> Sequence[tuple[int, int]]:
         return ()
 
-    def file_mappings(self, mappings: Sequence[VMMapping]) -> Sequence[FileMapping]:
+    def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]:
         return ()
 
 

@@ -71,7 +71,7 @@ class Note:
 
 
 @attrs.frozen
-class ThreadState:
+class FlavorState:
     flavor: int
     count: int
     offset: int
@@ -118,7 +118,7 @@ class MachOCore(CoreReader):
             raise ParseError(f"{ncmds} load commands cannot fit in sizeofcmds {sizeofcmds:#x}", 16)
 
         self.commands: list[Command] = []
-        self.threads: list[list[ThreadState]] = []
+        self.threads: list[list[FlavorState]] = []
         self.segments: list[tuple[int, tuple[Any, ...]]] = []
         self.notes: list[Note] = []
         self.regions: list[Region] = []
@@ -186,7 +186,7 @@ class MachOCore(CoreReader):
         except MacMiniDumpError as e:
             raise ParseError(f"LC_SEGMENT_64: {e}", offset) from None
 
-    def _thread_states(self, start: int, end: int) -> list[ThreadState]:
+    def _thread_states(self, start: int, end: int) -> list[FlavorState]:
         states = []
         offset = start
         while offset < end:
@@ -205,7 +205,7 @@ class MachOCore(CoreReader):
                 else:
                     where = f"flavor {flavor}"
                     values = plain(parse_at(decl, self.buffer, body, where, body + 4 * count))
-            states.append(ThreadState(flavor, count, offset, kind, values))
+            states.append(FlavorState(flavor, count, offset, kind, values))
             offset = body + 4 * count
         return states
 

@@ -41,9 +41,9 @@ from typing import Any
 import attrs
 
 from ..arch import Arch, RegKind, arch_info
+from ..capture import mach_abi as abi
+from ..capture.mach import SIGNATURES
 from ..model import Image, ImageSegment, Snapshot, content_of
-from . import mach_abi as abi
-from .mach import SIGNATURES
 
 DYLD_PATH = "/usr/lib/dyld"
 DYLD_UUID = uuid_mod.UUID("D1D1D1D1-0000-4000-8000-00000000D1D1")

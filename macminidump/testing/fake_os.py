@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from ..arch import RegKind
+from ..capture.base import CapturedThread, MemoryMapping
 from ..errors import CaptureError
 from ..model import AddressableBits, FileMapping, Image, ProcessInfo, Snapshot, content_of
-from .base import Mapping, ThreadState
 
 
 class FakeTarget:
@@ -49,10 +49,10 @@ class FakeTarget:
         self.running = True
         self._call("resume")
 
-    def threads(self) -> Sequence[ThreadState]:
+    def threads(self) -> Sequence[CapturedThread]:
         self._call("threads")
         return [
-            ThreadState(
+            CapturedThread(
                 id=t.id,
                 name=t.name,
                 regsets={RegKind(r.kind): dict(r.values) for r in t.regsets},
@@ -61,10 +61,10 @@ class FakeTarget:
             for t in self.world.threads
         ]
 
-    def mappings(self) -> Sequence[Mapping]:
+    def mappings(self) -> Sequence[MemoryMapping]:
         self._call("mappings")
         return [
-            Mapping(start=r.address, end=r.end, protection=r.protection, path=r.name)
+            MemoryMapping(start=r.address, end=r.end, protection=r.protection, path=r.name)
             for r in self.world.regions
         ]
 
@@ -91,7 +91,7 @@ class FakeTarget:
         self._call("addressable_bits")
         return self.world.addressable_bits
 
-    def extra_ranges(self, mappings: Sequence[Mapping]) -> Iterable[tuple[int, int]]:
+    def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
         self._call("extra_ranges")
         return self._extra
 
@@ -103,7 +103,7 @@ class FakeTarget:
         self._call("auxv")
         return self.world.auxv
 
-    def file_mappings(self, mappings: Sequence[Mapping]) -> Sequence[FileMapping]:
+    def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]:
         self._call("file_mappings")
         return self.world.file_mappings
 
