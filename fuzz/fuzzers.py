@@ -24,10 +24,10 @@ import macminidump
 from macminidump.elf.parse import ElfCore
 from macminidump.elf.render import render_elf_bytes
 from macminidump.errors import ParseError, RenderError, SpecError
-from macminidump.inspect import plain_value, snapshot_report
 from macminidump.macho.parse import MachOCore
 from macminidump.macho.render import render_macho_bytes
 from macminidump.model import Snapshot
+from macminidump.report import plain_value, snapshot_report
 from macminidump.spec import parse_spec_text, snapshot_from_spec, spec_format
 
 _PACKAGE = os.path.dirname(os.path.abspath(macminidump.__file__)) + os.sep

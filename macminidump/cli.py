@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from . import __version__
 from .arch import arch_info
 from .errors import CaptureError, MacMiniDumpError, TargetError
-from .inspect import inspect_core, render_text
+from .report import inspect_core, render_text
 from .spec import dump_spec, read_spec, snapshot_from_spec, spec_format
 
 EXIT_BAD_INPUT = 2

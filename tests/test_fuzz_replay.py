@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from macminidump.errors import ParseError
-from macminidump.inspect import inspect_core
 from macminidump.macho.constants import LoadCommand, NoteOwner
 from macminidump.macho.parse import MachOCore
+from macminidump.report import inspect_core
 
 FUZZ_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz")
 sys.path.insert(0, FUZZ_DIR)

@@ -34,7 +34,7 @@ from macminidump.macho.constants import (
     NoteOwner,
     X86Flavor,
 )
-from macminidump.structio import fixed_format
+from macminidump.schema_io import fixed_format
 
 # name -> documented size in bytes
 FIXED_SIZES = {

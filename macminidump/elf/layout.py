@@ -20,7 +20,7 @@ import attrs
 from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..model import Protection, RawItem, Snapshot, Thread
-from ..structio import fixed_format
+from ..schema_io import fixed_format
 from ..writer import SegmentPlacement, align
 from . import notes, schema
 from .constants import (

@@ -17,7 +17,7 @@ import construct
 
 from ..errors import ParseError, RenderError
 from ..model import FileMapping, ProcessInfo, SignalInfo
-from ..structio import parse_at, plain
+from ..schema_io import parse_at, plain
 from . import schema
 from .constants import FAULT_SIGNALS, AuxvType, CoreNoteType, NoteOwner
 

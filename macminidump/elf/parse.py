@@ -37,7 +37,8 @@ from ..model import (
     Snapshot,
     Thread,
 )
-from ..structio import CoreReader, fixed_format, parse_at, plain, unpack_at
+from ..reader import CoreReader
+from ..schema_io import fixed_format, parse_at, plain, unpack_at
 from ..writer import align
 from . import notes, schema
 from .constants import (

@@ -12,7 +12,7 @@ import uuid as uuid_mod
 import attrs
 
 from ..errors import ParseError
-from ..structio import parse_at
+from ..schema_io import parse_at
 from . import schema
 from .constants import MH_MAGIC_64, LoadCommand
 

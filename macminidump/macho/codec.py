@@ -1,7 +1,7 @@
 """Fast packing and unpacking of the flat schemas, for the hot paths.
 
 A flat schema (integers, fixed bytes, 16-byte names) maps to one ``struct.Struct``
-derived from its declaration by ``structio.fixed_format``, so the declaration stays the
+derived from its declaration by ``schema_io.fixed_format``, so the declaration stays the
 single source of truth; 10,000 segment commands then cost milliseconds, not seconds.
 Schemas that are not flat (NEON and x87 state, with 128-bit fields and padding) go
 through construct.
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..arch import RegKind
-from ..structio import fixed_format
+from ..schema_io import fixed_format
 from . import schema
 
 

@@ -16,7 +16,7 @@ import attrs
 from ..arch import Arch, RegKind, arch_info
 from ..errors import RenderError
 from ..model import Snapshot, Thread
-from ..structio import build
+from ..schema_io import build
 from ..writer import SegmentPlacement, align
 from . import codec, notes, schema
 from .constants import (

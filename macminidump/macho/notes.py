@@ -15,7 +15,7 @@ import attrs
 
 from ..errors import ParseError, RenderError
 from ..model import AddressableBits, Image, ImageSegment
-from ..structio import build, fixed_format, parse_at, unpack_at
+from ..schema_io import build, fixed_format, parse_at, unpack_at
 from . import schema
 from .codec import FlatCodec
 from .constants import UINT64_MAX, MainBinType

@@ -27,7 +27,8 @@ from ..model import (
     Snapshot,
     Thread,
 )
-from ..structio import CoreReader, parse_at, plain, unpack_at
+from ..reader import CoreReader
+from ..schema_io import parse_at, plain, unpack_at
 from . import codec, notes, schema
 from .constants import (
     MH_CIGAM_64,
@@ -119,7 +120,6 @@ class MachOCore(CoreReader):
 
         self.commands: list[Command] = []
         self.threads: list[list[FlavorState]] = []
-        self.segments: list[tuple[int, tuple[Any, ...]]] = []
         self.notes: list[Note] = []
         self.regions: list[Region] = []
         self._region_offsets: set[int] = set()
@@ -141,19 +141,21 @@ class MachOCore(CoreReader):
             elif cmd == _LC_SEGMENT_64:
                 if cmdsize < _SEGMENT.size:
                     raise ParseError(f"LC_SEGMENT_64 of {cmdsize} bytes", offset)
-                fields = _SEGMENT.unpack_from(buf, offset)
-                fileoff, filesize = fields[5], fields[6]
+                _, _, segname, vmaddr, _, fileoff, filesize, maxprot, initprot, _, _ = (
+                    _SEGMENT.unpack_from(buf, offset)
+                )
                 if fileoff + filesize > file_size:
                     raise ParseError(
                         f"segment data [{fileoff:#x}, +{filesize:#x}) runs past the end of the "
                         f"file ({len(buf):#x} bytes): truncated core?",
                         offset,
                     )
-                self.segments.append((offset, fields))
                 # a segment with no data (filesize 0) is kept as it is; one with sections
                 # becomes a region (cores have no use for section headers: they are dropped)
                 if filesize > 0:
-                    self.regions.append(self._region(offset, fields))
+                    self.regions.append(
+                        self._region(offset, segname, vmaddr, fileoff, filesize, maxprot, initprot)
+                    )
                     self._region_offsets.add(offset)
             elif cmd == _LC_NOTE:
                 if cmdsize < _NOTE.size:
@@ -173,8 +175,16 @@ class MachOCore(CoreReader):
                 )
             offset += cmdsize
 
-    def _region(self, offset: int, fields: tuple[Any, ...]) -> Region:
-        _, _, segname, vmaddr, _vmsize, fileoff, filesize, maxprot, initprot, _, _ = fields
+    def _region(
+        self,
+        offset: int,
+        segname: bytes,
+        vmaddr: int,
+        fileoff: int,
+        filesize: int,
+        maxprot: int,
+        initprot: int,
+    ) -> Region:
         try:
             return Region.trusted(
                 vmaddr,
@@ -185,6 +195,18 @@ class MachOCore(CoreReader):
             )
         except MacMiniDumpError as e:
             raise ParseError(f"LC_SEGMENT_64: {e}", offset) from None
+
+    @property
+    def segments(self) -> list[dict[str, Any]]:
+        """Each LC_SEGMENT_64 by its declaration's field names, plus ``offset`` (its own).
+
+        Read again from the file on each call: the parse loop keeps only what it needs.
+        """
+        return [
+            {"offset": c.offset, **codec.SEGMENT.unpack(self.buffer, c.offset)}
+            for c in self.commands
+            if c.cmd == _LC_SEGMENT_64
+        ]
 
     def _thread_states(self, start: int, end: int) -> list[FlavorState]:
         states = []

@@ -20,7 +20,7 @@ Register-state structs use exactly the register names of :mod:`macminidump.arch`
 Reserved areas are ``Padding``: written as zeros, skipped (not checked) on parse, and
 absent from parsed results.
 
-:func:`macminidump.structio.fixed_format` turns a flat declaration into a
+:func:`macminidump.schema_io.fixed_format` turns a flat declaration into a
 :class:`struct.Struct` for hot paths, so these declarations stay the single source of
 truth for layouts.
 """
@@ -93,8 +93,8 @@ NAME_SIZE = 16
 class Name16Adapter(Adapter):
     """A 16-byte NUL-padded name <-> ``str`` (see the module docstring for the rules).
 
-    ``structio.fixed_format`` yields these fields as the raw 16 bytes; decode them the same way with
-    ``raw.rstrip(b"\\0").decode("latin-1")``.
+    ``schema_io.fixed_format`` yields these fields as the raw 16 bytes; decode them the same
+    way with ``raw.rstrip(b"\\0").decode("latin-1")``.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,5 @@
-"""What a core holds, as plain data (``--json``) and as text for people.
+"""The report of a core (``macminidump inspect``): what it holds, as plain data (``--json``)
+and as text for people.
 
 The JSON shape is stable: keys are only ever added. Integers stay integers (addresses
 and registers too); the text rendering shows them in hex.
@@ -35,7 +36,7 @@ def inspect_core(path: str | os.PathLike[str]) -> dict[str, Any]:
         "header": dict(core.header),
     }
     report.update(snapshot_report(snapshot))
-    offsets = {fields[3]: fields[5] for _, fields in core.segments}
+    offsets = {segment["vmaddr"]: segment["fileoff"] for segment in core.segments}
     for region in report["regions"]:
         region["file_offset"] = offsets.get(region["address"])
     report["notes"] = [

@@ -1,22 +1,20 @@
-"""The readers' only doorway into construct: parse at an offset, turn its errors into ours.
+"""The only doorway into the schemas (construct declarations): parse at an offset, build,
+and the ``struct.Struct`` fast path derived from a flat declaration; construct's errors
+become ours.
 
 Like pyelftools' ``struct_parse``: a reader never sees a ConstructError, a short read, or
 a Container; it gets values, or one ParseError naming the offset and what was expected.
+A value a schema cannot hold is a RenderError.
 """
 
 from __future__ import annotations
 
-import mmap
-import os
 import struct
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from .model import Snapshot
+from typing import Any
 
 import construct
 
-from .errors import MacMiniDumpError, ParseError, RenderError
+from .errors import ParseError, RenderError
 
 
 def parse_at(schema: Any, buffer: Any, offset: int, what: str, limit: int | None = None) -> Any:
@@ -67,57 +65,6 @@ def fixed_format(decl: Any) -> struct.Struct:
                 f"fixed_format: field {field.name!r} ({type(inner).__name__}) is not fixed"
             )
     return struct.Struct("".join(codes))
-
-
-def map_file(path: str) -> Any:
-    """A read-only mmap of a whole file, for lazy parsing; one ParseError if it cannot be."""
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                raise ParseError("empty file", 0, path)
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as e:
-        raise ParseError(f"cannot read: {e.strerror}", path=path) from None
-
-
-_Reader = TypeVar("_Reader", bound="CoreReader")
-
-
-class CoreReader:
-    """Base of the format readers: a buffer (an mmap of the file, or bytes) read at once.
-
-    A subclass implements ``_parse``; any ParseError it raises is given the file's path.
-    The buffer stays referenced, so lazily read memory outlives nothing it needs.
-    """
-
-    def __init__(self, buffer: Any, path: str | None = None):
-        self.buffer = buffer
-        self.path = path
-        try:
-            self._parse()
-        except ParseError as e:
-            e.path = path
-            raise
-
-    @classmethod
-    def open(cls: type[_Reader], path: str | os.PathLike[str]) -> _Reader:
-        path = os.fspath(path)
-        return cls(map_file(path), path)
-
-    def snapshot(self) -> Snapshot:
-        """The file as a Snapshot; a model invariant it breaks is a ParseError too."""
-        try:
-            return self._snapshot()
-        except ParseError:
-            raise
-        except MacMiniDumpError as e:
-            raise ParseError(str(e), path=self.path) from None
-
-    def _parse(self) -> None:
-        raise NotImplementedError
-
-    def _snapshot(self) -> Snapshot:
-        raise NotImplementedError
 
 
 def unpack_at(fmt: struct.Struct, buffer: Any, offset: int, what: str) -> tuple[Any, ...]:
