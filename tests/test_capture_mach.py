@@ -1,4 +1,4 @@
-"""The macOS backend (``capture/mach.py``) end to end, without a Mac.
+"""The macOS backend (``capture/mach/``) end to end, without a Mac.
 
 ``MachTarget`` runs unchanged against ``FakeMachKernel``, which answers libSystem's Mach
 calls at the ctypes level over a world built from ``stacks.crash_spec``: the fixture's
@@ -27,10 +27,10 @@ import stacks
 import test_lldb_macho as lldb_tests
 
 from macminidump.arch import Arch, RegKind
-from macminidump.capture import mach_abi as abi
 from macminidump.capture.base import CrashContext, capture
 from macminidump.capture.mach import (
     MachTarget,
+    abi,
     capture_mach,
     crash_context_from_mcontext,
     crash_context_from_ucontext,

@@ -1,4 +1,4 @@
-"""Live capture on a real Mac (``capture/mach.py`` against the real kernel).
+"""Live capture on a real Mac (``capture/mach/`` against the real kernel).
 
 Marked ``macos``: ``tests/conftest.py`` deselects these off macOS and says so in the
 summary ("not run: macOS only"). ``.github/workflows/macos.yml`` runs them on arm64 and

@@ -3,7 +3,7 @@
 ``FakeMachKernel(world)`` stands in for ``ctypes.CDLL("/usr/lib/libSystem.B.dylib")``:
 each method has the name and the argument list of the C function, takes what ctypes
 would pass (ints, ``byref`` objects, pointers), checks each argument against the
-signature ``mach.SIGNATURES`` binds the real function with, and answers as the kernel
+signature ``capture.mach.SIGNATURES`` binds the real function with, and answers as the kernel
 does: it writes results through the caller's pointers (``ctypes.memmove`` into the
 caller's memory) and returns a ``kern_return_t``. ``MachTarget`` therefore runs
 unchanged against it, on any OS.
@@ -41,8 +41,8 @@ from typing import Any
 import attrs
 
 from ..arch import Arch, RegKind, arch_info
-from ..capture import mach_abi as abi
-from ..capture.mach import SIGNATURES
+from ..capture.mach import abi
+from ..capture.mach.libsystem import SIGNATURES
 from ..model import Image, ImageSegment, Snapshot, content_of
 
 DYLD_PATH = "/usr/lib/dyld"
@@ -58,7 +58,7 @@ class FakeKernelViolation(AssertionError):
 
 
 def pack_state(arch: Arch | str, kind: RegKind | str, regs: Mapping[str, int]) -> abi.SDKStructure:
-    """A thread-state structure of ``mach_abi`` filled from an arch.py register dict,
+    """A thread-state structure of ``capture.mach.abi`` filled from an arch.py register dict,
     field by field (independently of ``mach.register_slots``)."""
     arch, kind = Arch(arch), RegKind(kind)
     st: Any = abi.layouts_for(arch).flavors[kind].structure()

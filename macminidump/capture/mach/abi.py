@@ -1,7 +1,7 @@
-"""ctypes declarations of the macOS ABI the Mach capturer uses: declarations only.
+"""ctypes declarations of the macOS ABI the Mach backend uses: declarations only.
 
 Nothing here loads a library or calls the kernel, so the module imports on any OS; a
-later module (``capture/mach.py``) binds the functions of libSystem with these types.
+later module (:mod:`.libsystem`) binds the functions of libSystem with these types.
 
 Every number in this file is checked against the real macOS SDK headers by
 ``tests/test_mach_abi.py``, which compiles a probe with ``zig cc -target <arch>-macos``
