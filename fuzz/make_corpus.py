@@ -23,7 +23,8 @@ from macminidump.spec import snapshot_from_spec
 HERE = os.path.dirname(os.path.abspath(__file__))
 MACHO_DIR = os.path.join(HERE, "corpus", "macho")
 SPEC_DIR = os.path.join(HERE, "corpus", "spec")
-SHARED = "/work/shared/corpus/macho"
+#: third-party cores and specs (tests/corpus/macho/SOURCES.md says where from)
+SHARED = os.path.join(os.path.dirname(HERE), "tests", "corpus", "macho")
 FUZZED = "NOT-A-REAL-CORE_clusterfuzz-ia_fuzz-5651817880354816_BE-macho64-filetype4.bin"
 LIMIT = 64 * 1024
 

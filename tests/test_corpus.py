@@ -1,4 +1,4 @@
-"""Cores written by other tools, from ../shared/corpus/macho/.
+"""Cores written by other tools, from tests/corpus/macho/ (SOURCES.md says where from).
 
 ``lldb-mach-core-test.core.yaml`` is obj2yaml's dump of a core LLDB's ``process
 save-core`` wrote on x86_64 macOS; Debian's ``yaml2obj-16`` turns it back into the
@@ -21,7 +21,7 @@ from macminidump import ParseError, parse_core
 from macminidump.macho.parse import MachOCore
 from macminidump.macho.render import render_macho_bytes
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "macho"
+CORPUS = Path(__file__).resolve().parent / "corpus" / "macho"
 SAVE_CORE_YAML = CORPUS / "yaml" / "lldb-mach-core-test.core.yaml"
 FUZZED = sorted((CORPUS / "fuzzed").glob("*.bin"))
 

@@ -4,7 +4,7 @@ A 4-thread program (``tests/fixtures/threads.c``: every thread blocked in nested
 is compiled with ``cc -g -O0 -fno-omit-frame-pointer`` and dumped by ``gcore``. Its core
 is parsed (parse_elf) and written again (render_elf); the backtraces (function names per
 thread) of both cores must be identical in each debugger. A minimal core built from the
-same snapshot, keeping only stacks and what ``/work/shared/reference/elf-core.md`` says
+same snapshot, keeping only stacks and what ``formats/elf-core.md`` says
 the debuggers need (the DT_DEBUG slot, r_debug, the link_map chain and its names, the
 vDSO, the auxiliary vector), must still give gdb every frame named.
 

@@ -13,13 +13,13 @@ from macminidump import SpecError, load_spec, render_macho_bytes, snapshot_from_
 from macminidump.macho.parse import parse_macho_bytes
 from macminidump.spec import read_spec, spec_format
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "macho" / "yaml"
+CORPUS = Path(__file__).resolve().parent / "corpus" / "macho" / "yaml"
 EXAMPLES = Path(__file__).resolve().parents[1] / "formats" / "examples"
 YAML2MACHO = sorted(glob.glob(str(CORPUS / "yaml2macho-core_*.yaml")))
 
 
 def test_corpus_is_present() -> None:
-    # the corpus is part of the checkout's environment (../shared): its absence is an error
+    # the corpus is part of the checkout (tests/corpus): its absence is an error
     assert len(YAML2MACHO) == 5, f"expected LLVM's yaml2macho-core inputs in {CORPUS}"
 
 
