@@ -49,7 +49,6 @@ mach_port_t = natural_t
 mach_port_name_t = natural_t
 task_t = mach_port_t
 task_name_t = mach_port_t
-task_read_t = mach_port_t
 thread_act_t = mach_port_t
 vm_map_t = mach_port_t
 vm_map_read_t = mach_port_t
@@ -57,10 +56,8 @@ mach_msg_type_number_t = natural_t
 #: out-array of ``task_threads``: free it with ``mach_vm_deallocate``
 thread_act_array_t = ctypes.POINTER(thread_act_t)
 vm_address_t = ctypes.c_uint64
-vm_offset_t = ctypes.c_uint64
 vm_size_t = ctypes.c_uint64
 mach_vm_address_t = ctypes.c_uint64
-mach_vm_offset_t = ctypes.c_uint64
 mach_vm_size_t = ctypes.c_uint64
 memory_object_offset_t = ctypes.c_uint64
 vm_object_id_t = ctypes.c_uint64
@@ -68,7 +65,6 @@ vm32_object_id_t = ctypes.c_uint32
 vm_prot_t = ctypes.c_int
 vm_inherit_t = ctypes.c_uint
 vm_behavior_t = ctypes.c_int
-policy_t = ctypes.c_int
 pid_t = ctypes.c_int
 cpu_type_t = integer_t
 cpu_subtype_t = integer_t
@@ -159,62 +155,36 @@ MACH_PORT_NULL = 0
 # task_info (mach/task_info.h)
 TASK_DYLD_INFO = 17
 TASK_DYLD_INFO_COUNT = 5
-TASK_DYLD_ALL_IMAGE_INFO_32 = 0
 TASK_DYLD_ALL_IMAGE_INFO_64 = 1
 
 # thread_info (mach/thread_info.h)
-THREAD_BASIC_INFO = 3
-THREAD_BASIC_INFO_COUNT = 10
 THREAD_IDENTIFIER_INFO = 4
 THREAD_IDENTIFIER_INFO_COUNT = 6
 THREAD_EXTENDED_INFO = 5
 THREAD_EXTENDED_INFO_COUNT = 28
 MAXTHREADNAMESIZE = 64
-TH_STATE_RUNNING = 1
 TH_STATE_STOPPED = 2
 TH_STATE_WAITING = 3
-TH_STATE_UNINTERRUPTIBLE = 4
-TH_STATE_HALTED = 5
 
 # mach_vm_region_recurse (mach/vm_region.h). The kernel fills as much of
 # vm_region_submap_info_64 as the count passed in allows and returns the count it wrote.
-VM_REGION_SUBMAP_SHORT_INFO_COUNT_64 = 12
 VM_REGION_SUBMAP_INFO_V0_COUNT_64 = 16
-VM_REGION_SUBMAP_INFO_V1_COUNT_64 = 17
-VM_REGION_SUBMAP_INFO_V2_COUNT_64 = 19
 VM_REGION_SUBMAP_INFO_V3_COUNT_64 = 21
 VM_REGION_SUBMAP_INFO_COUNT_64 = VM_REGION_SUBMAP_INFO_V3_COUNT_64
 # share_mode values
-SM_COW = 1
 SM_PRIVATE = 2
-SM_EMPTY = 3
-SM_SHARED = 4
 SM_TRUESHARED = 5
-SM_PRIVATE_ALIASED = 6
-SM_SHARED_ALIASED = 7
-SM_LARGE_PAGE = 8
 
 # vm_prot_t (mach/vm_prot.h)
-VM_PROT_NONE = 0
 VM_PROT_READ = 1
 VM_PROT_WRITE = 2
 VM_PROT_EXECUTE = 4
-VM_PROT_DEFAULT = VM_PROT_READ | VM_PROT_WRITE
 VM_PROT_ALL = VM_PROT_READ | VM_PROT_WRITE | VM_PROT_EXECUTE
 
-# user_tag values of vm_region_submap_*info_64 (mach/vm_statistics.h)
-VM_MEMORY_MALLOC = 1
-VM_MEMORY_MALLOC_SMALL = 2
-VM_MEMORY_MALLOC_LARGE = 3
-VM_MEMORY_MALLOC_HUGE = 4
-VM_MEMORY_MALLOC_TINY = 7
-VM_MEMORY_MALLOC_NANO = 11
-VM_MEMORY_MALLOC_MEDIUM = 12
+# user_tag values of vm_region_submap_info_64 (mach/vm_statistics.h)
 VM_MEMORY_STACK = 30
 VM_MEMORY_GUARD = 31
-VM_MEMORY_DYLIB = 33
 VM_MEMORY_DYLD = 60
-VM_MEMORY_DYLD_MALLOC = 61
 
 # cpu types (mach/machine.h)
 CPU_ARCH_ABI64 = 0x01000000
@@ -224,25 +194,16 @@ CPU_TYPE_X86_64 = CPU_TYPE_X86 | CPU_ARCH_ABI64
 CPU_TYPE_ARM64 = CPU_TYPE_ARM | CPU_ARCH_ABI64
 CPU_SUBTYPE_X86_64_ALL = 3
 CPU_SUBTYPE_ARM64_ALL = 0
-CPU_SUBTYPE_ARM64E = 2
 
 # Mach-O (mach-o/loader.h)
 MH_MAGIC_64 = 0xFEEDFACF
-MH_CIGAM_64 = 0xCFFAEDFE
 MH_EXECUTE = 0x2
-MH_CORE = 0x4
 MH_DYLIB = 0x6
 MH_DYLINKER = 0x7
-MH_BUNDLE = 0x8
-LC_THREAD = 0x4
 LC_SEGMENT_64 = 0x19
 LC_UUID = 0x1B
-LC_NOTE = 0x31
 
-# sysctl (sys/sysctl.h). The addressable-bits query has no MIB constant: it goes by name.
-CTL_KERN = 1
-CTL_HW = 6
-HW_PAGESIZE = 7
+# sysctl (sys/sysctl.h): the addressable-bits query has no MIB constant, it goes by name
 #: sysctlbyname name of the number of addressable virtual-address bits (arm64 kernels)
 SYSCTL_VIRTUAL_ADDRESS_SIZE = "machdep.virtual_address_size"
 
@@ -299,25 +260,6 @@ class task_dyld_info(SDKStructure):
     ]
 
 
-class time_value(SDKStructure):
-    _c_type_ = "time_value_t"
-    _fields_ = [("seconds", integer_t), ("microseconds", integer_t)]
-
-
-class thread_basic_info(SDKStructure):
-    _c_type_ = "thread_basic_info_data_t"
-    _fields_ = [
-        ("user_time", time_value),
-        ("system_time", time_value),
-        ("cpu_usage", integer_t),
-        ("policy", policy_t),
-        ("run_state", integer_t),
-        ("flags", integer_t),
-        ("suspend_count", integer_t),
-        ("sleep_time", integer_t),
-    ]
-
-
 class thread_identifier_info(SDKStructure):
     """``THREAD_IDENTIFIER_INFO``: ``thread_id`` is what LLDB's ``process metadata`` wants."""
 
@@ -349,30 +291,6 @@ class thread_extended_info(SDKStructure):
 
 
 # ---- memory regions -----------------------------------------------------------------
-
-
-class vm_region_submap_short_info_64(SDKStructure):
-    """Under ``#pragma pack(4)``: ``offset`` (u64) sits at 12, sizeof is 48."""
-
-    _c_type_ = "vm_region_submap_short_info_data_64_t"
-    _pack_ = 4
-    _layout_ = "ms"
-    _fields_ = [
-        ("protection", vm_prot_t),
-        ("max_protection", vm_prot_t),
-        ("inheritance", vm_inherit_t),
-        ("offset", memory_object_offset_t),
-        ("user_tag", ctypes.c_uint),
-        ("ref_count", ctypes.c_uint),
-        ("shadow_depth", ctypes.c_ushort),
-        ("external_pager", ctypes.c_ubyte),
-        ("share_mode", ctypes.c_ubyte),
-        ("is_submap", boolean_t),
-        ("behavior", vm_behavior_t),
-        ("object_id", vm32_object_id_t),
-        ("user_wired_count", ctypes.c_ushort),
-        ("flags", ctypes.c_ushort),
-    ]
 
 
 class vm_region_submap_info_64(SDKStructure):
@@ -422,11 +340,6 @@ class dyld_image_info(SDKStructure):
         ("imageFilePath", ctypes.c_uint64),
         ("imageFileModDate", ctypes.c_uint64),
     ]
-
-
-class dyld_uuid_info(SDKStructure):
-    _c_type_ = "struct dyld_uuid_info"
-    _fields_ = [("imageLoadAddress", ctypes.c_uint64), ("imageUUID", uuid_t)]
 
 
 class dyld_all_image_infos(SDKStructure):
@@ -738,14 +651,10 @@ class ArchLayouts:
 
 _COMMON_STRUCTURES: tuple[type[SDKStructure], ...] = (
     task_dyld_info,
-    time_value,
-    thread_basic_info,
     thread_identifier_info,
     thread_extended_info,
-    vm_region_submap_short_info_64,
     vm_region_submap_info_64,
     dyld_image_info,
-    dyld_uuid_info,
     dyld_all_image_infos,
     mach_header_64,
     load_command,
