@@ -1,4 +1,4 @@
-"""Linux live capture (capture/linux.py) against real processes.
+"""Linux live capture (capture/linux/) against real processes.
 
 Each target is a small C program compiled with ``cc -g -O0 -fno-omit-frame-pointer
 -pthread``. The checks are independent of the backend where they can be: thread ids and
@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from macminidump.arch import RegKind, arch_info
-from macminidump.capture import linux
 from macminidump.capture.base import capture
-from macminidump.capture.linux import LinuxTarget, capture_pid
+from macminidump.capture.linux import LinuxTarget, capture_pid, registers
 from macminidump.elf import schema
 from macminidump.errors import CaptureError, ModelError
 from macminidump.model import Snapshot
@@ -315,18 +314,18 @@ def frame_chain(snap: Snapshot, rbp: int) -> list[int]:
 
 def test_register_decoding() -> None:
     data = os.urandom(512)
-    ours = linux._fpr(data)
+    ours = registers.fpr(data)
     theirs = schema.user_fpregs_struct.parse(data)
     assert set(ours) <= set(arch_info("x86_64").registers[RegKind.FPR])
     for name, value in ours.items():
         ref = theirs[name]
         ref = int.from_bytes(ref, "little") if isinstance(ref, bytes) else ref
         assert value == (ref & 0xFF if name == "ftw" else ref), name
-    regs = os.urandom(linux.USER_REGS_SIZE)
+    regs = os.urandom(registers.USER_REGS_SIZE)
     parsed = schema.user_regs_struct_x86_64.parse(regs)
     values = struct.unpack("<27Q", regs)
-    assert {n: parsed[n] for n in linux.USER_REGS} == dict(zip(linux.USER_REGS, values))
-    assert set(linux.USER_REGS) == set(arch_info("x86_64").registers[RegKind.GPR])
+    assert {n: parsed[n] for n in registers.USER_REGS} == dict(zip(registers.USER_REGS, values))
+    assert set(registers.USER_REGS) == set(arch_info("x86_64").registers[RegKind.GPR])
 
 
 def test_xstate_trimmed_as_gcore_does() -> None:
@@ -338,13 +337,13 @@ def test_xstate_trimmed_as_gcore_does() -> None:
 
     amx = (1 << 17) | (1 << 18)
     avx512 = 0x7 | 0xE0
-    out = linux._trim_xstate(area(avx512 | amx, 11008))  # a CPU with AMX: 11,008 B
+    out = registers.trim_xstate(area(avx512 | amx, 11008))  # a CPU with AMX: 11,008 B
     assert len(out) == 2688
     assert int.from_bytes(out[464:472], "little") == avx512
     assert int.from_bytes(out[512:520], "little") == avx512
-    assert len(linux._trim_xstate(area(avx512 | 1 << 9 | amx, 11008))) == 2696  # PKRU
-    assert len(linux._trim_xstate(area(0x7, 832))) == 832  # AVX only: as ptrace gives it
-    assert len(linux._trim_xstate(area(0x3, 576))) == 576
+    assert len(registers.trim_xstate(area(avx512 | 1 << 9 | amx, 11008))) == 2696  # PKRU
+    assert len(registers.trim_xstate(area(0x7, 832))) == 832  # AVX only: as ptrace gives it
+    assert len(registers.trim_xstate(area(0x3, 576))) == 576
 
 
 # -- a 4-thread program -------------------------------------------------------------------
@@ -507,7 +506,7 @@ def test_no_signal_lost(programs: dict[str, Path], run: Callable[..., Target]) -
         delivery_stops = 0
 
         def resume(self) -> None:
-            Counting.delivery_stops += bool(self._signals)
+            Counting.delivery_stops += bool(self.tracee.pending_signals)
             super().resume()
 
     sender = threading.Thread(target=send)
@@ -593,6 +592,13 @@ class KillAt(LinuxTarget):
     def __init__(self, pid: int, at: str, after: int = 0, action: str = "kill"):
         super().__init__(pid)
         self.at, self.after, self.action, self.calls = at, after, action, 0
+        wait_stopped = self.tracee.wait_stopped
+
+        def hooked(deadline: float, strict: bool) -> None:
+            self._hit("stop")
+            wait_stopped(deadline, strict)
+
+        self.tracee.wait_stopped = hooked  # type: ignore[method-assign]
 
     def _hit(self, name: str) -> None:
         if name != self.at:
@@ -607,10 +613,6 @@ class KillAt(LinuxTarget):
         while any(s == "t" for s, _ in task_states(self.pid).values()):
             assert time.monotonic() < deadline
             time.sleep(0.001)
-
-    def _wait_stopped(self, deadline: float, strict: bool) -> None:
-        self._hit("stop")
-        super()._wait_stopped(deadline, strict)
 
     def threads(self):  # type: ignore[no-untyped-def]
         self._hit("threads")

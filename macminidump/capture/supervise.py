@@ -55,30 +55,24 @@ from ..elf.render import render_elf
 from ..errors import CaptureError, MacMiniDumpError, TargetError
 from ..model import SignalInfo
 from .base import CaptureOptions, CrashContext, capture
-from .linux import (
-    _RUNNING,
-    _STOPPED,
+from .linux import LinuxTarget, procfs, ptrace
+from .linux.ptrace import (
+    PTRACE_CONT,
     PTRACE_DETACH,
     PTRACE_EVENT_CLONE,
+    PTRACE_EVENT_EXEC,
     PTRACE_EVENT_STOP,
-    PTRACE_GETEVENTMSG,
-    PTRACE_INTERRUPT,
+    PTRACE_LISTEN,
+    PTRACE_O_EXITKILL,
     PTRACE_O_TRACECLONE,
+    PTRACE_O_TRACEEXEC,
     PTRACE_SEIZE,
+    STOPPED,
     WALL,
-    LinuxTarget,
-    _pt,
-    _status_fields,
 )
 
 __all__ = ["CrashReport", "run_supervised", "FATAL_SIGNALS"]
 
-PTRACE_CONT = 7
-PTRACE_GETSIGINFO = 0x4202
-PTRACE_LISTEN = 0x4208
-PTRACE_O_TRACEEXEC = 0x10
-PTRACE_O_EXITKILL = 0x100000
-PTRACE_EVENT_EXEC = 4
 SEIZE_OPTIONS = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL
 
 #: signals whose default action dumps core and that a crash raises
@@ -255,7 +249,7 @@ class _Supervisor:
         self.pid = pid
         self._report_fd = report_r
         try:
-            err = _pt(PTRACE_SEIZE, pid, 0, SEIZE_OPTIONS)
+            err = ptrace.request(PTRACE_SEIZE, pid, 0, SEIZE_OPTIONS)
             if err:
                 raise CaptureError(f"cannot trace {self.argv[0]}: {os.strerror(err)}")
             self.tids.add(pid)
@@ -314,8 +308,8 @@ class _Supervisor:
         for name in listed:
             tid = int(name)
             if tid not in self.tids:
-                fields = _status_fields(f"/proc/{self.pid}/task/{tid}/status")
-                if int(fields.get("TracerPid", "0") or 0) == self.tracer:
+                fields = procfs.status(procfs.directory(self.pid, tid))
+                if procfs.tracer_pid(fields) == self.tracer:
                     self.tids.add(tid)
 
     def _forget(self, tid: int) -> None:
@@ -333,41 +327,40 @@ class _Supervisor:
             return
         if tid in self.foreign:
             # not a thread of the program: let it go its own way
-            _pt(PTRACE_DETACH, tid, 0, 0)
+            ptrace.request(PTRACE_DETACH, tid, 0, 0)
             self._forget(tid)
             return
         sig = os.WSTOPSIG(status)
         event = status >> 16
         if event == PTRACE_EVENT_STOP:
             if sig in STOP_SIGNALS:  # a group-stop: stay stopped, without the tracer
-                if _pt(PTRACE_LISTEN, tid) == 0:
+                if ptrace.request(PTRACE_LISTEN, tid) == 0:
                     self.listening.add(tid)
                     self._mirror_stop(sig)
                     return
             # an interrupt, a new thread's first stop, the end of a group-stop
             self.listening.discard(tid)
-            _pt(PTRACE_CONT, tid, 0, 0)
+            ptrace.request(PTRACE_CONT, tid, 0, 0)
         elif event == PTRACE_EVENT_CLONE:
             self._cloned(tid)
-            _pt(PTRACE_CONT, tid, 0, 0)
+            ptrace.request(PTRACE_CONT, tid, 0, 0)
         elif event == PTRACE_EVENT_EXEC:
             self.execed = True
-            _pt(PTRACE_CONT, tid, 0, 0)
+            ptrace.request(PTRACE_CONT, tid, 0, 0)
         elif event == 0:  # a signal-delivery-stop
             if not self.crashed and sig in FATAL_SIGNALS and self._kills(tid, sig):
                 self._crash(tid, sig, seen)
             else:
-                _pt(PTRACE_CONT, tid, 0, sig)
+                ptrace.request(PTRACE_CONT, tid, 0, sig)
         else:
-            _pt(PTRACE_CONT, tid, 0, 0)
+            ptrace.request(PTRACE_CONT, tid, 0, 0)
 
     def _cloned(self, tid: int) -> None:
-        msg = ctypes.c_ulong()
-        if _pt(PTRACE_GETEVENTMSG, tid, 0, ctypes.addressof(msg)) or not msg.value:
+        child = ptrace.event_message(tid)
+        if not child:
             return
-        child = msg.value
         self.tids.add(child)
-        fields = _status_fields(f"/proc/{child}/status")
+        fields = procfs.status(procfs.directory(child))
         if fields and int(fields.get("Tgid", self.pid)) != self.pid:
             self.foreign.add(child)
 
@@ -375,7 +368,7 @@ class _Supervisor:
         """Whether delivering ``sig`` now takes its default action (for these: a core dump
         and death). A blocked fault signal the kernel forces is reset to its default
         before this stop, so the masks tell."""
-        fields = _status_fields(f"/proc/{self.pid}/task/{tid}/status")
+        fields = procfs.status(procfs.directory(self.pid, tid))
         bit = 1 << (sig - 1)
         try:
             caught = int(fields.get("SigCgt", "0"), 16)
@@ -425,20 +418,21 @@ class _Supervisor:
         thread goes on with its signal (which kills the program), the others as their
         stop asks (a signal that arrived meanwhile is delivered)."""
         before = set(target.adopted)
-        now = dict(target.states)
+        tracee = target.tracee
+        now = dict(tracee.states)
         for tid in before - now.keys():
             self._forget(tid)  # exited meanwhile (reaped by the target)
         if target.exit_status is not None:
             self.status = target.exit_status
         self.tids |= now.keys()
-        if now.get(crashed) == _STOPPED:
-            _pt(PTRACE_CONT, crashed, 0, sig)
+        if now.get(crashed) == STOPPED:
+            ptrace.request(PTRACE_CONT, crashed, 0, sig)
         for tid, state in now.items():
             if tid == crashed:
                 continue
             self.listening.discard(tid)
-            if state == _STOPPED and tid in target.statuses:
-                self._handle(tid, target.statuses[tid], time.perf_counter())
+            if state == STOPPED and tid in tracee.statuses:
+                self._handle(tid, tracee.statuses[tid], time.perf_counter())
             # a thread still running reports its stop to the event loop later
 
     # -- the end ------------------------------------------------------------------------------
@@ -466,7 +460,7 @@ class _Supervisor:
                     if tid == self.pid:
                         self.status = status
                 elif got:
-                    _pt(PTRACE_CONT, tid, 0, 0)  # a stop on the way to death
+                    ptrace.request(PTRACE_CONT, tid, 0, 0)  # a stop on the way to death
             time.sleep(0.001)
 
     def result(self) -> int:
@@ -497,42 +491,28 @@ class _Supervisor:
 
 
 class _SupervisedTarget(LinuxTarget):
-    """A LinuxTarget over threads the supervisor already traces: ``stop`` interrupts them
+    """A LinuxTarget over threads the supervisor already traces: ``stop`` takes them over
     (the crashing thread is stopped already) instead of seizing, ``resume`` leaves them
-    stopped and traced for the supervisor to continue. Every stop it consumes is kept in
-    ``statuses`` so the supervisor can answer it."""
+    stopped and traced for the supervisor to continue. Every stop the capture consumes
+    stays in ``tracee.statuses`` so the supervisor can answer it."""
 
     def __init__(self, pid: int, crashed: int, others: set[int]):
         super().__init__(pid)
         self.crashed = crashed
         self.adopted = {crashed, *others}
-        self.statuses: dict[int, int] = {}
-
-    @property
-    def states(self) -> dict[int, str]:
-        return self._threads
 
     def stop(self) -> None:
         start = time.perf_counter()
-        self._tracer = threading.get_native_id()
-        self._threads[self.crashed] = _STOPPED
-        for tid in self.adopted - {self.crashed}:
-            self._threads[tid] = _RUNNING
-            _pt(PTRACE_INTERRUPT, tid)
-        self._wait_stopped(time.monotonic() + self.stop_timeout, strict=True)
+        self.tracee.take_over(self.crashed, self.adopted - {self.crashed})
         self.stop_seconds = time.perf_counter() - start
 
     def resume(self) -> None:
-        self._tracer = None
-
-    def _on_status(self, tid: int, status: int) -> None:
-        self.statuses[tid] = status
-        super()._on_status(tid, status)
+        self.tracee.disown()
 
 
 def _siginfo(tid: int, sig: int) -> SignalInfo:
     raw = _Siginfo()
-    if _pt(PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(raw)):
+    if ptrace.request(ptrace.PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(raw)):
         return SignalInfo(signo=sig)
     address = raw.si_addr if has_fault_address(raw.si_signo, raw.si_code) else None
     return SignalInfo(signo=raw.si_signo, code=raw.si_code, errno=raw.si_errno, address=address)

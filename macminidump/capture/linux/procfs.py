@@ -1,0 +1,147 @@
+"""Readers of /proc for one process and its threads: text files, maps, auxv, names.
+
+Every reader takes a /proc directory (``directory(pid)`` for the process,
+``directory(pid, tid)`` for one of its threads) and returns what it found, or an empty
+value when the file cannot be read: the process may exit at any moment, and the caller
+decides what a missing file means.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from ...model import PROTECTIONS
+from ..base import MemoryMapping
+
+#: task flags in field 9 of /proc/PID/stat (index 6 after the state)
+PF_EXITING = 0x4
+PF_KTHREAD = 0x00200000
+AT_NULL = 0
+
+YAMA_SCOPES = {
+    1: "only a parent process may trace",
+    2: "only a process with CAP_SYS_PTRACE may trace",
+    3: "no process may trace",
+}
+
+
+def directory(pid: int, tid: int | None = None) -> str:
+    """/proc/PID, or /proc/PID/task/TID for one thread."""
+    return f"/proc/{pid}" if tid is None else f"/proc/{pid}/task/{tid}"
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def status(where: str) -> dict[str, str]:
+    """The ``Key: value`` lines of ``where``/status; empty when it cannot be read."""
+    out = {}
+    for line in (read_text(f"{where}/status") or "").splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def tracer_pid(fields: dict[str, str]) -> int:
+    """TracerPid of a ``status`` result: 0 when untraced (or unknown)."""
+    return int(fields.get("TracerPid", "0") or 0)
+
+
+def stat(where: str) -> tuple[str, list[str]] | None:
+    """(comm, fields after the comm) of ``where``/stat; fields[0] is the state."""
+    text = read_text(f"{where}/stat")
+    if not text or ")" not in text:
+        return None
+    head, _, tail = text.rpartition(")")
+    return head.partition("(")[2], tail.split()
+
+
+def has_flag(fields: tuple[str, list[str]] | None, flag: int) -> bool:
+    """Whether a ``stat`` result's task flags hold ``flag`` (PF_*)."""
+    return fields is not None and len(fields[1]) > 6 and bool(int(fields[1][6]) & flag)
+
+
+def task_ids(pid: int) -> list[int]:
+    """The thread ids listed in /proc/PID/task (empty when the process is gone)."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def name(where: str) -> str | None:
+    """The comm of a process or thread, without its newline."""
+    text = read_text(f"{where}/comm")
+    return text.rstrip("\n") if text is not None else None
+
+
+def yama_scope() -> int | None:
+    text = read_text("/proc/sys/kernel/yama/ptrace_scope")
+    try:
+        return int(text.strip()) if text else None
+    except ValueError:
+        return None
+
+
+def maps(where: str) -> list[MemoryMapping]:
+    """``where``/maps parsed; empty when it cannot be read."""
+    out = []
+    for line in (read_text(f"{where}/maps") or "").splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) < 5:
+            continue
+        start, _, end = parts[0].partition("-")
+        perms = parts[1]
+        prot = ("r" in perms[0:1]) * 1 + ("w" in perms[1:2]) * 2 + ("x" in perms[2:3]) * 4
+        out.append(
+            MemoryMapping(
+                start=int(start, 16),
+                end=int(end, 16),
+                protection=PROTECTIONS[prot],
+                path=parts[5] if len(parts) > 5 else "",
+                offset=int(parts[2], 16),
+            )
+        )
+    return out
+
+
+def auxv(where: str) -> list[tuple[int, int]] | None:
+    """The auxiliary vector's (type, value) pairs before AT_NULL; None when unreadable."""
+    data = _read_bytes(f"{where}/auxv")
+    if data is None:
+        return None
+    values = struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])
+    pairs = []
+    for i in range(0, len(values) - 1, 2):
+        if values[i] == AT_NULL:
+            break
+        pairs.append((values[i], values[i + 1]))
+    return pairs
+
+
+def command_line(where: str) -> str:
+    """argv joined by spaces (empty when unreadable: a zombie, a kernel thread)."""
+    data = _read_bytes(f"{where}/cmdline") or b""
+    return b" ".join(a for a in data.split(b"\0") if a).decode("utf-8", "replace")
+
+
+def executable(where: str) -> str | None:
+    """The path of ``where``/exe, or None."""
+    try:
+        return os.readlink(f"{where}/exe")
+    except OSError:
+        return None

@@ -1,0 +1,205 @@
+"""``LinuxTarget``: one live Linux x86_64 process behind the ``TargetOS`` interface.
+
+It holds the process in ptrace stops (``ptrace.Tracee``) for the capture only, reads its
+threads' registers (``registers``), its memory, its /proc files (``procfs``) and the
+dynamic linker's list of libraries (``dynlinker``). ``capture_pid`` is the shortcut.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Iterable, Sequence
+
+from ...arch import Arch, RegKind
+from ...errors import CaptureError, TargetError
+from ...model import FileMapping, Image, ProcessInfo, RawItem, Snapshot
+from ..base import CapturedThread, CaptureOptions, MemoryMapping, capture
+from . import procfs, ptrace, registers
+from .dynlinker import LibraryList
+
+NT_X86_XSTATE = 0x202
+
+
+class LinuxTarget:
+    """One live Linux x86_64 process (see the package doc).
+
+    ``tracee`` is the ptrace state of its threads; a subclass (the crash supervisor's)
+    changes how they are stopped and released by overriding ``stop`` and ``resume``.
+    """
+
+    arch = Arch.X86_64
+
+    def __init__(self, pid: int, stop_timeout: float = ptrace.STOP_TIMEOUT):
+        self.check_platform()
+        self.pid = pid
+        self.tracee = ptrace.Tracee(pid, stop_timeout)
+        self._auxv: list[tuple[int, int]] | None = None
+        self._libraries: LibraryList | None = None
+        self._registers = ptrace.RegisterReader(registers.XSTATE_BUFFER)
+        #: how long the last stop() took, in seconds
+        self.stop_seconds = 0.0
+
+    @staticmethod
+    def check_platform() -> None:
+        """Raise unless this machine is one this backend captures on (Linux x86_64)."""
+        if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+            raise TargetError(
+                f"Linux capture runs on Linux x86_64, not {platform.system()} {platform.machine()}"
+            )
+
+    @property
+    def exited(self) -> bool:
+        """Whether the target was seen exiting (killed) while it was stopped."""
+        return self.tracee.exited
+
+    @property
+    def exit_status(self) -> int | None:
+        """The leader's wait status when this target reaped it (see ``Tracee``)."""
+        return self.tracee.exit_status
+
+    # -- stop / resume -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self.tracee.tracer is not None:
+            raise CaptureError(f"process {self.pid} is already stopped by this target")
+        start = time.perf_counter()
+        self._check_target()
+        try:
+            self.tracee.seize_all()
+        except BaseException:
+            self.resume()
+            raise
+        self.stop_seconds = time.perf_counter() - start
+
+    def _check_target(self) -> None:
+        pid = self.pid
+        if not isinstance(pid, int) or pid <= 0:
+            raise TargetError(f"{pid!r} is not a process id")
+        where = procfs.directory(pid)
+        status = procfs.status(where)
+        if not status:
+            raise TargetError(f"no such process: {pid}")
+        tgid = int(status.get("Tgid", pid))
+        if tgid != pid:
+            raise TargetError(f"{pid} is a thread of process {tgid}, not a process id")
+        if pid == os.getpid():
+            raise TargetError(f"process {pid} is this process: ptrace cannot stop its caller")
+        if status.get("State", "").startswith(("Z", "X")) and len(procfs.task_ids(pid)) <= 1:
+            # (a zombie leader with live threads is a process whose main thread left)
+            raise TargetError(f"process {pid} has exited (it is a zombie)")
+        if procfs.has_flag(procfs.stat(where), procfs.PF_KTHREAD):
+            raise TargetError(f"process {pid} is a kernel thread")
+
+    def resume(self) -> None:
+        self.tracee.release()
+
+    def _proc(self) -> str:
+        """/proc directory of a live stopped thread (see ``Tracee.live_thread``)."""
+        tid = self.tracee.live_thread()
+        return procfs.directory(self.pid, None if tid == self.pid else tid)
+
+    # -- threads -------------------------------------------------------------------------
+
+    def threads(self) -> Sequence[CapturedThread]:
+        self.tracee.check_tracer()
+        return [self._thread(tid) for tid in self.tracee.stopped()]
+
+    def _thread(self, tid: int) -> CapturedThread:
+        read = self._registers
+        gpr = read.regs(tid, registers.USER_REGS_SIZE)
+        if gpr is None:
+            raise self.tracee.gone()
+        regsets: dict[RegKind, dict[str, int]] = {RegKind.GPR: registers.gpr(gpr)}
+        fpr = read.fpregs(tid, registers.FPREGS_SIZE)
+        if fpr is not None:
+            regsets[RegKind.FPR] = registers.fpr(fpr)
+        raw: tuple[RawItem, ...] = ()
+        xstate = read.regset(tid, NT_X86_XSTATE)
+        if xstate is not None:
+            raw = (RawItem("elf", NT_X86_XSTATE, registers.trim_xstate(xstate), owner="LINUX"),)
+        return CapturedThread(
+            id=tid,
+            regsets=regsets,
+            name=procfs.name(procfs.directory(self.pid, tid)),
+            raw_states=raw,
+        )
+
+    # -- memory ----------------------------------------------------------------------------
+
+    def mappings(self) -> Sequence[MemoryMapping]:
+        found = procfs.maps(self._proc())
+        if not found:  # a live process always has mappings
+            raise self.tracee.gone()
+        return found
+
+    def read(self, address: int, size: int) -> bytes:
+        data = ptrace.read_memory(self.tracee.live_thread(), address, size)
+        if data is None:
+            raise self.tracee.gone()
+        return data
+
+    # -- images and what debuggers need to find them ---------------------------------------
+
+    def addressable_bits(self) -> None:
+        return None
+
+    def auxv(self) -> Sequence[tuple[int, int]]:
+        if self._auxv is None:
+            pairs = procfs.auxv(self._proc())
+            if pairs is None:
+                raise self.tracee.gone()
+            self._auxv = pairs
+        return self._auxv
+
+    def _library_list(self) -> LibraryList:
+        if self._libraries is None:
+            self._libraries = LibraryList(self.read, self.auxv(), self.mappings)
+        return self._libraries
+
+    def images(self) -> Sequence[Image]:
+        self.tracee.check_alive()
+        libraries = self._library_list()
+        return libraries.images(self.mappings(), procfs.executable(self._proc()))
+
+    def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
+        return self._library_list().debugger_ranges(mappings)
+
+    # -- process facts ----------------------------------------------------------------------
+
+    def process_info(self) -> ProcessInfo:
+        self.tracee.check_alive()
+        where = procfs.directory(self.pid)
+        stat = procfs.stat(where)
+        status = procfs.status(where)
+        if stat is None or not status:
+            raise self.tracee.gone()
+        comm, fields = stat
+        return ProcessInfo(
+            pid=self.pid,
+            ppid=int(fields[1]),
+            pgrp=int(fields[2]),
+            sid=int(fields[3]),
+            uid=int((status.get("Uid") or "0").split()[0]),
+            gid=int((status.get("Gid") or "0").split()[0]),
+            name=comm,
+            args=procfs.command_line(self._proc()),
+        )
+
+    def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]:
+        """Read-only file-backed mappings: gdb serves bytes of every NT_FILE mapping not in
+        the core from the file on disk, which is wrong for writable ones (globals)."""
+        return [
+            FileMapping(m.start, m.end, m.offset, m.path)
+            for m in mappings
+            if m.path.startswith("/")
+            and not m.path.endswith(" (deleted)")
+            and m.protection & 1
+            and not m.protection & 2
+        ]
+
+
+def capture_pid(pid: int, options: CaptureOptions | None = None) -> Snapshot:
+    """A Snapshot of live process ``pid``: stopped for the capture only, then resumed."""
+    return capture(LinuxTarget(pid), options)
