@@ -43,7 +43,7 @@ class ArchInfo:
     fp: str
     #: bytes below sp that a leaf function may use without moving sp
     red_zone: int
-    #: page size of the platform's cores (segment data alignment)
+    #: VM page size of the platform (Mach-O cores do not pad segments to it)
     page_size: int
 
     def width(self, kind: RegKind, name: str) -> int | None:

@@ -283,3 +283,72 @@ def test_core_parses_in_lief_and_macholib(arch: str, core_dir: Path) -> None:
     assert len(header.commands) == header.header.ncmds == parsed.header.nb_cmds
     threads = [c for c in parsed.commands if isinstance(c, lief.MachO.ThreadCommand)]
     assert len(threads) == len(spec["threads"])
+
+
+# ------------------------------------------- packed segments: every reader, every offset
+
+
+def _odd_segments_core(arch: str, path: Path) -> list[tuple[int, bytes]]:
+    """50 segments of 1 to 4,097 bytes packed back to back, so most start at odd offsets."""
+    from macminidump.macho.render import render_macho
+    from macminidump.spec import snapshot_from_spec
+
+    sizes = [1, 3, 7, 8, 13, 100, 255, 4097]
+    regions = [
+        (0x10000 + i * 0x2000, bytes((i * 7 + j) % 251 for j in range(sizes[i * 5 % 8])))
+        for i in range(50)
+    ]
+    pc, sp = ("pc", "sp") if arch == "arm64" else ("rip", "rsp")
+    spec = {
+        "cpu": arch,
+        # the gpr flavor alone: llvm-objdump 16 knows no arm64 exception flavor
+        "threads": [
+            {
+                "thread-id": 5,
+                "regsets": [
+                    {
+                        "flavor": "gpr",
+                        "registers": [
+                            {"name": pc, "value": 0x10000},
+                            {"name": sp, "value": 0x12000},
+                        ],
+                    }
+                ],
+            }
+        ],
+        "memory-regions": [{"addr": a, "hex": d.hex(), "protection": "rw-"} for a, d in regions],
+    }
+    render_macho(snapshot_from_spec(spec), path)
+    return regions
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_packed_segments_read_back_everywhere(arch: str, tmp_path: Path) -> None:
+    """Segments at any byte offset: LLDB 16 and 23, LIEF, macholib and llvm-objdump 16."""
+    import shutil
+    import subprocess
+
+    import lief
+    from macholib.MachO import MachO
+
+    core = tmp_path / "packed.core"
+    regions = _odd_segments_core(arch, core)
+    for version in LLDBS:
+        result = debuggers.probe_core(version, str(core), memory=[(a, len(d)) for a, d in regions])
+        assert result["state"] == "stopped", _context(result)
+        got = [m.get("hex") for m in result["memory"]]
+        assert got == [d.hex() for _, d in regions], _context(result)
+    lief.logging.disable()
+    parsed = lief.parse(str(core))
+    segments = [c for c in parsed.commands if isinstance(c, lief.MachO.SegmentCommand)]
+    assert [bytes(s.content) for s in segments] == [d for _, d in regions]
+    assert {s.file_offset % 2 for s in segments} == {0, 1}  # really packed
+    commands = MachO(str(core)).headers[0].commands
+    assert [c[1].fileoff for c in commands if c[0].cmd == 0x19] == [s.file_offset for s in segments]
+    objdump = shutil.which("llvm-objdump-16")
+    assert objdump, "llvm-objdump-16 is missing: apt-get install -y llvm-16"
+    out = subprocess.run(
+        [objdump, "--macho", "--private-headers", str(core)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("LC_SEGMENT_64") == 50

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import strategies
 from hypothesis import HealthCheck, given, settings
@@ -62,21 +63,78 @@ def test_file_and_memory_renderers_agree(snapshot: Snapshot) -> None:
 @SETTINGS
 @given(strategies.snapshots())
 def test_layout_alignment(snapshot: Snapshot) -> None:
-    from macminidump.arch import arch_info
-    from macminidump.macho.layout import layout_macho
+    from macminidump.macho.layout import FIRST_SEGMENT_ALIGN, layout_macho
 
     layout = layout_macho(snapshot)
-    page = arch_info(snapshot.arch).page_size
     for offset, _payload in layout.note_payloads:
         assert offset % 16 == 0
-    for placement in layout.segments:
-        assert placement.offset % page == 0
+    # the first segment at LLDB's 4096-byte boundary, every other one right after it
+    placements = layout.segments
+    if placements:
+        assert placements[0].offset % FIRST_SEGMENT_ALIGN == 0
+        assert placements[0].offset - FIRST_SEGMENT_ALIGN < max(
+            [len(layout.head)] + [o + len(p) for o, p in layout.note_payloads]
+        )
+    for a, b in zip(placements, placements[1:]):
+        assert b.offset == a.offset + a.region.size
     ends = sorted(
         [(o, o + len(p)) for o, p in layout.note_payloads]
         + [(p.offset, p.offset + p.region.size) for p in layout.segments]
     )
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ends, ends[1:]))
     assert not ends or ends[0][0] >= len(layout.head)
+
+
+def _page_aligned_copy(core: bytes, page: int) -> bytes:
+    """``core`` with every segment's data moved to its own page, as the kernel lays them out."""
+    import struct
+
+    ncmds, sizeofcmds = struct.unpack_from("<II", core, 16)
+    out = bytearray(core)
+    moves = []
+    position, end = 32, 32 + sizeofcmds
+    for _ in range(ncmds):
+        cmd, cmdsize = struct.unpack_from("<II", core, position)
+        if cmd == 0x19:  # LC_SEGMENT_64
+            fileoff, filesize = struct.unpack_from("<QQ", core, position + 40)
+            moves.append((position, fileoff, filesize))
+        position += cmdsize
+    assert position == end
+    offset = -(-len(core) // page) * page
+    for command, fileoff, filesize in moves:
+        struct.pack_into("<Q", out, command + 40, offset)
+        out.extend(bytes(offset - len(out)) + core[fileoff : fileoff + filesize])
+        offset = -(-(offset + filesize) // page) * page
+    return bytes(out)
+
+
+@SETTINGS
+@given(strategies.snapshots())
+def test_parser_reads_page_aligned_segments(snapshot: Snapshot) -> None:
+    """The kernel's and LLDB's cores put segments on pages: read them as well as packed ones."""
+    packed = render_macho_bytes(snapshot)
+    aligned = _page_aligned_copy(packed, 0x4000)
+    assert parse_macho_bytes(aligned) == snapshot
+
+
+def test_small_example_core_is_small(tmp_path: Path) -> None:
+    """288 bytes of memory must not make a 49 KB file (every region padded to 16 KiB)."""
+    from macminidump.spec import load_spec
+
+    example = Path(__file__).parent.parent / "formats" / "examples" / "arm64-crash.yaml"
+    size = render_macho(load_spec(example), tmp_path / "core")
+    assert size <= 8 * 1024
+
+
+def test_thousand_thread_core_within_twice_its_elf_twin(tmp_path: Path) -> None:
+    """One small stack per thread: Mach-O and ELF cores hold the same bytes, so sizes agree."""
+    from macminidump.elf.render import render_elf
+    from macminidump.testing.synthetic import thread_spec
+
+    spec = thread_spec(threads=1000, regions=10000)
+    macho = render_macho(snapshot_from_spec(dict(spec, format="macho")), tmp_path / "m")
+    elf = render_elf(snapshot_from_spec(dict(spec, format="elf")), tmp_path / "e")
+    assert macho <= 2 * elf, (macho, elf)
 
 
 @SETTINGS

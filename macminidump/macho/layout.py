@@ -4,7 +4,8 @@ A pure function. Command sizes never depend on offsets, so offsets are computed 
 and the renderer and the load commands read the same immutable Layout.
 
 File order: header, load commands (threads, notes, segments, raw commands), note payloads
-(16-byte aligned), then segment data (page aligned, as LLDB's and the kernel's writers do).
+(16-byte aligned), then segment data: the first at a 4096-byte boundary, the rest back to
+back, as LLDB's own writer lays them out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ..arch import Arch, RegKind, arch_info
+from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..model import Snapshot, Thread
 from ..schema_io import build
@@ -48,6 +49,12 @@ FLAVORS: dict[Arch, tuple[tuple[RegKind, int], ...]] = {
 
 HEADER_SIZE = 32
 NOTE_ALIGN = 16
+#: LLDB's writer (``ObjectFileMachO::SaveCore``) starts segment data at a 4096-byte
+#: boundary on every architecture, then packs the segments back to back. LLDB 16 and 23,
+#: LIEF, macholib and llvm-objdump 16 all read segments at any byte offset (checked by
+#: tests/test_roundtrip.py and tests/test_lldb_macho.py), so nothing pads a segment to a
+#: page: a core of many small regions stays small (formats/macho-core.md).
+FIRST_SEGMENT_ALIGN = 0x1000
 
 
 @attrs.frozen
@@ -148,7 +155,6 @@ def _pack(flat: codec.FlatCodec, what: str, values: dict[str, Any]) -> bytes:
 
 
 def layout_macho(snapshot: Snapshot) -> Layout:
-    info = arch_info(snapshot.arch)
     threads = [thread_command(snapshot.arch, t) for t in snapshot.threads]
     plan = _note_plan(snapshot)
     raw_commands = []
@@ -193,7 +199,7 @@ def layout_macho(snapshot: Snapshot) -> Layout:
         payloads.append((offset, data))
         offset = align(offset + size, NOTE_ALIGN)
 
-    offset = align(offset, info.page_size)
+    offset = align(offset, FIRST_SEGMENT_ALIGN)
     seg_cmds = bytearray()
     placements = []
     for region in snapshot.regions:
@@ -218,7 +224,7 @@ def layout_macho(snapshot: Snapshot) -> Layout:
             ),
         )
         placements.append(SegmentPlacement(region, offset))
-        offset = align(offset + region.size, info.page_size)
+        offset += region.size
     end = max(
         [HEADER_SIZE + sizeofcmds]
         + [o + len(d) for o, d in payloads]
