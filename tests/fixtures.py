@@ -95,7 +95,11 @@ def debug_object_paths(exe: str | os.PathLike[str]) -> list[str]:
     if fat is None or fat.size == 0:
         raise FixtureBuildError(f"lief cannot parse {exe}")
     macho = fat.at(0)
-    return [sym.name for sym in macho.symbols if sym.raw_type == N_OSO]
+    if macho is None:
+        raise FixtureBuildError(f"lief cannot parse {exe}")
+    names = [sym.name for sym in macho.symbols if sym.raw_type == N_OSO]
+    # LIEF gives a name that is not UTF-8 as bytes
+    return [n if isinstance(n, str) else n.decode("utf-8", "surrogateescape") for n in names]
 
 
 def _usable(exe: Path) -> bool:

@@ -174,7 +174,7 @@ def load_program(arch: str) -> Program:
         sites = [
             inst["addr"] + inst["size"]
             for inst in functions[caller].instructions
-            if _call_target(inst) is not None and by_start.get(_call_target(inst)) == callee
+            if (target := _call_target(inst)) is not None and by_start.get(target) == callee
         ]
         if len(sites) != 1:
             raise LayoutError(f"{caller} -> {callee}: {len(sites)} call sites in {exe}")
@@ -185,8 +185,13 @@ def load_program(arch: str) -> Program:
     if not on_line or not stores:
         raise LayoutError(f"no store on line {crash_line} of level3 in {exe}")
     lief.logging.disable()
-    binary = lief.MachO.parse(exe).at(0)
+    fat = lief.MachO.parse(exe)
+    binary = fat.at(0) if fat else None
+    if binary is None or binary.uuid is None:
+        raise LayoutError(f"lief cannot read {exe}")
     text = binary.get_segment("__TEXT")
+    if text is None:
+        raise LayoutError(f"{exe} has no __TEXT")
     uuid = bytes(binary.uuid.uuid).hex().upper()
     uuid = f"{uuid[:8]}-{uuid[8:12]}-{uuid[12:16]}-{uuid[16:20]}-{uuid[20:]}"
     return Program(
@@ -291,6 +296,7 @@ def crash_spec(arch: str) -> tuple[dict, dict]:
                 values["arg"] = outer_depth  # (void *)(10 * (i + 1))
                 stack.put_u64(where("arg"), outer_depth)
             if name == "level3":
+                assert depth is not None  # level3 is never the outermost frame
                 values["local"] = depth * 7 + 3
                 stack.put_i32(where("local"), values["local"])
                 stack.put_u64(where("crash"), 0)

@@ -106,7 +106,7 @@ def regions(draw: st.DrawFn) -> tuple[Region, ...]:
 
 
 segments = st.builds(ImageSegment, names16, U64, U64)
-paths = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40)
+paths = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=40)
 
 
 @st.composite
@@ -230,7 +230,7 @@ def elf_threads(draw: st.DrawFn, crashed: bool) -> tuple[Thread, ...]:
     return tuple(out)
 
 
-_text_no_nul = st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")
+_text_no_nul = st.characters(exclude_categories=["Cs"], exclude_characters="\0")
 
 
 def _fits(limit: int) -> st.SearchStrategy[str]:

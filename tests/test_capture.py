@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from macminidump import CaptureError, Image, Region, Snapshot, Thread
+from macminidump import CaptureError, Image, Region, RegKind, Snapshot, Thread
 from macminidump.capture.base import CrashContext, capture
 from macminidump.model import SignalInfo
 from macminidump.testing.fake_os import FakeTarget
@@ -95,7 +95,10 @@ def test_failed_stop_is_not_resumed_twice() -> None:
 def test_crash_context_replaces_the_crashed_threads_state() -> None:
     crash = CrashContext(
         thread_id=0x102,
-        regsets={"exc": {"trapno": 14, "err": 6, "faultvaddr": 0}, "gpr": {"rip": CODE + 8}},
+        regsets={
+            RegKind.EXC: {"trapno": 14, "err": 6, "faultvaddr": 0},
+            RegKind.GPR: {"rip": CODE + 8},
+        },
         signal=SignalInfo(signo=11, code=1, address=0),
     )
     snap = capture(FakeTarget(world()), crash=crash)

@@ -244,7 +244,7 @@ def run() -> Iterator[Callable[..., Target]]:
 
 def task_states(pid: int) -> dict[int, tuple[str, int]]:
     """tid -> (state letter, TracerPid) for every thread of ``pid``."""
-    out = {}
+    out: dict[int, tuple[str, int]] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:

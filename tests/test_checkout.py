@@ -1,12 +1,21 @@
-"""The checkout tests itself: nothing under tests/ reaches outside the repository."""
+"""The checkout tests itself: nothing under tests/ reaches outside the repository, and
+every import in tests/ resolves here on Linux, also in tests that only run on a Mac."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import re
+import sys
 from pathlib import Path
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+#: test_fuzz_replay.py imports the fuzz harness from fuzz/ (it puts it on sys.path)
+FUZZ = ROOT / "fuzz"
 
 # This file names the patterns, so it is the one file not scanned.
 _OUTSIDE = re.compile(
@@ -52,3 +61,60 @@ def test_the_outside_pattern_catches_what_it_must() -> None:
         assert _OUTSIDE.search(line), line
     assert not _OUTSIDE.search('ROOT = Path(__file__).resolve().parents[1] / "README.md"')
     assert not _OUTSIDE.search("the shared capture logic")
+
+
+def _imports(path: Path) -> list[tuple[int, str, str | None]]:
+    """(line, module, name or None) for every import in ``path``, nested ones too."""
+    found: list[tuple[int, str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module, f"{path}:{node.lineno}: relative import"
+            found += [(node.lineno, node.module, alias.name) for alias in node.names]
+    return found
+
+
+def _unresolved(module: str, name: str | None) -> str | None:
+    """Why ``from module import name`` (or ``import module``) would fail, or None."""
+    try:
+        if importlib.util.find_spec(module) is None:
+            return f"no module {module}"
+        if name is None or name == "*":
+            return None
+        loaded = importlib.import_module(module)
+    except ImportError as e:
+        return f"{module}: {e}"
+    if hasattr(loaded, name):
+        return None
+    if hasattr(loaded, "__path__") and importlib.util.find_spec(f"{module}.{name}"):
+        return None  # a submodule not imported yet
+    return f"{module} has no {name}"
+
+
+TEST_MODULES = sorted(TESTS.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", TEST_MODULES, ids=lambda p: p.name)
+def test_every_import_resolves(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Imports inside test functions run only when the test runs: the macOS live tests
+    # never run here, so their imports are checked without running them.
+    monkeypatch.setattr(sys, "path", [str(TESTS), str(FUZZ), *sys.path])
+    problems = []
+    for line, module, name in _imports(path):
+        why = _unresolved(module, name)
+        if why:
+            problems.append(f"{path.name}:{line}: {why}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_import_check_catches_a_missing_name(tmp_path: Path) -> None:
+    broken = tmp_path / "test_broken.py"
+    broken.write_text(
+        "def test_x():\n"
+        "    from macminidump.macho.parse import parse_core\n"
+        "    import no_such_mod\n"
+    )
+    found = [_unresolved(m, n) for _, m, n in _imports(broken)]
+    assert found == ["macminidump.macho.parse has no parse_core", "no module no_such_mod"]
+    assert TESTS / "test_macos_live.py" in TEST_MODULES

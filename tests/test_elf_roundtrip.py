@@ -82,7 +82,7 @@ def test_note_order_is_the_kernels(snapshot: Snapshot) -> None:
             expected.append(CoreNoteType.NT_FPREGSET)
         expected += [r.kind for r in thread.raw_states]
     if not snapshot.threads:
-        expected = process
+        expected = [*process]
     assert kinds == expected
 
 

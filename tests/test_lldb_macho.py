@@ -111,7 +111,10 @@ def test_probe_bare_executable(arch: str, version: int) -> None:
     module = result["modules"][0]
     assert os.path.realpath(module["path"]) == os.path.realpath(exe)
     lief.logging.disable()
-    uuid = bytes(lief.MachO.parse(exe).at(0).uuid.uuid).hex().upper()
+    fat = lief.MachO.parse(exe)
+    binary = fat.at(0) if fat else None
+    assert binary is not None and binary.uuid is not None, f"lief cannot read {exe}"
+    uuid = bytes(binary.uuid.uuid).hex().upper()
     assert module["uuid"].replace("-", "") == uuid
     expected_arch = "arm64" if arch == "arm64" else "x86_64"
     assert module["triple"].startswith(expected_arch), module["triple"]
@@ -274,7 +277,7 @@ def test_core_parses_in_lief_and_macholib(arch: str, core_dir: Path) -> None:
     core, spec, _expected = write_core(arch, core_dir)
     lief.logging.disable()
     parsed = lief.parse(core)
-    assert parsed is not None, "lief rejects the core"
+    assert isinstance(parsed, lief.MachO.Binary), "lief rejects the core"
     assert parsed.header.file_type == lief.MachO.Header.FILE_TYPE.CORE
     assert len(parsed.commands) == parsed.header.nb_cmds
     macho = MachO(core)

@@ -99,7 +99,7 @@ def field_strategy(inner: Construct) -> st.SearchStrategy[Any]:
             lambda s: not s.endswith("\0")
         )
     if isinstance(inner, schema.Utf8CStringAdapter):
-        return st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"))
+        return st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"))
     if type(inner) is FormatField:
         return st.integers(0, 2 ** _INT_BITS[inner.fmtstr[1]] - 1)
     if isinstance(inner, BytesInteger):

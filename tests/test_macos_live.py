@@ -119,8 +119,8 @@ def lldb(core: Path, *commands: str, exe: str | None = None) -> str:
 
 
 def test_self_dump(tmp_path: Path) -> None:
+    from macminidump import parse_core
     from macminidump.capture.mach import capture_mach
-    from macminidump.macho.parse import parse_core
     from macminidump.macho.render import render_macho
 
     snapshot = capture_mach()
@@ -172,7 +172,7 @@ CRASHES = [
 
 @pytest.mark.parametrize(("kind", "where"), CRASHES, ids=[f"{k}-{w}" for k, w in CRASHES])
 def test_crash_in_a_signal_handler(kind: str, where: str, tmp_path: Path) -> None:
-    from macminidump.macho.parse import parse_core
+    from macminidump import parse_core
 
     core, facts = tmp_path / "crash.core", tmp_path / "facts.json"
     script = tmp_path / "crasher.py"

@@ -150,11 +150,13 @@ def test_yaml2macho_conventions() -> None:
         ],
     }
     s = snapshot_from_spec(spec)
+    assert s.addressable_bits is not None
     assert (s.addressable_bits.low, s.addressable_bits.high) == (39, 39)
     assert s.images[0].slide == 0x4000 and s.images[0].load_address is None
     # a binary known only by its slide is written as a `load binary` note, and read back
     assert parse_macho_bytes(render_macho_bytes(s)).images == s.images
     half = snapshot_from_spec({**BASE, "addressable-bits": {"highmem-num-bits": 52}})
+    assert half.addressable_bits is not None
     assert (half.addressable_bits.low, half.addressable_bits.high) == (64, 52)
 
 
