@@ -396,6 +396,29 @@ class FileMapping:
             raise ModelError(f"file mapping [{self.start:#x}, {self.end:#x}) is empty or wraps")
 
 
+@attrs.frozen
+class OmittedRange:
+    """Memory a capture wanted and left out to stay within its size budget."""
+
+    address: int
+    size: int
+    #: why it was wanted: "crashed-thread-stack", "stack", "headers-and-code", "included",
+    #: "referenced", "rest"
+    kind: str
+
+
+@attrs.frozen(kw_only=True)
+class MemorySelection:
+    """How a live capture chose the memory it saved: the policy, the size budget, and
+    what the budget cut (the largest ``omitted`` ranges; the totals count them all)."""
+
+    policy: str
+    max_size: int | None = None
+    omitted_bytes: int = 0
+    omitted_count: int = 0
+    omitted: tuple[OmittedRange, ...] = attrs.field(default=(), converter=_as_tuple)
+
+
 def _to_auxv(value: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     out = tuple((int(k), int(v)) for k, v in value)
     for k, v in out:
@@ -420,6 +443,8 @@ class Snapshot:
     #: the ELF auxiliary vector, (type, value) pairs without the terminating AT_NULL
     auxv: tuple[tuple[int, int], ...] = attrs.field(default=(), converter=_to_auxv)
     file_mappings: tuple[FileMapping, ...] = attrs.field(default=(), converter=_as_tuple)
+    #: how a live capture chose the memory saved (None for a core from elsewhere)
+    memory_selection: MemorySelection | None = None
     #: notes and load commands of the file this came from that the model does not hold
     raw_notes: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
     raw_commands: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)

@@ -39,6 +39,19 @@ class SegmentPlacement:
     offset: int
 
 
+@attrs.frozen
+class CoreCost:
+    """What a file format charges, for a size budget: the file without memory, then per
+    region a header and its data rounded up to ``alignment``. Never an underestimate."""
+
+    fixed: int
+    per_region: int
+    alignment: int
+
+    def region(self, size: int) -> int:
+        return self.per_region + -(-size // self.alignment) * self.alignment
+
+
 def write_region(pwrite: Pwrite, region: Region, offset: int) -> None:
     """Stream ``region``'s bytes to ``offset`` in bounded chunks; check the count."""
     position = offset

@@ -138,7 +138,7 @@ def test_extra_ranges_and_options() -> None:
 
     snap = capture(
         FakeTarget(world(), extra=[(0x600010, 0x600020)]),
-        CaptureOptions(max_stack=0x100, extra=((0x600100, 0x600108),)),
+        CaptureOptions(max_stack=0x100, include=((0x600100, 8),)),
     )
     assert (0x600010, 0x600020) in spans(snap) and (0x600100, 0x600108) in spans(snap)
     assert (STACK + 0x800 - 128, STACK + 0x900) in spans(snap)

@@ -5,13 +5,19 @@ A backend (Linux ptrace, Mach task ports, a fake for tests) implements the narro
 memory mappings, read memory, list loaded images, and name the memory its platform's
 debuggers need beyond stacks and code. ``capture`` does the rest, identically for all:
 it keeps the target stopped only while it reads, walks each thread's frame-pointer
-chain, and picks the regions a debugger needs for complete backtraces:
+chain, and names the regions a debugger needs for complete backtraces:
 
-- each thread's stack, from sp (less the red zone) to the end of its mapping;
+- each thread's stack, from sp (less the red zone) to the end of its mapping, at most
+  ``max_stack`` bytes (8 MiB unless asked);
 - ±256 bytes of code around every pc and return address (and arm64's lr, x86_64's
   [sp]: the return address of a frameless leaf or a thread sitting in a system call),
   so a core opened where the same libraries are missing still unwinds;
 - whatever the backend names (Linux: the dynamic linker's list of libraries, the vDSO).
+
+The memory policy (``policy.py``: referenced, dirty or full memory, the caller's ranges,
+a size budget and its order of priority, the memory never saved) chooses among those
+and adds to them. ``captured`` keeps the target stopped while the file is written, so
+large regions stream from the target to the file instead of through RAM.
 
 A backend knows its OS and nothing of file formats; the renderers know formats and
 nothing of how the state was captured.
@@ -19,7 +25,6 @@ nothing of how the state was captured.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
@@ -41,6 +46,9 @@ from ..model import (
     Snapshot,
     Thread,
 )
+from ..progress import Progress
+from . import policy
+from .policy import CaptureOptions, CostOf, MappingIndex, Memory, Piece, Priority, Want
 
 CODE_WINDOW = 256
 MAX_FRAMES = 4096
@@ -118,20 +126,16 @@ class TargetOS(Protocol):
         """Half-open ranges the platform's debuggers need besides stacks and code."""
         ...
 
+    def modified_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[MemoryMapping]:
+        """The private mappings the process wrote (heap, stacks, data, anonymous memory):
+        what the ``dirty`` policy saves. Asked only by that policy (it may cost a walk)."""
+        ...
+
     def process_info(self) -> ProcessInfo | None: ...
 
     def auxv(self) -> Sequence[tuple[int, int]]: ...
 
     def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]: ...
-
-
-@attrs.frozen(kw_only=True)
-class CaptureOptions:
-    code_window: int = CODE_WINDOW
-    #: cap on the bytes of one thread's stack (None: to the end of its mapping)
-    max_stack: int | None = None
-    #: extra ranges to save, e.g. a buffer the caller wants to see in the debugger
-    extra: tuple[tuple[int, int], ...] = ()
 
 
 @contextlib.contextmanager
@@ -148,26 +152,78 @@ def capture(
     target: TargetOS,
     options: CaptureOptions | None = None,
     crash: CrashContext | None = None,
+    cost: CostOf | None = None,
 ) -> Snapshot:
+    """A Snapshot of ``target``; its memory read while the target was stopped (all in RAM:
+    to stream a large capture to a file, render inside ``captured`` instead)."""
+    with captured(target, options, crash, cost, lazy=False) as snapshot:
+        return snapshot
+
+
+@contextlib.contextmanager
+def captured(
+    target: TargetOS,
+    options: CaptureOptions | None = None,
+    crash: CrashContext | None = None,
+    cost: CostOf | None = None,
+    *,
+    lazy: bool = True,
+    progress: Progress | None = None,
+) -> Iterator[Snapshot]:
+    """The Snapshot of ``target`` while it stays stopped: large regions (``lazy``) read
+    from the target only when the renderer streams them, so memory never piles up here.
+
+    ``cost``: the file format's cost model, needed for a ``max_size`` budget.
+    """
     options = options or CaptureOptions()
+    if options.max_size is not None and cost is None:
+        raise CaptureError("a size budget needs the file format's cost model")
     with stopped(target):
         threads = list(target.threads())
-        listed = target.mappings()
-        mappings = _Mappings(listed)
+        mappings = MappingIndex(target.mappings())
         bits = target.addressable_bits()
         if crash is not None:
             threads = _apply_crash(threads, crash)
-        ranges = list(options.extra)
+        first = next((t for t in threads if crash is not None and t.id == crash.thread_id), None)
+        first = first or (threads[0] if threads else None)
+        wants: list[Want] = []
         for thread in threads:
-            ranges += _thread_ranges(target, thread, mappings, bits, options)
-        ranges += target.extra_ranges(mappings.sorted)
-        regions = _read_regions(target, _merge(ranges), mappings)
+            wants += _thread_wants(target, thread, mappings, bits, options, thread is first)
+        wants += [Want(a, b, Priority.HEADERS) for a, b in target.extra_ranges(mappings.sorted)]
+        wants += policy.included(options, mappings)
+        wants += policy.mapping_wants(target, options, mappings.sorted)
+        excluded = policy.never_saved(target, options, mappings.sorted)
         images = tuple(target.images())
         process = target.process_info()
         auxv = tuple(target.auxv())
         files = tuple(target.file_mappings(mappings.sorted))
+        model_threads = _model_threads(threads, crash)
+        skeleton = Snapshot(
+            arch=target.arch,
+            threads=model_threads,
+            images=images,
+            addressable_bits=bits,
+            process=process,
+            signal=crash.signal if crash is not None else None,
+            auxv=auxv,
+            file_mappings=files,
+            memory_selection=policy.reserved_selection(options),
+        )
+        choice = policy.fit(
+            wants, mappings, options, excluded, cost(skeleton) if cost is not None else None
+        )
+        regions = _read_regions(target, choice.pieces, lazy, progress)
+        snapshot = attrs.evolve(skeleton, regions=regions, memory_selection=choice.selection)
+        if target.exited:
+            raise CaptureError("the process exited during capture")
+        yield snapshot
+        if progress is not None:
+            progress.done()
     if target.exited:
         raise CaptureError("the process exited during capture")
+
+
+def _model_threads(threads: list[CapturedThread], crash: CrashContext | None) -> tuple[Thread, ...]:
     model_threads = tuple(
         Thread(
             id=t.id,
@@ -181,17 +237,7 @@ def capture(
     if crash is not None:
         # the crashing thread goes first, as the kernel writes it and gdb expects
         model_threads = tuple(sorted(model_threads, key=lambda t: not t.crashed))
-    return Snapshot(
-        arch=target.arch,
-        threads=model_threads,
-        regions=regions,
-        images=images,
-        addressable_bits=bits,
-        process=process,
-        signal=crash.signal if crash is not None else None,
-        auxv=auxv,
-        file_mappings=files,
-    )
+    return model_threads
 
 
 def _apply_crash(threads: list[CapturedThread], crash: CrashContext) -> list[CapturedThread]:
@@ -203,24 +249,6 @@ def _apply_crash(threads: list[CapturedThread], crash: CrashContext) -> list[Cap
             t = attrs.evolve(t, regsets={**t.regsets, **crash.regsets})
         out.append(t)
     return out
-
-
-class _Mappings:
-    """The target's mappings sorted by start, looked up by address in log time."""
-
-    def __init__(self, mappings: Iterable[MemoryMapping]):
-        self.sorted = sorted(mappings, key=lambda m: m.start)
-        self._starts = [m.start for m in self.sorted]
-
-    def at(self, address: int) -> MemoryMapping | None:
-        i = bisect.bisect_right(self._starts, address) - 1
-        if i >= 0 and self.sorted[i].contains(address):
-            return self.sorted[i]
-        return None
-
-    def next_start(self, address: int) -> int | None:
-        i = bisect.bisect_right(self._starts, address)
-        return self._starts[i] if i < len(self._starts) else None
 
 
 def _strip(address: int, bits: AddressableBits | None) -> int:
@@ -259,23 +287,31 @@ def return_addresses(
     return out
 
 
-def _thread_ranges(
+def _thread_wants(
     target: TargetOS,
     thread: CapturedThread,
-    mappings: _Mappings,
+    mappings: MappingIndex,
     bits: AddressableBits | None,
     options: CaptureOptions,
-) -> list[tuple[int, int]]:
+    first: bool,
+) -> list[Want]:
+    """The thread's stack from sp (the part near sp first), code around its pc and return
+    addresses, and under ``referenced`` what its registers and stack words point to.
+    ``first``: the crashed thread (or, without a crash, the first one), kept first."""
     info = arch_info(target.arch)
     gpr = thread.regsets.get(RegKind.GPR, {})
-    ranges = []
+    wants = []
     sp = gpr.get(info.sp, 0)
     stack = mappings.at(sp) or mappings.at(sp - info.red_zone)
     code_addresses = [_strip(gpr.get(info.pc, 0), bits)]
+    saved_stack = None
     if stack is not None:
         start = max(stack.start, sp - info.red_zone)
         end = stack.end if options.max_stack is None else min(stack.end, sp + options.max_stack)
-        ranges.append((start, end))
+        near = min(end, max(sp, start) + policy.NEAR_SP)
+        wants.append(Want(start, near, Priority.CRASHED_STACK if first else Priority.STACKS))
+        wants.append(Want(near, end, Priority.REST))
+        saved_stack = (start, end)
         walked = return_addresses(target, target.arch, gpr, stack, bits)
         if not walked:
             # No frame chain from here: libc's system-call wrappers reuse the frame
@@ -291,13 +327,17 @@ def _thread_ranges(
         code = mappings.at(address)
         if code is None or not code.protection & Protection.EXECUTE:
             continue
-        ranges.append(
-            (
+        wants.append(
+            Want(
                 max(code.start, address - options.code_window),
                 min(code.end, address + options.code_window),
+                Priority.HEADERS,
             )
         )
-    return ranges
+    if options.memory != Memory.STACKS:
+        values = [_strip(v, bits) for v in gpr.values()]
+        wants += policy.referenced(target, mappings, values, saved_stack, 2 if first else 1)
+    return wants
 
 
 SCAN_BYTES = 0x4000
@@ -305,7 +345,7 @@ SCAN_HITS = 64
 
 
 def _scan_for_code(
-    target: TargetOS, start: int, end: int, mappings: _Mappings, bits: AddressableBits | None
+    target: TargetOS, start: int, end: int, mappings: MappingIndex, bits: AddressableBits | None
 ) -> list[int]:
     """Words of the stack that point into executable memory: likely return addresses.
 
@@ -324,36 +364,80 @@ def _scan_for_code(
     return hits
 
 
-def _merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(r for r in ranges if r[0] < r[1]):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
 def _read_regions(
-    target: TargetOS, ranges: list[tuple[int, int]], mappings: _Mappings
+    target: TargetOS, pieces: Sequence[Piece], lazy: bool, progress: Progress | None
 ) -> tuple[Region, ...]:
-    """Read each range, split at mapping boundaries (each part keeps its protection).
-
-    Bytes that cannot be read are left out (a region ends where a read comes up short):
-    a core never describes memory it does not hold.
-    """
+    """Each chosen piece as a region: small ones read now, large ones (``lazy``) read when
+    the file is written. Bytes that cannot be read are left out (a region ends where a
+    read comes up short): a core never describes memory it does not hold."""
     regions = []
-    for start, end in ranges:
-        address = start
-        while address < end:
-            mapping = mappings.at(address)
-            if mapping is None:
-                following = mappings.next_start(address)
-                address = end if following is None else min(end, following)
-                continue
-            stop = min(end, mapping.end)
-            data = target.read(address, stop - address) if mapping.protection else b""
-            if data:
-                regions.append(Region(address=address, data=data, protection=mapping.protection))
-            address = stop
+    for piece in pieces:
+        size = piece.end - piece.start
+        if lazy and size >= policy.LAZY_MIN:
+            size = _readable_length(target, piece.start, size)
+            if size:
+                source = TargetSource(target, piece.start, size, progress)
+                regions.append(
+                    Region(address=piece.start, data=source, protection=piece.protection)
+                )
+            continue
+        data = target.read(piece.start, size)
+        if data:
+            regions.append(Region(address=piece.start, data=data, protection=piece.protection))
+    if progress is not None:
+        progress.expect(sum(r.size for r in regions if isinstance(r.data, TargetSource)))
     return tuple(regions)
+
+
+PAGE = 4096
+
+
+def _readable_length(target: TargetOS, start: int, size: int) -> int:
+    """How much of [start, start + size) reads, found by probing single bytes: a mapped
+    file ends early where the file does (a read past it faults), the rest reads whole."""
+    if target.read(start + size - 1, 1):
+        return size
+    low, high = 0, (size - 1) // PAGE  # pages [0, low) read; page high does not
+    if not target.read(start, 1):
+        return 0
+    low = 1
+    while low < high:
+        mid = (low + high) // 2
+        if target.read(start + mid * PAGE, 1):
+            low = mid + 1
+        else:
+            high = mid
+    return min(size, low * PAGE)
+
+
+class TargetSource:
+    """A region's bytes, read from the stopped target while the file is written."""
+
+    __slots__ = ("target", "address", "length", "progress")
+
+    def __init__(self, target: TargetOS, address: int, length: int, progress: Progress | None):
+        self.target, self.address, self.length, self.progress = target, address, length, progress
+
+    @property
+    def size(self) -> int:
+        return self.length
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.length - offset))
+        data = self.target.read(self.address + offset, length)
+        if len(data) != length:
+            raise CaptureError(
+                f"memory at {self.address + offset + len(data):#x} could not be read "
+                "while the core was written"
+            )
+        return data
+
+    def chunks(self, chunk_size: int) -> Iterator[bytes]:
+        for offset in range(0, self.length, chunk_size):
+            data = self.read(offset, chunk_size)
+            if self.progress is not None:
+                self.progress.advance(len(data))
+            yield data
+
+    def __repr__(self) -> str:
+        return f"TargetSource(<{self.length} bytes at {self.address:#x}>)"

@@ -82,9 +82,15 @@ class NoteOwner(str, enum.Enum):
     LINUX = "LINUX"
     GNU = "GNU"
     GDB = "GDB"
+    #: this package's own notes (memory_note.py)
+    MACMINIDUMP = "MACMINIDUMP"
 
     def __str__(self) -> str:
         return self.value
+
+
+#: n_type of the "MACMINIDUMP" note saying how the memory was chosen (memory_note.py)
+NT_MEMORY_SELECTION = 1
 
 
 class CoreNoteType(enum.IntEnum):

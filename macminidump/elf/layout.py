@@ -7,7 +7,8 @@ and LLDB need no page alignment, and a minimal core's regions are small).
 
 Note order (LLDB gives each note to the thread whose NT_PRSTATUS precedes it):
 
-- raw process-level notes first (a GDB target description, notes kept from a parse);
+- raw process-level notes first (a GDB target description, notes kept from a parse),
+  then this package's record of how the memory was chosen (memory_note.py);
 - thread 0 (the crashed thread, moved first): PRSTATUS, PRPSINFO, SIGINFO (a crash
   only), AUXV, FILE, FPREGSET, then its raw notes (NT_X86_XSTATE, ...);
 - every other thread: PRSTATUS, FPREGSET, raw notes.
@@ -17,14 +18,16 @@ from __future__ import annotations
 
 import attrs
 
+from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..model import Protection, RawItem, Snapshot, Thread
 from ..schema_io import fixed_format
-from ..writer import SegmentPlacement, align
+from ..writer import CoreCost, SegmentPlacement, align
 from . import notes, schema
 from .constants import (
     ELFMAG,
+    NT_MEMORY_SELECTION,
     CoreNoteType,
     ElfClass,
     ElfData,
@@ -114,6 +117,9 @@ def note_plan(snapshot: Snapshot) -> list[NoteEntry]:
     """Every note, in file order (see the module docstring)."""
     core = NoteOwner.CORE.value
     plan = [_raw_note(raw, "snapshot") for raw in snapshot.raw_notes]
+    if snapshot.memory_selection is not None:
+        selection = memory_note.encode(snapshot.memory_selection)
+        plan.append(NoteEntry(NoteOwner.MACMINIDUMP.value, NT_MEMORY_SELECTION, selection))
     threads = ordered_threads(snapshot)
     for index, thread in enumerate(threads):
         where = f"thread {thread.id:#x}"
@@ -219,3 +225,9 @@ def layout_elf(snapshot: Snapshot) -> Layout:
     head = bytes(header) + b"".join(phdrs) + b"".join(raw_phdrs) + note_blob
     assert len(head) == notes_at + len(note_blob)
     return Layout(head, tuple(plan), tuple(placements), end)
+
+
+def core_cost(skeleton: Snapshot) -> CoreCost:
+    """The cost model a size budget needs (capture/policy.py): ``skeleton`` is the core
+    without memory; each region adds a program header and its bytes, 16-byte aligned."""
+    return CoreCost(layout_elf(skeleton).file_size + SEGMENT_ALIGN, PHDR_SIZE, SEGMENT_ALIGN)

@@ -23,12 +23,14 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import MacMiniDumpError, ParseError
 from ..model import (
     PROTECTIONS,
     BufferSource,
     FileMapping,
+    MemorySelection,
     ProcessInfo,
     RawItem,
     Region,
@@ -44,6 +46,7 @@ from . import notes, schema
 from .constants import (
     ELFMAG,
     NOTE_ALIGN,
+    NT_MEMORY_SELECTION,
     CoreNoteType,
     ElfClass,
     ElfData,
@@ -59,6 +62,7 @@ _PHDR = fixed_format(schema.elf64_phdr)
 _NHDR = fixed_format(schema.elf64_nhdr)
 _PT_LOAD, _PT_NOTE = int(SegmentType.PT_LOAD), int(SegmentType.PT_NOTE)
 _CORE, _LINUX = NoteOwner.CORE.value, NoteOwner.LINUX.value
+_MACMINIDUMP = NoteOwner.MACMINIDUMP.value
 _PRSTATUS = int(CoreNoteType.NT_PRSTATUS)
 _PRPSINFO = int(CoreNoteType.NT_PRPSINFO)
 _SIGINFO = int(CoreNoteType.NT_SIGINFO)
@@ -197,6 +201,8 @@ class ElfCore(CoreReader):
             offset = min(end, desc_at + align(descsz, NOTE_ALIGN))
 
     def _decode(self, owner: str, note_type: int, offset: int, size: int) -> Any:
+        if owner == _MACMINIDUMP and note_type == NT_MEMORY_SELECTION:
+            return memory_note.decode(self.buffer[offset : offset + size])
         if owner != _CORE:
             return None
         buf = self.buffer
@@ -226,11 +232,14 @@ class ElfCore(CoreReader):
         auxv: tuple[tuple[int, int], ...] | None = None
         mappings: tuple[FileMapping, ...] | None = None
         raw_notes: list[RawItem] = []
+        selection: MemorySelection | None = None
         # per thread: its NT_PRSTATUS, fxsave registers and the notes that follow it
         groups: list[tuple[notes.Prstatus, list[Note]]] = []
         loose: list[Note] = []  # CORE/LINUX notes before the first NT_PRSTATUS
         for note in self.notes:
-            if note.owner not in (_CORE, _LINUX):
+            if note.owner == _MACMINIDUMP and note.decoded is not None and selection is None:
+                selection = note.decoded
+            elif note.owner not in (_CORE, _LINUX):
                 raw_notes.append(self._raw(note))
             elif note.owner == _CORE and note.type == _PRSTATUS:
                 groups.append((note.decoded, []))
@@ -311,6 +320,7 @@ class ElfCore(CoreReader):
             signal=signal,
             auxv=auxv or (),
             file_mappings=mappings or (),
+            memory_selection=selection,
             raw_notes=tuple(raw_notes),
             raw_commands=tuple(raw_commands),
         )

@@ -89,6 +89,8 @@ class NoteOwner(str, Enum):
     ADDRABLE_BITS = "addrable bits"
     PROCESS_METADATA = "process metadata"
     KERN_VER_STR = "kern ver str"
+    #: this package's: how a capture chose the memory saved (memory_note.py)
+    MEMORY_SELECTION = "macminidump mem"
 
     def __str__(self) -> str:
         return self.value

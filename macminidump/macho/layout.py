@@ -14,11 +14,12 @@ from typing import Any
 
 import attrs
 
-from ..arch import Arch, RegKind
+from .. import memory_note
+from ..arch import Arch, RegKind, arch_info
 from ..errors import RenderError
 from ..model import Snapshot, Thread
 from ..schema_io import build
-from ..writer import SegmentPlacement, align
+from ..writer import CoreCost, SegmentPlacement, align
 from . import codec, notes, schema
 from .constants import (
     MH_MAGIC_64,
@@ -138,6 +139,8 @@ def _note_plan(snapshot: Snapshot) -> list[tuple[str, int, object]]:
         if image not in placed:
             payload = notes.encode_load_binary(image)
             plan.append((NoteOwner.LOAD_BINARY.value, len(payload), payload))
+    if snapshot.memory_selection is not None:
+        add(NoteOwner.MEMORY_SELECTION, memory_note.encode(snapshot.memory_selection))
     for raw in snapshot.raw_notes:
         if raw.format != "macho":
             raise RenderError(f"note {raw.owner!r} came from a {raw.format} file")
@@ -248,3 +251,11 @@ def layout_macho(snapshot: Snapshot) -> Layout:
     head = header + b"".join(threads) + bytes(note_cmds) + bytes(seg_cmds) + b"".join(raw_commands)
     assert len(head) == HEADER_SIZE + sizeofcmds
     return Layout(head, tuple(payloads), tuple(placements), end)
+
+
+def core_cost(skeleton: Snapshot) -> CoreCost:
+    """The cost model a size budget needs (capture/policy.py): ``skeleton`` is the core
+    without memory; each region adds a segment command and its bytes, page aligned (the
+    commands may push the first segment one page further)."""
+    page = arch_info(skeleton.arch).page_size
+    return CoreCost(layout_macho(skeleton).file_size + 2 * page, codec.SEGMENT.size, page)

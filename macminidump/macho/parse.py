@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import MacMiniDumpError, ParseError
 from ..model import (
@@ -21,6 +22,7 @@ from ..model import (
     AddressableBits,
     BufferSource,
     Image,
+    MemorySelection,
     RawItem,
     Region,
     RegisterSet,
@@ -245,6 +247,8 @@ class MachOCore(CoreReader):
             return notes.decode_process_metadata(payload, offset)
         if owner == NoteOwner.KERN_VER_STR:
             return notes.decode_kern_ver_str(payload, offset)
+        if owner == NoteOwner.MEMORY_SELECTION:
+            return memory_note.decode(payload)
         return None
 
     # ------------------------------------------------------------------ model
@@ -262,6 +266,7 @@ class MachOCore(CoreReader):
         main: notes.MainBinSpec | None = None
         images: list[Image] = []
         seen_infos = False
+        selection: MemorySelection | None = None
         raw_notes = []
         for note in self.notes:
             value = note.decoded
@@ -283,6 +288,10 @@ class MachOCore(CoreReader):
                 images[:0] = value
             elif note.owner == NoteOwner.LOAD_BINARY and value is not None:
                 images.append(value)
+            elif (
+                note.owner == NoteOwner.MEMORY_SELECTION and value is not None and selection is None
+            ):
+                selection = value
             else:
                 raw_notes.append(
                     RawItem(
@@ -326,6 +335,7 @@ class MachOCore(CoreReader):
             regions=tuple(self.regions),
             images=tuple(images),
             addressable_bits=bits,
+            memory_selection=selection,
             raw_notes=tuple(raw_notes),
             raw_commands=tuple(raw_commands),
         )

@@ -752,6 +752,8 @@ class FakeMachKernel:
             user_tag=tag,
             is_submap=int(is_submap),
             share_mode=abi.SM_TRUESHARED if is_submap else abi.SM_PRIVATE,
+            # the world's writable memory stands for memory the task wrote
+            pages_dirtied=(end - start) // 4096 if prot & abi.VM_PROT_WRITE else 0,
         )
         written = min(count, abi.VM_REGION_SUBMAP_INFO_COUNT_64)
         _write(info, bytes(result)[: written * 4])

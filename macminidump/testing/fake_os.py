@@ -16,7 +16,15 @@ import attrs
 from ..arch import RegKind
 from ..capture.base import CapturedThread, MemoryMapping
 from ..errors import CaptureError
-from ..model import AddressableBits, FileMapping, Image, ProcessInfo, Snapshot, content_of
+from ..model import (
+    AddressableBits,
+    FileMapping,
+    Image,
+    ProcessInfo,
+    Protection,
+    Snapshot,
+    content_of,
+)
 
 
 class FakeTarget:
@@ -94,6 +102,11 @@ class FakeTarget:
     def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
         self._call("extra_ranges")
         return self._extra
+
+    def modified_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[MemoryMapping]:
+        """The world's writable regions stand for the memory the process wrote."""
+        self._call("modified_mappings")
+        return [m for m in mappings if m.protection & Protection.WRITE]
 
     def process_info(self) -> ProcessInfo | None:
         self._call("process_info")

@@ -119,6 +119,24 @@ def maps(where: str) -> list[MemoryMapping]:
     return out
 
 
+def written_mappings(where: str) -> set[int] | None:
+    """Starts of the private mappings with pages of their own (``where``/smaps: a nonzero
+    Anonymous or Private_Dirty); None when smaps cannot be read."""
+    text = read_text(f"{where}/smaps")
+    if not text:
+        return None
+    written: set[int] = set()
+    start, private = -1, False
+    for line in text.splitlines():
+        head = line.split(maxsplit=2)
+        if len(head) >= 2 and "-" in head[0] and not head[0].endswith(":"):
+            start = int(head[0].partition("-")[0], 16)
+            private = head[1][3:4] == "p"
+        elif private and head[:1] in (["Anonymous:"], ["Private_Dirty:"]) and head[1] != "0":
+            written.add(start)
+    return written
+
+
 def auxv(where: str) -> list[tuple[int, int]] | None:
     """The auxiliary vector's (type, value) pairs before AT_NULL; None when unreadable."""
     data = _read_bytes(f"{where}/auxv")

@@ -134,6 +134,12 @@ class LinuxTarget:
             raise self.tracee.gone()
         return found
 
+    def modified_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[MemoryMapping]:
+        written = procfs.written_mappings(self._proc())
+        if written is None:
+            raise self.tracee.gone()
+        return [m for m in mappings if m.start in written]
+
     def read(self, address: int, size: int) -> bytes:
         data = ptrace.read_memory(self.tracee.live_thread(), address, size)
         if data is None:

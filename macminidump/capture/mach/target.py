@@ -55,6 +55,9 @@ _TARGET_GONE = frozenset({abi.MACH_SEND_INVALID_DEST, abi.KERN_TERMINATED, abi.K
 # ------------------------------------------------------------------ the backend
 
 
+_PRIVATE_MODES = (abi.SM_PRIVATE, abi.SM_COW, abi.SM_PRIVATE_ALIASED)
+
+
 def _flavor_names(arch: Arch) -> dict[int, str]:
     names = abi.layouts_for(arch).arch_constants
     return {getattr(abi, n): n for n in names if not n.endswith("_COUNT")}
@@ -94,6 +97,8 @@ class MachTarget:
         self._suspended_threads: list[int] = []
         self._held_threads: list[int] = []
         self._closed = False
+        #: starts of the regions the last mappings() saw written (the ``dirty`` policy)
+        self._modified: set[int] = set()
         if task is not None:
             self.task = int(task)
         elif pid is not None:
@@ -337,8 +342,17 @@ class MachTarget:
                     tag=int(info.user_tag),
                 )
             )
+            if info.share_mode in _PRIVATE_MODES and (
+                info.pages_dirtied or info.pages_swapped_out or info.pages_shared_now_private
+            ):
+                self._modified.add(addr.value)
             address, depth = addr.value + size.value, level.value
         return out
+
+    def modified_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[MemoryMapping]:
+        """Private (or copy-on-write) regions with pages the task dirtied, as the last
+        ``mappings()`` saw them."""
+        return [m for m in mappings if m.start in self._modified]
 
     def _read_into(self, buffer: Any, offset: int, address: int, size: int) -> int:
         got = abi.mach_vm_size_t(0)
