@@ -11,10 +11,10 @@ import time
 from collections.abc import Sequence
 
 from . import __version__
-from .arch import arch_info
 from .errors import CaptureError, MacMiniDumpError, TargetError
-from .report import inspect_core, render_text
-from .spec import dump_spec, read_spec, snapshot_from_spec, spec_format
+
+# Each command imports what it uses inside its function: `--help` and `dump` must not pay
+# for yaml, construct or the parsers (README, Speed).
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -142,13 +142,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .elf.render import render_elf
-    from .macho.render import render_macho
+    from .arch import arch_info
+    from .spec import read_spec, snapshot_from_spec, spec_format
 
     spec = read_spec(args.spec)
     fmt = spec_format(spec)
     snapshot = snapshot_from_spec(spec, base_dir=os.path.dirname(args.spec))
-    render = render_elf if fmt == "elf" else render_macho
+    if fmt == "elf":
+        from .elf.render import render_elf as render
+    else:
+        from .macho.render import render_macho as render
     size = render(snapshot, args.output)
     summary = {
         "output": args.output,
@@ -171,6 +174,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from .report import inspect_core, render_text
+
     report = inspect_core(args.core)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -181,6 +186,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _to_spec(args: argparse.Namespace) -> int:
     from .parse import core_format, parse_core
+    from .spec import dump_spec
 
     snapshot = parse_core(args.core)
     text = dump_spec(snapshot, fmt=core_format(args.core), as_json=args.json)

@@ -1,0 +1,110 @@
+"""Timing commands as a user runs them, against a baseline, on a shared noisy machine.
+
+``interleave`` runs every command once per round, in a fresh order each round, so load
+from other users hits subject and baseline alike. ``Sample`` keeps every time; figures
+are the median with min and max. ``verdict`` compares a subject to ``target × baseline``
+per round (each round's two runs are close in time) and calls it a miss only when the
+subject is over even after allowing the noise measured between rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
+
+
+@attrs.frozen
+class Sample:
+    times: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def low(self) -> float:
+        return min(self.times)
+
+    @property
+    def high(self) -> float:
+        return max(self.times)
+
+    def ms(self) -> str:
+        return f"{self.median * 1e3:.1f} ms ({self.low * 1e3:.1f}–{self.high * 1e3:.1f})"
+
+
+def run_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> float:
+    """Wall time of one run of ``argv``, output discarded; a failure stops the benchmark."""
+    started = time.perf_counter()
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode()}")
+    return elapsed
+
+
+def interleave(
+    subjects: Mapping[str, Callable[[], float]], rounds: int, warmup: int = 1
+) -> dict[str, Sample]:
+    """Each callable returns the seconds one run took; all run once per round, shuffled."""
+    names = list(subjects)
+    for _ in range(warmup):
+        for name in names:
+            subjects[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    rng = random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(names)
+        for name in names:
+            times[name].append(subjects[name]())
+    return {name: Sample(tuple(times[name])) for name in subjects}
+
+
+@attrs.frozen
+class Verdict:
+    #: subject/baseline per round
+    ratios: tuple[float, ...]
+    target: float
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def noise(self) -> float:
+        """Median absolute deviation of the per-round ratios (the spread between rounds)."""
+        return statistics.median(abs(r - self.ratio) for r in self.ratios)
+
+    @property
+    def missed(self) -> bool:
+        return self.ratio - self.noise > self.target
+
+    def text(self) -> str:
+        state = (
+            "MISSED" if self.missed else ("met" if self.ratio <= self.target else "within noise")
+        )
+        return (
+            f"{self.ratio:.2f}x (rounds {min(self.ratios):.2f}–{max(self.ratios):.2f}, "
+            f"noise ±{self.noise:.2f}; target ≤ {self.target}x): {state}"
+        )
+
+
+def verdict(subject: Sample, baseline: Sample, target: float) -> Verdict:
+    return Verdict(tuple(s / b for s, b in zip(subject.times, baseline.times)), target)
+
+
+def macminidump_command() -> list[str]:
+    """``macminidump`` as installed beside this interpreter (what a user types), else -m."""
+    script = os.path.join(os.path.dirname(sys.executable), "macminidump")
+    if os.access(script, os.X_OK):
+        return [script]
+    found = shutil.which("macminidump")
+    return [found] if found else [sys.executable, "-m", "macminidump"]

@@ -1,0 +1,81 @@
+"""Each entry point imports only what it uses (bench/bench_startup.py times it).
+
+Cheap guards, run in fresh interpreters: `import macminidump` loads no yaml, construct,
+attrs or parser; `--help` loads nothing but the command line; `dump` loads no yaml,
+no spec, no parser and nothing of Mach-O.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import macminidump
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("yaml", "construct", "attrs", "attr")
+
+
+def _modules_after(code: str) -> set[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_import_loads_no_yaml_construct_or_parsers() -> None:
+    loaded = _modules_after("import macminidump")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert sorted(m for m in loaded if m.startswith("macminidump")) == ["macminidump"]
+
+
+def test_help_loads_only_the_command_line() -> None:
+    code = (
+        "import contextlib, io\nfrom macminidump.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])"
+    )
+    loaded = _modules_after(code)
+    ours = sorted(m for m in loaded if m.startswith("macminidump"))
+    assert ours == ["macminidump", "macminidump.cli", "macminidump.errors"]
+    assert not loaded & set(HEAVY)
+
+
+def test_dump_loads_no_yaml_spec_parser_or_macho(tmp_path: Path) -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        code = (
+            "import contextlib, io\nfrom macminidump.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main(['dump', '{child.pid}', '-o', {str(tmp_path / 'core')!r}]) == 0"
+        )
+        loaded = _modules_after(code)
+    finally:
+        child.kill()
+        child.wait()
+    unwanted = {"yaml", "macminidump.spec", "macminidump.report"}
+    unwanted |= {
+        m for m in loaded if m.startswith(("macminidump.macho", "macminidump.capture.mach"))
+    }
+    unwanted |= {m for m in loaded if m.startswith("macminidump") and m.endswith(".parse")}
+    assert not loaded & unwanted, sorted(loaded & unwanted)
+
+
+def test_every_public_name_resolves() -> None:
+    for name in macminidump.__all__:
+        assert getattr(macminidump, name) is not None, name
+        assert name in dir(macminidump)
+    with pytest.raises(AttributeError):
+        macminidump.no_such_name  # noqa: B018
+    from macminidump import Snapshot, render_macho  # noqa: F401  (the `from` form too)
