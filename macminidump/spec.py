@@ -384,7 +384,7 @@ def _region(value: Any, path: _Path) -> Region:
 
 
 def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
-    from .macho.binary import read_binary_info
+    from .macho_headers import read_headers_file
 
     b = _mapping(value, path, ("name", "uuid", "virtual-address", "slide", "main", "segments"))
     name: str = _str(b.get("name", ""), path.key("name"))
@@ -406,7 +406,7 @@ def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
     file_path = os.path.join(base_dir, name) if base_dir and name else name
     info = None
     if name and os.path.isfile(file_path):
-        info = _guard(path.key("name"), lambda: read_binary_info(file_path))
+        info = _guard(path.key("name"), lambda: read_headers_file(file_path))
         name = os.path.abspath(file_path)
     uuid = b.get("uuid")
     # an explicit `uuid: null` says "unknown"; a missing key means "read it from the file"
@@ -420,17 +420,9 @@ def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
         segments = _each(b, "segments", path, _segment)
     elif info is not None:
         # from the file: one of address and slide gives the other, and the segments
-        text = info.text_vmaddr
-        if slide is None:
-            assert va is not None
-            slide = (va - text) % (1 << 64)
-        if va is None:
-            va = (text + slide) % (1 << 64)
-        segments = tuple(
-            ImageSegment(s.name, (s.vmaddr + slide) % (1 << 64), s.vmsize)
-            for s in info.segments
-            if s.name != "__PAGEZERO"
-        )
+        known = info
+        va, slide = _guard(path.key("name"), lambda: known.place(va, slide))
+        segments = known.segments_at(slide)
     return _guard(
         path,
         lambda: Image(

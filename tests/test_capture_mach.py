@@ -40,7 +40,7 @@ from macminidump.capture.mach import (
 )
 from macminidump.errors import CaptureError
 from macminidump.macho.render import render_macho
-from macminidump.model import SignalInfo, Snapshot
+from macminidump.model import Image, SignalInfo, Snapshot
 from macminidump.spec import snapshot_from_spec
 from macminidump.testing.fake_mach import FakeMachKernel, pack_mcontext, pack_state
 
@@ -384,6 +384,27 @@ def test_dyld_rewriting_its_list(arch: str) -> None:
     with MachTarget(k.pid, lib=k, arch=arch) as target:
         images = target.images()
     assert list(images) == [k.dyld_image]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_image_whose_headers_cannot_be_read(arch: str) -> None:
+    """An image whose header is refused, or whose load commands are corrupt, is reported
+    by its path and address alone; the others are unaffected."""
+    k = kernel(arch, "pid")
+    dyld = k.dyld_image.load_address
+    assert dyld is not None
+    main = next(image for image in k.expected_images() if image.main)
+    assert main.load_address is not None
+    k.unreadable.add(dyld)
+    region = next(r for r in k.regions if r.start <= main.load_address < r.end)
+    at = main.load_address - region.start + 32  # the first load command's cmdsize
+    region.data[at + 4 : at + 8] = (3).to_bytes(4, "little")
+    with MachTarget(k.pid, lib=k, arch=arch) as target:
+        images = {image.path: image for image in target.images()}
+    assert images[main.path] == Image(path=main.path, load_address=main.load_address)
+    assert images["/usr/lib/dyld"] == Image(path="/usr/lib/dyld", load_address=dyld)
+    others = [i for i in k.expected_images() if i.path not in (main.path, "/usr/lib/dyld")]
+    assert all(images[i.path] == i for i in others)
 
 
 @pytest.mark.parametrize("kind", list(RegKind))

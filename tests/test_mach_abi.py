@@ -38,6 +38,7 @@ import pytest
 
 from macminidump.arch import Arch
 from macminidump.capture.mach import abi as mach_abi
+from macminidump.macho.constants import MH_MAGIC_64, LoadCommand
 
 ARCHES = (Arch.ARM64, Arch.X86_64)
 ZIG_TARGET = {Arch.ARM64: "aarch64-macos", Arch.X86_64: "x86_64-macos"}
@@ -262,11 +263,11 @@ def read_section(data: bytes, segname: str, sectname: str) -> tuple[int, bytes]:
     magic, cputype, _sub, _ftype, ncmds, _sizeofcmds, _flags, _res = struct.unpack_from(
         "<IiiIIIII", data, 0
     )
-    assert magic == mach_abi.MH_MAGIC_64, f"not a 64-bit Mach-O: {magic:#x}"
+    assert magic == MH_MAGIC_64, f"not a 64-bit Mach-O: {magic:#x}"
     offset = 32
     for _ in range(ncmds):
         cmd, cmdsize = struct.unpack_from("<II", data, offset)
-        if cmd == mach_abi.LC_SEGMENT_64:
+        if cmd == LoadCommand.LC_SEGMENT_64:
             nsects = struct.unpack_from("<I", data, offset + 64)[0]
             for i in range(nsects):
                 sect = struct.unpack_from("<16s16sQQIIIIIIII", data, offset + 72 + 80 * i)

@@ -180,10 +180,11 @@ def test_binary_read_from_file(tmp_path: Path) -> None:
     """With a real Mach-O file, the UUID and segments come from it; the slide gives the rest."""
     import fixtures
 
-    from macminidump.macho.binary import read_binary_info
+    from macminidump.macho_headers import read_headers_file
 
     exe = fixtures.build_fixture("arm64")
-    info = read_binary_info(exe)
+    info = read_headers_file(exe)
+    assert info.text_vmaddr is not None
     s = snapshot_from_spec(
         {"cpu": "arm64", "binaries": [{"name": exe, "slide": 0x8000, "main": True}]}
     )

@@ -43,7 +43,11 @@ import attrs
 from ..arch import Arch, RegKind, arch_info
 from ..capture.mach import abi
 from ..capture.mach.libsystem import SIGNATURES
+from ..macho import schema
+from ..macho.constants import MH_MAGIC_64, FileType, LoadCommand
+from ..macho_headers import read_headers_file
 from ..model import Image, ImageSegment, Snapshot, content_of
+from ..schema_io import build
 
 DYLD_PATH = "/usr/lib/dyld"
 DYLD_UUID = uuid_mod.UUID("D1D1D1D1-0000-4000-8000-00000000D1D1")
@@ -134,36 +138,36 @@ def synthesize_macho(
 ) -> bytes:
     """A Mach-O header with LC_SEGMENT_64 (name, vmaddr, vmsize, initprot) and LC_UUID."""
     layouts = abi.layouts_for(arch)
-    commands = b""
-    ncmds = 0
+    commands = []
     for name, vmaddr, vmsize, prot in segments:
-        seg = abi.segment_command_64(
-            cmd=abi.LC_SEGMENT_64,
-            cmdsize=ctypes.sizeof(abi.segment_command_64),
-            segname=name.encode(),
-            vmaddr=vmaddr,
-            vmsize=vmsize,
-            fileoff=0,
-            filesize=vmsize if name == "__TEXT" else 0,
-            maxprot=prot,
-            initprot=prot,
-        )
-        commands += bytes(seg)
-        ncmds += 1
+        segment = {
+            "cmd": LoadCommand.LC_SEGMENT_64,
+            "cmdsize": schema.segment_command_64.sizeof(),
+            "segname": name,
+            "vmaddr": vmaddr,
+            "vmsize": vmsize,
+            "fileoff": 0,
+            "filesize": vmsize if name == "__TEXT" else 0,
+            "maxprot": prot,
+            "initprot": prot,
+            "nsects": 0,
+            "flags": 0,
+        }
+        commands.append(build(schema.segment_command_64, segment))
     if uuid is not None:
-        cmd = abi.uuid_command(cmd=abi.LC_UUID, cmdsize=ctypes.sizeof(abi.uuid_command))
-        ctypes.memmove(cmd.uuid, uuid.bytes, 16)
-        commands += bytes(cmd)
-        ncmds += 1
-    header = abi.mach_header_64(
-        magic=abi.MH_MAGIC_64,
-        cputype=layouts.cpu_type,
-        cpusubtype=layouts.cpu_subtype,
-        filetype=filetype,
-        ncmds=ncmds,
-        sizeofcmds=len(commands),
-    )
-    return bytes(header) + commands
+        command = {"cmd": LoadCommand.LC_UUID, "cmdsize": 24, "uuid": uuid.bytes}
+        commands.append(build(schema.uuid_command, command))
+    header = {
+        "magic": MH_MAGIC_64,
+        "cputype": layouts.cpu_type,
+        "cpusubtype": layouts.cpu_subtype,
+        "filetype": filetype,
+        "ncmds": len(commands),
+        "sizeofcmds": sum(map(len, commands)),
+        "flags": 0,
+        "reserved": 0,
+    }
+    return build(schema.mach_header_64, header) + b"".join(commands)
 
 
 # ------------------------------------------------------------------ the fake's pieces
@@ -204,26 +208,6 @@ def _align_down(value: int, page: int) -> int:
 
 def _align_up(value: int, page: int) -> int:
     return _align_down(value + page - 1, page)
-
-
-def _image_segments_from_file(
-    path: str,
-) -> tuple[int, list[tuple[str, int, int, int, int, int]], bytes]:
-    """(filetype, [(name, vmaddr, vmsize, fileoff, filesize, initprot)], file bytes)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    header = abi.mach_header_64.from_buffer_copy(data)
-    offset = ctypes.sizeof(abi.mach_header_64)
-    segments = []
-    for _ in range(header.ncmds):
-        lc = abi.load_command.from_buffer_copy(data, offset)
-        if lc.cmd == abi.LC_SEGMENT_64:
-            s = abi.segment_command_64.from_buffer_copy(data, offset)
-            segments.append(
-                (s.segname.decode(), s.vmaddr, s.vmsize, s.fileoff, s.filesize, s.initprot)
-            )
-        offset += lc.cmdsize
-    return header.filetype, segments, data
 
 
 # ------------------------------------------------------------------ the kernel
@@ -352,7 +336,7 @@ class FakeMachKernel:
         # dyld itself, inside a submap
         dyld_address = top
         dyld_header = synthesize_macho(
-            self.arch, abi.MH_DYLINKER, DYLD_UUID, [("__TEXT", dyld_address, page, 5)]
+            self.arch, FileType.DYLINKER, DYLD_UUID, [("__TEXT", dyld_address, page, 5)]
         )
         self._add_region(
             VMRegion(dyld_address, bytearray(dyld_header.ljust(page, b"\0")), 5, 0, True)
@@ -408,28 +392,30 @@ class FakeMachKernel:
     def _map_image(self, image: Image) -> list[VMRegion]:
         """The image's segments at their addresses: from its file if it exists."""
         if image.path and os.path.isfile(image.path):
-            filetype, segments, data = _image_segments_from_file(image.path)
-            text = next(s for s in segments if s[0] == "__TEXT")
+            headers = read_headers_file(image.path)
+            with open(image.path, "rb") as f:
+                data = f.read()
             if image.slide is not None:
-                slide = image.slide
+                load, slide = headers.place(None, image.slide)
             elif image.load_address is not None:
-                slide = image.load_address - text[1]
+                load, slide = headers.place(image.load_address, None)
             else:
                 raise ValueError(f"image {image.path}: no slide or load address")
             out = []
-            for name, vmaddr, vmsize, fileoff, filesize, prot in segments:
-                if name == "__PAGEZERO" or vmsize == 0:
+            for segment in headers.loaded_segments:
+                if segment.vmsize == 0:
                     continue
-                content = data[fileoff : fileoff + filesize].ljust(vmsize, b"\0")
-                out.append(VMRegion(vmaddr + slide, bytearray(content), prot))
-            load = text[1] + slide
+                start, end = segment.fileoff, segment.fileoff + segment.filesize
+                content = data[start:end].ljust(segment.vmsize, b"\0")
+                out.append(VMRegion(segment.vmaddr + slide, bytearray(content), segment.initprot))
+            filetype = headers.filetype
             seen = attrs.evolve(image, load_address=load, slide=slide)
         else:
             if image.load_address is None:
                 raise ValueError(
                     f"image {image.path}: a fake image without a file needs its address"
                 )
-            filetype = abi.MH_EXECUTE if image.main else abi.MH_DYLIB
+            filetype = FileType.EXECUTE if image.main else FileType.DYLIB
             text_size = next((s.size for s in image.segments if s.name == "__TEXT"), self.page)
             header = synthesize_macho(
                 self.arch,

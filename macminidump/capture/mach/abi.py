@@ -15,8 +15,8 @@ Conventions:
   and says which C type it mirrors (``_c_type_``) and how its Python field names map to
   the C ones (``_c_prefix_``: the SDK spells Darwin's machine structs ``__x``, ``__pc``,
   which Python would mangle inside classes, so the Python names drop the ``__``).
-- Addresses inside *another* process (dyld's image list, Mach-O headers read from the
-  target) are ``c_uint64``, never ``c_void_p``: they are numbers, not pointers to follow.
+- Addresses inside *another* process (dyld's image list, read from the target) are
+  ``c_uint64``, never ``c_void_p``: they are numbers, not pointers to follow.
 - Layouts that differ per architecture (thread states, ``__darwin_mcontext64``) are
   reached through :func:`layouts_for`, so both can be checked on any host.
 - ctypes cannot over-align a structure before Python 3.13 (``_align_``). Where the SDK
@@ -197,13 +197,6 @@ CPU_TYPE_ARM64 = CPU_TYPE_ARM | CPU_ARCH_ABI64
 CPU_SUBTYPE_X86_64_ALL = 3
 CPU_SUBTYPE_ARM64_ALL = 0
 
-# Mach-O (mach-o/loader.h)
-MH_MAGIC_64 = 0xFEEDFACF
-MH_EXECUTE = 0x2
-MH_DYLIB = 0x6
-MH_DYLINKER = 0x7
-LC_SEGMENT_64 = 0x19
-LC_UUID = 0x1B
 
 # sysctl (sys/sysctl.h): the addressable-bits query has no MIB constant, it goes by name
 #: sysctlbyname name of the number of addressable virtual-address bits (arm64 kernels)
@@ -393,50 +386,6 @@ class dyld_all_image_infos(SDKStructure):
         ("aotSharedCacheBaseAddress", ctypes.c_uint64),
         ("aotSharedCacheUUID", uuid_t),
     ]
-
-
-# ---- Mach-O headers (read from the target's memory) ---------------------------------
-
-
-class mach_header_64(SDKStructure):
-    _c_type_ = "struct mach_header_64"
-    _fields_ = [
-        ("magic", ctypes.c_uint32),
-        ("cputype", cpu_type_t),
-        ("cpusubtype", cpu_subtype_t),
-        ("filetype", ctypes.c_uint32),
-        ("ncmds", ctypes.c_uint32),
-        ("sizeofcmds", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
-    ]
-
-
-class load_command(SDKStructure):
-    _c_type_ = "struct load_command"
-    _fields_ = [("cmd", ctypes.c_uint32), ("cmdsize", ctypes.c_uint32)]
-
-
-class segment_command_64(SDKStructure):
-    _c_type_ = "struct segment_command_64"
-    _fields_ = [
-        ("cmd", ctypes.c_uint32),
-        ("cmdsize", ctypes.c_uint32),
-        ("segname", ctypes.c_char * 16),
-        ("vmaddr", ctypes.c_uint64),
-        ("vmsize", ctypes.c_uint64),
-        ("fileoff", ctypes.c_uint64),
-        ("filesize", ctypes.c_uint64),
-        ("maxprot", vm_prot_t),
-        ("initprot", vm_prot_t),
-        ("nsects", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-    ]
-
-
-class uuid_command(SDKStructure):
-    _c_type_ = "struct uuid_command"
-    _fields_ = [("cmd", ctypes.c_uint32), ("cmdsize", ctypes.c_uint32), ("uuid", uuid_t)]
 
 
 # ---- signal context (crash-handler side) --------------------------------------------
@@ -658,10 +607,6 @@ _COMMON_STRUCTURES: tuple[type[SDKStructure], ...] = (
     vm_region_submap_info_64,
     dyld_image_info,
     dyld_all_image_infos,
-    mach_header_64,
-    load_command,
-    segment_command_64,
-    uuid_command,
     sigaltstack,
     ucontext64,
 )

@@ -3,8 +3,9 @@
 ``task_info(TASK_DYLD_INFO)`` (called by the target) locates ``dyld_all_image_infos``;
 :func:`read_images` follows it to the ``dyld_image_info`` array and the path strings,
 adds dyld itself (``dyldImageLoadAddress``), and reads each image's own Mach-O header
-and load commands from memory for its UUID and segments. It needs only a ``read``
-function (address, size -> the bytes that could be read), so it makes no Mach call.
+and load commands from memory (:mod:`macminidump.macho_headers`) for its UUID and
+segments. It needs only a ``read`` function (address, size -> the bytes that could be
+read), so it makes no Mach call.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 
-from ...errors import CaptureError
-from ...model import Image, ImageSegment
+from ...errors import CaptureError, ParseError
+from ...macho_headers import read_headers
+from ...model import Image
 from . import abi
 
 #: reads the target's memory: (address, size) -> up to size bytes, short where refused
@@ -60,44 +62,19 @@ def read_images(dyld_info: abi.task_dyld_info, read: Read) -> list[Image]:
 
 def read_image(read: Read, load_address: int, path: str) -> Image:
     """The image at ``load_address`` from its Mach-O header and load commands in memory;
-    only its address when the header cannot be read."""
-    header_size = ctypes.sizeof(abi.mach_header_64)
-    raw = read(load_address, header_size)
-    if len(raw) < header_size:
+    only its address when they cannot be read or are malformed."""
+    try:
+        headers = read_headers(lambda offset, size: read(load_address + offset, size))
+    except ParseError:
         return Image(path=path, load_address=load_address)
-    header = abi.mach_header_64.from_buffer_copy(raw)
-    if header.magic != abi.MH_MAGIC_64:
-        return Image(path=path, load_address=load_address)
-    commands = read(load_address + header_size, min(header.sizeofcmds, 1 << 20))
-    uuid = None
-    segments: list[tuple[str, int, int]] = []
-    offset = 0
-    for _ in range(header.ncmds):
-        if offset + 8 > len(commands):
-            break
-        lc = abi.load_command.from_buffer_copy(commands, offset)
-        if lc.cmdsize < 8 or offset + lc.cmdsize > len(commands):
-            break
-        if lc.cmd == abi.LC_UUID and lc.cmdsize >= ctypes.sizeof(abi.uuid_command):
-            uuid = bytes(abi.uuid_command.from_buffer_copy(commands, offset).uuid)
-        elif lc.cmd == abi.LC_SEGMENT_64 and lc.cmdsize >= ctypes.sizeof(abi.segment_command_64):
-            seg = abi.segment_command_64.from_buffer_copy(commands, offset)
-            name = seg.segname.decode("ascii", "replace")
-            segments.append((name, int(seg.vmaddr), int(seg.vmsize)))
-        offset += lc.cmdsize
-    text = next((vmaddr for name, vmaddr, _ in segments if name == "__TEXT"), None)
-    slide = (load_address - text) % (1 << 64) if text is not None else None
+    slide = headers.slide_for(load_address)
     return Image(
         path=path,
-        uuid=uuid,
+        uuid=headers.uuid,
         load_address=load_address,
         slide=slide,
-        segments=tuple(
-            ImageSegment(name, (vmaddr + (slide or 0)) % (1 << 64), vmsize)
-            for name, vmaddr, vmsize in segments
-            if name != "__PAGEZERO"
-        ),
-        main=header.filetype == abi.MH_EXECUTE,
+        segments=headers.segments_at(slide or 0),
+        main=headers.is_executable,
     )
 
 
