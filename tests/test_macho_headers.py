@@ -24,7 +24,9 @@ from macminidump.schema_io import build
 def test_headers_match_lief(arch: str) -> None:
     exe = fixtures.build_fixture(arch)
     headers = read_headers_file(exe)
-    binary = lief.MachO.parse(exe).at(0)
+    fat = lief.MachO.parse(exe)
+    binary = fat.at(0) if fat is not None else None
+    assert binary is not None and binary.uuid is not None, f"lief cannot read {exe}"
     assert headers.uuid == uuid.UUID(bytes=bytes(binary.uuid.uuid))
     assert headers.is_executable and headers.filetype == FileType.EXECUTE
     assert [
