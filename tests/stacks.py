@@ -38,6 +38,15 @@ CODE_WINDOW = 256
 FRAME_BASE_REG = {"arm64": "fp", "x86_64": "rbp"}
 PC_REG = {"arm64": "pc", "x86_64": "rip"}
 SP_REG = {"arm64": "sp", "x86_64": "rsp"}
+#: the x86_64 crashed thread's float state (x86_FLOAT_STATE64): values a reader must show
+X86_64_FPR = {
+    "fcw": 0x037F,
+    "fsw": 0x0020,
+    "mxcsr": 0x1FA0,
+    "mxcsrmask": 0xFFFF,
+    "xmm0": 0x0011_2233_4455_6677_8899_AABB_CCDD_EEFF,
+    "xmm15": 0xF00D_0000_0000_0000_0000_0000_0000_BEEF,
+}
 RED_ZONE = {"arm64": 0, "x86_64": 128}
 # main calls level1(0); worker i is started with (void *)(10 * (i + 1))
 OUTER_DEPTH = (0, 10, 20)
@@ -347,6 +356,7 @@ def crash_spec(arch: str) -> tuple[dict, dict]:
                 exc = {"far": 0, "esr": 0x92000046, "exception": 1}
             else:
                 exc = {"trapno": 14, "cpu": 0, "err": 6, "faultvaddr": 0}
+                regsets.append({"flavor": "fpr", "registers": _regs(X86_64_FPR)})
             regsets.append({"flavor": "exc", "registers": _regs(exc)})
         threads_spec.append({"thread-id": tid, "crashed": crashed, "regsets": regsets})
 

@@ -452,3 +452,41 @@ def test_fixed_format_is_fast() -> None:
     elapsed = time.perf_counter() - start
     assert len(rows) == 10_000 and rows[-1][3] == 0x1000
     assert elapsed < 0.25  # a few ms in practice; generous for loaded CI machines
+
+
+def _x86_core_with_thread(body: bytes) -> bytes:
+    """A Mach-O x86_64 core holding one LC_THREAD of ``body`` and nothing else."""
+    command = struct.pack("<II", LoadCommand.LC_THREAD, 8 + len(body)) + body
+    header = struct.pack("<IiiIIIII", 0xFEEDFACF, CpuType.X86_64, 3, 4, 1, len(command), 0, 0)
+    return header + command
+
+
+def test_parser_unwraps_the_kernels_x86_64_flavors() -> None:
+    """xnu writes x86_THREAD_STATE / FLOAT_STATE / EXCEPTION_STATE (7/8/9), each an inner
+    header and the 64-bit state: all three decode; a wrapper whose inner flavor does not
+    match (or does not fill it) stays raw, written back unchanged."""
+    from macminidump.macho.parse import parse_macho_bytes
+
+    gpr = struct.pack("<21Q", *range(1, 22))
+    fpr = bytearray(524)
+    fpr[32:36] = (0x1F80).to_bytes(4, "little")  # mxcsr
+    exc = struct.pack("<HHIQ", 14, 0, 6, 0xDEAD)
+
+    def wrapped(outer: int, inner: int, state: bytes) -> bytes:
+        return struct.pack("<IIII", outer, len(state) // 4 + 2, inner, len(state) // 4) + state
+
+    body = (
+        wrapped(X86Flavor.THREAD_STATE, X86Flavor.THREAD_STATE64, gpr)
+        + wrapped(X86Flavor.FLOAT_STATE, X86Flavor.FLOAT_STATE64, bytes(fpr))
+        + wrapped(X86Flavor.EXCEPTION_STATE, X86Flavor.EXCEPTION_STATE64, exc)
+    )
+    thread = parse_macho_bytes(_x86_core_with_thread(body)).threads[0]
+    assert thread.gpr["rax"] == 1 and thread.gpr["gs"] == 21
+    assert thread.regset("fpr")["mxcsr"] == 0x1F80
+    assert dict(thread.exception) == {"trapno": 14, "cpu": 0, "err": 6, "faultvaddr": 0xDEAD}
+    assert thread.raw_states == ()
+
+    mismatched = wrapped(X86Flavor.EXCEPTION_STATE, X86Flavor.THREAD_STATE64, exc)
+    thread = parse_macho_bytes(_x86_core_with_thread(mismatched)).threads[0]
+    assert thread.regsets == () and [r.kind for r in thread.raw_states] == [9]
+    assert thread.raw_states[0].data == mismatched[8:]

@@ -68,10 +68,19 @@ class X86Flavor(IntEnum):
     THREAD_STATE64 = 4
     FLOAT_STATE64 = 5
     EXCEPTION_STATE64 = 6
-    #: wrapper flavors (7/8/9) carry an inner flavor header; LLDB 21+ skips them
+    #: xnu's wrapper flavors: an inner flavor header (x86_state_hdr) and a union whose
+    #: 64-bit member is the largest, so a wrapper's count is its inner count + 2
     THREAD_STATE = 7
     FLOAT_STATE = 8
     EXCEPTION_STATE = 9
+
+
+#: the wrapper flavor of each x86_64 state (xnu's x86_thread_state_t and kin)
+X86_WRAPPER_OF = {
+    X86Flavor.THREAD_STATE64: X86Flavor.THREAD_STATE,
+    X86Flavor.FLOAT_STATE64: X86Flavor.FLOAT_STATE,
+    X86Flavor.EXCEPTION_STATE64: X86Flavor.EXCEPTION_STATE,
+}
 
 
 class VmProt(IntFlag):

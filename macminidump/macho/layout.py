@@ -23,6 +23,7 @@ from ..writer import CoreCost, SegmentPlacement, align
 from . import codec, notes, schema
 from .constants import (
     MH_MAGIC_64,
+    X86_WRAPPER_OF,
     ArmFlavor,
     CpuType,
     FileType,
@@ -47,6 +48,13 @@ FLAVORS: dict[Arch, tuple[tuple[RegKind, int], ...]] = {
         (RegKind.EXC, X86Flavor.EXCEPTION_STATE64),
     ),
 }
+
+#: Flavors written inside xnu's wrapper (see X86_WRAPPER_OF). LLVM's object tools reject
+#: a bare x86_FLOAT_STATE64 ("unknown flavor (5)") and accept x86_FLOAT_STATE; LLDB 23
+#: steps over a wrapper it does not read and on to the exception state, but it cannot
+#: load a core whose GPR is wrapped (x86_THREAD_STATE) and skips a wrapped exception
+#: state (x86_EXCEPTION_STATE), so those two stay bare (both tools accept them bare).
+WRAPPED = frozenset({(Arch.X86_64, X86Flavor.FLOAT_STATE64)})
 
 HEADER_SIZE = 32
 NOTE_ALIGN = 16
@@ -90,8 +98,12 @@ def thread_command(arch: Arch, thread: Thread) -> bytes:
             state = flat.pack(fields) if flat is not None else build(decl, fields, what)
         except ValueError as e:
             raise RenderError(f"{what}: {e}") from None
-        body += codec.THREAD_STATE_HEADER.pack(dict(flavor=int(flavor), count=len(state) // 4))
-        body += state
+        header = codec.THREAD_STATE_HEADER.pack(dict(flavor=int(flavor), count=len(state) // 4))
+        if (arch, flavor) in WRAPPED:
+            wrapper = X86_WRAPPER_OF[X86Flavor(flavor)]
+            count = (len(header) + len(state)) // 4
+            header = codec.THREAD_STATE_HEADER.pack(dict(flavor=int(wrapper), count=count)) + header
+        body += header + state
     for raw in thread.raw_states:
         if raw.format != "macho" or len(raw.data) % 4:
             raise RenderError(f"thread {thread.id:#x}: raw state {raw.kind} is not a Mach-O flavor")

@@ -36,6 +36,7 @@ from .constants import (
     MH_CIGAM_64,
     MH_MAGIC,
     MH_MAGIC_64,
+    X86_WRAPPER_OF,
     CpuType,
     FileType,
     LoadCommand,
@@ -221,17 +222,33 @@ class MachOCore(CoreReader):
                     f"thread state flavor {flavor} of {count} words overruns LC_THREAD", offset
                 )
             known = codec.FLAVORS.get((self.header["cputype"], flavor))
+            state_at, state_size = body, 4 * count
+            inner = self._wrapped_flavor(flavor, count, body)
+            if inner is not None:
+                known = codec.FLAVORS.get((self.header["cputype"], inner))
+                state_at, state_size = body + 8, 4 * count - 8
             kind = values = None
-            if known is not None and known[3] == 4 * count:
+            if known is not None and known[3] == state_size:
                 kind, flat, decl, _ = known
                 if flat is not None:
-                    values = flat.unpack(self.buffer, body)
+                    values = flat.unpack(self.buffer, state_at)
                 else:
                     where = f"flavor {flavor}"
-                    values = plain(parse_at(decl, self.buffer, body, where, body + 4 * count))
+                    end_at = state_at + state_size
+                    values = plain(parse_at(decl, self.buffer, state_at, where, end_at))
             states.append(FlavorState(flavor, count, offset, kind, values))
             offset = body + 4 * count
         return states
+
+    def _wrapped_flavor(self, flavor: int, count: int, body: int) -> int | None:
+        """The inner flavor of one of xnu's x86_64 wrappers (x86_THREAD_STATE, ...), when
+        its inner header names the 64-bit state and fills the wrapper exactly."""
+        if self.header["cputype"] != CpuType.X86_64 or count < 2:
+            return None
+        inner, inner_count = unpack_at(_FLAVOR, self.buffer, body, "wrapped thread state header")
+        if X86_WRAPPER_OF.get(inner) != flavor or inner_count + 2 != count:
+            return None
+        return int(inner)
 
     def _decode(self, owner: str, offset: int, size: int) -> Any:
         payload = bytes(self.buffer[offset : offset + size])
