@@ -118,3 +118,28 @@ def test_the_import_check_catches_a_missing_name(tmp_path: Path) -> None:
     found = [_unresolved(m, n) for _, m, n in _imports(broken)]
     assert found == ["macminidump.macho.parse has no parse_core", "no module no_such_mod"]
     assert TESTS / "test_macos_live.py" in TEST_MODULES
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject takes the version from ``macminidump.__version__`` (read statically by
+    setuptools, so the literal must stay a plain string assignment)."""
+    import macminidump
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    project = pyproject.split("[project]", 1)[1].split("\n[", 1)[0]
+    assert not re.search(r"(?m)^version\s*=", project), "a second version in pyproject"
+    assert re.search(r'(?m)^dynamic\s*=\s*\[\s*"version"\s*\]', project)
+    assert re.search(
+        r'(?m)^\[tool\.setuptools\.dynamic\]\nversion\s*=\s*\{\s*attr\s*=\s*"macminidump\.__version__"',
+        pyproject,
+    )
+    init = ast.parse((ROOT / "macminidump" / "__init__.py").read_text())
+    literals = [
+        node.value.value
+        for node in init.body
+        if isinstance(node, ast.Assign)
+        and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
+        and isinstance(node.value, ast.Constant)
+    ]
+    assert literals == [macminidump.__version__]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", macminidump.__version__)
