@@ -38,6 +38,7 @@ import pytest
 
 from macminidump.arch import Arch
 from macminidump.capture.mach import abi as mach_abi
+from macminidump.capture.mach.libsystem import PROTOTYPES
 from macminidump.macho.constants import MH_MAGIC_64, LoadCommand
 
 ARCHES = (Arch.ARM64, Arch.X86_64)
@@ -56,7 +57,15 @@ HEADERS = (
     "mach-o/dyld_images.h",
     "sys/ucontext.h",
     "sys/sysctl.h",
+    "sys/proc.h",
+    "mach/mach_traps.h",
 )
+#: functions the SDK declares only as a macro (``#define mach_task_self() mach_task_self_``):
+#: their return type is checked, from a call
+SDK_MACROS = frozenset({"mach_task_self"})
+#: functions Zig's SDK subset does not declare (it has no mach/mach_vm.h); a test checks
+#: they are still missing, so the day they appear they get checked too
+NOT_IN_ZIG_SDK = frozenset({"mach_vm_region_recurse", "mach_vm_read_overwrite"})
 SECTION = ("__DATA", "__mmdabi")
 NAME_SIZE = 96
 ENTRY = struct.Struct(f"<{NAME_SIZE}sQ")
@@ -172,6 +181,16 @@ def probe_items(arch: Arch) -> tuple[ProbeItem, ...]:
                     field.size,
                 )
             )
+    for fn, prototype in sorted(PROTOTYPES.items()):
+        if fn in NOT_IN_ZIG_SDK:
+            continue
+        restype, _, args = prototype.partition(" (")
+        if fn in SDK_MACROS:
+            expr = f"__builtin_types_compatible_p(__typeof__({fn}()), {restype})"
+        else:
+            pointer = f"{restype} (*)({args}"
+            expr = f"__builtin_types_compatible_p(__typeof__(&{fn}), {pointer})"
+        items.append(ProbeItem("proto", f"proto:{fn}", expr, 1))
     names = [item.name for item in items]
     assert len(names) == len(set(names)), "duplicate probe entry names"
     too_long = [n for n in names if len(n.encode()) >= NAME_SIZE]
@@ -229,7 +248,15 @@ class ProbeBuildError(Exception):
 
 def compile_probe(arch: Arch) -> tuple[Path, float | None]:
     """The probe object for ``arch`` and the compile time (None when it came from cache)."""
-    source = probe_source(arch)
+    return _compile(probe_source(arch), arch)
+
+
+def compile_source(source: str, arch: Arch) -> Path:
+    """A probe object built from ``source`` (cached like the probe)."""
+    return _compile(source, arch)[0]
+
+
+def _compile(source: str, arch: Arch) -> tuple[Path, float | None]:
     target = ZIG_TARGET[arch]
     try:
         zig_version = importlib.metadata.version("ziglang")
@@ -356,6 +383,36 @@ def test_constants_match_sdk(sdk: Callable[[Arch], Probe], arch: Arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHES, ids=str)
+def test_function_prototypes_match_sdk(sdk: Callable[[Arch], Probe], arch: Arch) -> None:
+    """Each prototype the backend binds is the SDK's declaration (C type compatibility:
+    ``__builtin_types_compatible_p`` of the function's address and our pointer type)."""
+    items = [i for i in probe_items(arch) if i.group == "proto"]
+    assert {i.name for i in items} == {f"proto:{fn}" for fn in PROTOTYPES if fn not in NOT_IN_ZIG_SDK}
+    _check(sdk(arch), items)
+
+
+def test_functions_zig_does_not_declare_are_still_missing() -> None:
+    import ziglang
+
+    include = Path(ziglang.__file__).parent / "lib/libc/include/any-darwin-any"
+    declared = " ".join(p.read_text(errors="replace") for p in include.rglob("*.h"))
+    assert NOT_IN_ZIG_SDK <= set(PROTOTYPES)
+    for fn in NOT_IN_ZIG_SDK:
+        assert f"{fn}(" not in declared and f"{fn}\n(" not in declared, fn
+
+
+def test_function_prototype_check_can_fail(sdk: Callable[[Arch], Probe]) -> None:
+    """The probe tells a wrong prototype from a right one (so the check above can fail)."""
+    source = probe_source(Arch.ARM64).replace(
+        "__typeof__(&task_threads), kern_return_t (*)(task_t,",
+        "__typeof__(&task_threads), kern_return_t (*)(mach_vm_address_t,",
+    )
+    assert source != probe_source(Arch.ARM64)
+    obj = compile_source(source, Arch.ARM64)
+    assert read_probe(obj)[1]["proto:task_threads"] == 0
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=str)
 def test_type_aliases_match_sdk(sdk: Callable[[Arch], Probe], arch: Arch) -> None:
     _check(sdk(arch), [i for i in probe_items(arch) if i.group == "alias"])
 
@@ -439,7 +496,7 @@ def test_kern_return_names() -> None:
     codes = {
         n: v
         for n, v in public_constants().items()
-        if n.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_"))
+        if n.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_")) and n not in mach_abi.SYSCTL_KERN_NAMES
     }
     # one name per value: a colliding KERN_* (e.g. a sysctl name) would drop a code
     assert len(mach_abi.KERN_RETURN_NAMES) == len(codes)

@@ -55,6 +55,8 @@ vm_map_read_t = mach_port_t
 mach_msg_type_number_t = natural_t
 #: out-array of ``task_threads``: free it with ``mach_vm_deallocate``
 thread_act_array_t = ctypes.POINTER(thread_act_t)
+#: what mach_ports_register takes and mach_ports_lookup allocates (free: vm_deallocate)
+mach_port_array_t = ctypes.POINTER(mach_port_t)
 vm_address_t = ctypes.c_uint64
 vm_size_t = ctypes.c_uint64
 mach_vm_address_t = ctypes.c_uint64
@@ -82,7 +84,7 @@ uuid_t = ctypes.c_uint8 * 16
 # --------------------------------------------------------------------------------------
 
 # kern_return_t (mach/kern_return.h). KERN_RETURN_NAMES is built from every KERN_*
-# name below: do not declare sysctl names such as KERN_PROC in this module.
+# name below but the sysctl names of SYSCTL_KERN_NAMES.
 KERN_SUCCESS = 0
 KERN_INVALID_ADDRESS = 1
 KERN_PROTECTION_FAILURE = 2
@@ -199,6 +201,24 @@ CPU_SUBTYPE_ARM64_ALL = 0
 
 
 # sysctl (sys/sysctl.h): the addressable-bits query has no MIB constant, it goes by name
+CTL_KERN = 1
+# the MIB {CTL_KERN, KERN_PROC, KERN_PROC_PID, pid} gives one process's kinfo_proc
+KERN_PROC = 14
+KERN_PROC_PID = 1
+#: sysctl names that share the KERN_ prefix of kern_return_t codes
+SYSCTL_KERN_NAMES = frozenset({"KERN_PROC", "KERN_PROC_PID"})
+#: kinfo_proc.kp_proc.p_flag: the process is an x86_64 one run by Rosetta (sys/proc.h)
+P_TRANSLATED = 0x00020000
+#: sysctlbyname name that is 1 in a process Rosetta translates (absent on Intel Macs)
+SYSCTL_PROC_TRANSLATED = "sysctl.proc_translated"
+
+# task special ports (mach/task_special_ports.h): the control port and, since macOS
+# 11.3, the read port (enough to suspend, read registers and read memory)
+TASK_KERNEL_PORT = 1
+TASK_READ_PORT = 6
+#: TASK_PORT_REGISTER_MAX of mach/mach_param.h (not in Zig's SDK, so private and unchecked):
+#: mach_ports_register keeps this many ports, inherited by every task the caller creates
+_TASK_PORT_REGISTER_MAX = 3
 #: sysctlbyname name of the number of addressable virtual-address bits (arm64 kernels)
 SYSCTL_VIRTUAL_ADDRESS_SIZE = "machdep.virtual_address_size"
 
@@ -385,6 +405,25 @@ class dyld_all_image_infos(SDKStructure):
         ("aotInfoArrayChangeTimestamp", ctypes.c_uint64),
         ("aotSharedCacheBaseAddress", ctypes.c_uint64),
         ("aotSharedCacheUUID", uuid_t),
+    ]
+
+
+# ---- a process's sysctl entry -----------------------------------------------------
+
+
+class kinfo_proc(SDKStructure):
+    """``struct kinfo_proc`` up to ``kp_proc.p_flag`` (Rosetta's ``P_TRANSLATED``); the
+    rest (``_rest``) is not read. Pointers are addresses in the kernel: numbers."""
+
+    _c_type_ = "struct kinfo_proc"
+    _c_prefix_ = "kp_proc."
+    _padding_ = ("_rest",)
+    _fields_ = [
+        ("p_un", ctypes.c_uint8 * 16),
+        ("p_vmspace", ctypes.c_uint64),
+        ("p_sigacts", ctypes.c_uint64),
+        ("p_flag", ctypes.c_int),
+        ("_rest", ctypes.c_uint8 * 612),
     ]
 
 
@@ -607,6 +646,7 @@ _COMMON_STRUCTURES: tuple[type[SDKStructure], ...] = (
     vm_region_submap_info_64,
     dyld_image_info,
     dyld_all_image_infos,
+    kinfo_proc,
     sigaltstack,
     ucontext64,
 )
@@ -725,7 +765,9 @@ KERN_RETURN_NAMES: Mapping[int, str] = MappingProxyType(
     {
         value: name
         for name, value in sorted(globals().items())
-        if name.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_")) and isinstance(value, int)
+        if name.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_"))
+        and name not in SYSCTL_KERN_NAMES
+        and isinstance(value, int)
     }
 )
 

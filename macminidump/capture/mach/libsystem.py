@@ -21,74 +21,82 @@ from . import abi
 
 LIBSYSTEM = "/usr/lib/libSystem.B.dylib"
 
-_P = ctypes.POINTER
-
-#: name -> (restype, argtypes) of every libSystem function MachTarget calls. The real
-#: library is bound with these; the fake kernel checks each call's arguments against them.
-SIGNATURES: Mapping[str, tuple[Any, tuple[Any, ...]]] = MappingProxyType(
+#: name -> C prototype of every libSystem function the Mach backend calls, spelled with
+#: the SDK's type names. ``SIGNATURES`` resolves them to ctypes; tests/test_mach_abi.py
+#: compiles each prototype against the SDK's own declaration (for aarch64 and x86_64).
+PROTOTYPES: Mapping[str, str] = MappingProxyType(
     {
-        "mach_task_self": (abi.mach_port_t, ()),
-        "mach_thread_self": (abi.mach_port_t, ()),
-        "task_for_pid": (abi.kern_return_t, (abi.task_t, abi.pid_t, _P(abi.mach_port_name_t))),
-        "task_suspend": (abi.kern_return_t, (abi.task_t,)),
-        "task_resume": (abi.kern_return_t, (abi.task_t,)),
-        "thread_suspend": (abi.kern_return_t, (abi.thread_act_t,)),
-        "thread_resume": (abi.kern_return_t, (abi.thread_act_t,)),
+        "mach_task_self": "mach_port_t (void)",
+        "mach_thread_self": "mach_port_t (void)",
+        "task_for_pid": "kern_return_t (mach_port_name_t, int, mach_port_name_t *)",
+        "pid_for_task": "kern_return_t (mach_port_name_t, int *)",
+        "task_suspend": "kern_return_t (task_read_t)",
+        "task_resume": "kern_return_t (task_read_t)",
         "task_threads": (
-            abi.kern_return_t,
-            (abi.task_t, _P(abi.thread_act_array_t), _P(abi.mach_msg_type_number_t)),
+            "kern_return_t (task_t, thread_act_array_t *, mach_msg_type_number_t *)"
         ),
-        "mach_port_deallocate": (abi.kern_return_t, (abi.task_t, abi.mach_port_name_t)),
-        "vm_deallocate": (abi.kern_return_t, (abi.vm_map_t, abi.vm_address_t, abi.vm_size_t)),
+        "task_get_special_port": "kern_return_t (task_t, int, mach_port_t *)",
+        "mach_ports_register": "kern_return_t (task_t, mach_port_array_t, mach_msg_type_number_t)",
+        "mach_ports_lookup": (
+            "kern_return_t (task_t, mach_port_array_t *, mach_msg_type_number_t *)"
+        ),
+        "mach_port_deallocate": "kern_return_t (task_t, mach_port_name_t)",
+        "vm_deallocate": "kern_return_t (vm_map_t, vm_address_t, vm_size_t)",
         "thread_info": (
-            abi.kern_return_t,
-            (abi.thread_act_t, abi.thread_flavor_t, abi.thread_info_t, _P(abi.natural_t)),
+            "kern_return_t (thread_act_t, thread_flavor_t, thread_info_t, "
+            "mach_msg_type_number_t *)"
         ),
         "thread_get_state": (
-            abi.kern_return_t,
-            (
-                abi.thread_act_t,
-                abi.thread_state_flavor_t,
-                abi.thread_state_t,
-                _P(abi.mach_msg_type_number_t),
-            ),
+            "kern_return_t (thread_act_t, thread_state_flavor_t, thread_state_t, "
+            "mach_msg_type_number_t *)"
         ),
         "mach_vm_region_recurse": (
-            abi.kern_return_t,
-            (
-                abi.vm_map_read_t,
-                _P(abi.mach_vm_address_t),
-                _P(abi.mach_vm_size_t),
-                _P(abi.natural_t),
-                abi.vm_region_recurse_info_t,
-                _P(abi.mach_msg_type_number_t),
-            ),
+            "kern_return_t (vm_map_read_t, mach_vm_address_t *, mach_vm_size_t *, natural_t *, "
+            "vm_region_recurse_info_t, mach_msg_type_number_t *)"
         ),
         "mach_vm_read_overwrite": (
-            abi.kern_return_t,
-            (
-                abi.vm_map_read_t,
-                abi.mach_vm_address_t,
-                abi.mach_vm_size_t,
-                abi.mach_vm_address_t,
-                _P(abi.mach_vm_size_t),
-            ),
+            "kern_return_t (vm_map_read_t, mach_vm_address_t, mach_vm_size_t, "
+            "mach_vm_address_t, mach_vm_size_t *)"
         ),
         "task_info": (
-            abi.kern_return_t,
-            (abi.task_name_t, abi.task_flavor_t, abi.task_info_t, _P(abi.mach_msg_type_number_t)),
+            "kern_return_t (task_name_t, task_flavor_t, task_info_t, mach_msg_type_number_t *)"
         ),
-        "sysctlbyname": (
-            ctypes.c_int,
-            (
-                ctypes.c_char_p,
-                ctypes.c_void_p,
-                _P(ctypes.c_size_t),
-                ctypes.c_void_p,
-                ctypes.c_size_t,
-            ),
-        ),
+        "sysctl": "int (int *, u_int, void *, size_t *, void *, size_t)",
+        "sysctlbyname": "int (const char *, void *, size_t *, void *, size_t)",
     }
+)
+
+#: C names of the prototypes that are not abi aliases
+_C_TYPES: Mapping[str, Any] = MappingProxyType(
+    {"int": ctypes.c_int, "u_int": ctypes.c_uint, "size_t": ctypes.c_size_t}
+)
+
+
+def c_type(spelling: str) -> Any:
+    """The ctypes type of a C type name of ``PROTOTYPES`` (``"mach_port_t *"``)."""
+    depth = spelling.count("*")
+    base = spelling.replace("const ", "").replace("*", "").strip()
+    resolved: Any
+    if depth and base in ("char", "void"):
+        depth -= 1
+        resolved = ctypes.c_char_p if base == "char" else ctypes.c_void_p
+    else:
+        resolved = _C_TYPES.get(base) or getattr(abi, base)
+    for _ in range(depth):
+        resolved = ctypes.POINTER(resolved)
+    return resolved
+
+
+def _signature(prototype: str) -> tuple[Any, tuple[Any, ...]]:
+    restype, _, args = prototype.partition(" (")
+    names = [a.strip() for a in args.rstrip(")").split(",")]
+    return c_type(restype), tuple(c_type(a) for a in names if a and a != "void")
+
+
+#: name -> (restype, argtypes) of every libSystem function the backend calls. The real
+#: library is bound with these; the fake kernel checks each call's arguments against them.
+SIGNATURES: Mapping[str, tuple[Any, tuple[Any, ...]]] = MappingProxyType(
+    {name: _signature(prototype) for name, prototype in PROTOTYPES.items()}
 )
 
 
@@ -110,9 +118,48 @@ def load_libsystem(path: str = LIBSYSTEM) -> Any:
 
 
 def host_arch() -> Arch:
+    """The architecture of this process (x86_64 under Rosetta)."""
     machine = platform.machine()
     if machine in ("arm64", "aarch64"):
         return Arch.ARM64
     if machine in ("x86_64", "AMD64"):
         return Arch.X86_64
     raise TargetError(f"unsupported host architecture {machine!r} (arm64 and x86_64 are)")
+
+
+def task_arch(lib: Any, task: int) -> Arch:
+    """The architecture ``task`` runs as: x86_64 when Rosetta translates it (``P_TRANSLATED``
+    in its ``kinfo_proc``), else the machine's own."""
+    pid = ctypes.c_int(0)
+    kr = _call(lib, "pid_for_task", task, ctypes.byref(pid))
+    if kr != abi.KERN_SUCCESS:
+        raise CaptureError(f"pid_for_task of task port {task:#x} failed: {abi.kern_return_name(kr)}")
+    mib = (ctypes.c_int * 4)(abi.CTL_KERN, abi.KERN_PROC, abi.KERN_PROC_PID, pid.value)
+    info = abi.kinfo_proc()
+    size = ctypes.c_size_t(ctypes.sizeof(info))
+    rc = _call(lib, "sysctl", mib, 4, ctypes.byref(info), ctypes.byref(size), None, 0)
+    flag_end = abi.kinfo_proc.p_flag.offset + abi.kinfo_proc.p_flag.size
+    if rc != 0 or size.value < flag_end:
+        raise CaptureError(f"sysctl kern.proc.pid.{pid.value} failed: cannot tell its architecture")
+    if info.p_flag & abi.P_TRANSLATED:
+        return Arch.X86_64
+    return native_arch(lib)
+
+
+def native_arch(lib: Any) -> Arch:
+    """The machine's architecture: arm64 also for a process Rosetta translates."""
+    mine = host_arch()
+    if mine is Arch.ARM64:
+        return mine
+    value = ctypes.c_int(0)
+    length = ctypes.c_size_t(ctypes.sizeof(value))
+    name = abi.SYSCTL_PROC_TRANSLATED.encode()
+    rc = _call(lib, "sysctlbyname", name, ctypes.byref(value), ctypes.byref(length), None, 0)
+    return Arch.ARM64 if rc == 0 and value.value == 1 else mine  # absent on Intel Macs
+
+
+def _call(lib: Any, fn: str, *args: Any) -> int:
+    try:
+        return int(getattr(lib, fn)(*args))
+    except (OSError, ctypes.ArgumentError, ValueError, TypeError) as e:
+        raise CaptureError(f"{fn} failed: {e}".replace("\n", " ")) from e

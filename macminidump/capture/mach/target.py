@@ -1,20 +1,26 @@
 """The Mach backend's target: a task behind the ``TargetOS`` interface, and ``capture_mach``.
 
-``MachTarget`` reads a task (the calling process, another process by pid, or a task port
-the caller already holds) through the libSystem calls of :mod:`.libsystem`:
+``MachTarget`` reads another task (a process by pid, or a task port the caller holds)
+through the libSystem calls of :mod:`.libsystem`. Never the calling task itself: a
+process that suspends its own threads from Python can deadlock on the GIL (see
+:mod:`.handover`, which hands this process's task port to a helper process instead).
 
-- stop/resume: ``task_suspend``/``task_resume`` for another task; for the calling task,
-  ``thread_suspend`` of every thread but the calling one (``mach_thread_self``), which
-  ``resume`` undoes thread by thread;
+- stop/resume: ``task_suspend``/``task_resume``;
 - threads: ``task_threads``, ``thread_info`` (``THREAD_IDENTIFIER_INFO`` for the id LLDB
   shows, ``THREAD_EXTENDED_INFO`` for the name), ``thread_get_state`` for the GPR, float
-  and exception flavors (converted by :mod:`.registers`);
+  and exception flavors (converted by :mod:`.registers`). A thread that exits between
+  ``task_threads`` and its own calls (``KERN_TERMINATED``, ``MACH_SEND_INVALID_DEST``
+  while the task lives on: workqueue threads come and go) is left out and named in
+  ``warnings``, which ``capture`` copies into ``Snapshot.warnings``;
 - memory: ``mach_vm_region_recurse`` (descending into submaps) and
   ``mach_vm_read_overwrite`` (page by page where a whole read is refused);
 - images: ``task_info(TASK_DYLD_INFO)``, then dyld's list read from memory (:mod:`.dyld`);
-- addressable bits (arm64): ``sysctlbyname("machdep.virtual_address_size")``.
+- addressable bits (arm64): ``sysctlbyname("machdep.virtual_address_size")``, else
+  ``DEFAULT_ARM64_ADDRESSABLE_BITS`` (a signed return address must still be stripped);
+- architecture: the task's own (:func:`.libsystem.task_arch`: a Rosetta-translated task
+  is x86_64), refused when it is not the capturing process's.
 
-Every port right received (task_for_pid, task_threads, mach_thread_self) is released with
+Every port right received (task_for_pid, task_threads) is released with
 ``mach_port_deallocate`` and the array ``task_threads`` allocates with ``vm_deallocate``.
 
 The library object is injected (``lib=``): by default libSystem through ``ctypes.CDLL``
@@ -34,7 +40,7 @@ from ...errors import CaptureError, TargetError
 from ...model import PROTECTIONS, AddressableBits, FileMapping, Image, ProcessInfo, Snapshot
 from ..base import CapturedThread, CaptureOptions, CrashContext, MemoryMapping, capture
 from . import abi, dyld
-from .libsystem import host_arch, load_libsystem
+from .libsystem import host_arch, load_libsystem, task_arch
 from .registers import state_to_registers
 
 #: granularity of the page-by-page fallback of a refused read (4 KiB divides every
@@ -48,8 +54,20 @@ _TASK_FOR_PID_HELP = (
 )
 
 
-# what a call on the port of a task that has exited returns
+# what a call on the port of a task (or thread) that has exited returns
 _TARGET_GONE = frozenset({abi.MACH_SEND_INVALID_DEST, abi.KERN_TERMINATED, abi.KERN_INVALID_TASK})
+#: user address bits of macOS on arm64 (T0SZ 17) when the sysctl does not say: without a
+#: mask a signed (PAC) return address would miss every mapping and lose its code window
+DEFAULT_ARM64_ADDRESSABLE_BITS = 47
+_SELF_HELP = (
+    "capturing the calling task from inside it can deadlock a Python process (a thread "
+    "suspended while waiting for the GIL); macminidump.write_core() and "
+    "capture_process() capture this process from a helper process instead"
+)
+
+
+class _Gone(CaptureError):
+    """A call answered that its task or thread no longer exists."""
 
 
 # ------------------------------------------------------------------ the backend
@@ -66,13 +84,13 @@ def _flavor_names(arch: Arch) -> dict[int, str]:
 class MachTarget:
     """A Mach task behind the ``TargetOS`` interface.
 
-    ``MachTarget()`` is the calling process; ``MachTarget(pid)`` another process through
-    ``task_for_pid`` (root, or the debugger entitlement against a ``get-task-allow``
-    target); ``MachTarget(task=port)`` a task port the caller holds (it stays the
-    caller's: it is not released). Use as a context manager, or call ``close()``, to
-    release the rights the target took. ``lib`` is the libSystem to call (default: the
-    real one, macOS only); ``arch`` the target's architecture (default: this machine's;
-    capturing a task of another architecture is not supported).
+    ``MachTarget(pid)`` is another process through ``task_for_pid`` (root, or the
+    debugger entitlement against a ``get-task-allow`` target); ``MachTarget(task=port)`` a
+    task port the caller holds (it stays the caller's: it is not released). The calling
+    task is refused (``TargetError``): see :mod:`.handover`. Use as a context manager, or
+    call ``close()``, to release the rights the target took. ``lib`` is the libSystem to
+    call (default: the real one, macOS only); ``arch`` overrides the target's
+    architecture (default: the task's own, which must be the capturing process's).
     """
 
     def __init__(
@@ -85,17 +103,16 @@ class MachTarget:
     ):
         if pid is not None and task is not None:
             raise CaptureError("give a pid or a task port, not both")
+        if pid is None and task is None:
+            raise TargetError(_SELF_HELP)
         self._lib = lib if lib is not None else load_libsystem()
-        self.arch = Arch(arch) if arch is not None else host_arch()
-        self._layouts = abi.layouts_for(self.arch)
-        self._flavor_names = _flavor_names(self.arch)
         self._self_task = self._port("mach_task_self")
         self._owns_task = False
         self._task_suspended = False
         #: a task that dies shows as failing calls (CaptureError), never as a quiet stop
         self.exited = False
-        self._suspended_threads: list[int] = []
-        self._held_threads: list[int] = []
+        #: what the capture left out and why (threads that exited while being read)
+        self.warnings: list[str] = []
         self._closed = False
         #: starts of the regions the last mappings() saw written (the ``dirty`` policy)
         self._modified: set[int] = set()
@@ -113,10 +130,27 @@ class MachTarget:
                 )
             self.task = port.value
             self._owns_task = True
-        else:
-            self.task = self._self_task
-        #: capturing the calling process: threads are suspended one by one, not the task
-        self.is_self = self.task == self._self_task
+        if self.task == self._self_task:
+            raise TargetError(_SELF_HELP)
+        try:
+            self.arch = Arch(arch) if arch is not None else self._task_arch()
+        except BaseException:
+            self.close()
+            raise
+        self._layouts = abi.layouts_for(self.arch)
+        self._flavor_names = _flavor_names(self.arch)
+
+    def _task_arch(self) -> Arch:
+        mine, theirs = host_arch(), task_arch(self._lib, self.task)
+        if theirs is not mine:
+            raise TargetError(
+                f"the target runs as {theirs} and this process as {mine}"
+                + (" (Rosetta)" if Arch.X86_64 in (mine, theirs) else "")
+                + f": capture it from a {theirs} process (e.g. `arch -{theirs} python3 -m "
+                "macminidump dump PID`): the thread states of another architecture are "
+                "not readable from here"
+            )
+        return theirs
 
     # ---- calls into the library
 
@@ -130,7 +164,7 @@ class MachTarget:
     def _check(self, fn: str, what: str, *args: Any) -> None:
         kr = self._call(fn, what, *args)
         if kr in _TARGET_GONE:
-            raise CaptureError(f"the target process is gone ({what}: {abi.kern_return_name(kr)})")
+            raise _Gone(f"the target process is gone ({what}: {abi.kern_return_name(kr)})")
         if kr != abi.KERN_SUCCESS:
             raise CaptureError(f"{what} failed: {abi.kern_return_name(kr)}")
 
@@ -194,62 +228,50 @@ class MachTarget:
     def stop(self) -> None:
         if self._closed:
             raise CaptureError("the target is closed")
-        if self._task_suspended or self._held_threads:
+        if self._task_suspended:
             raise CaptureError("the target is already stopped")
-        if not self.is_self:
-            self._check("task_suspend", "task_suspend", self.task)
-            self._task_suspended = True
-            return
-        me = self._port("mach_thread_self")
-        try:
-            ports = self._task_threads()
-        except BaseException:
-            self._release([me])
-            raise
-        self._held_threads = ports
-        try:
-            for port in ports:
-                if port == me:
-                    continue  # suspending the calling thread would never return
-                self._check("thread_suspend", f"thread_suspend of thread port {port:#x}", port)
-                self._suspended_threads.append(port)
-        except BaseException:
-            try:
-                self.resume()
-            except CaptureError:
-                pass  # the first failure is the one to report
-            raise
-        finally:
-            self._release([me])
+        self._check("task_suspend", "task_suspend", self.task)
+        self._task_suspended = True
 
     def resume(self) -> None:
-        """Undo exactly what ``stop`` did; every thread is tried even when one fails."""
-        errors = []
+        """Undo what ``stop`` did."""
         if self._task_suspended:
             self._task_suspended = False
-            try:
-                self._check("task_resume", "task_resume", self.task)
-            except CaptureError as e:
-                errors.append(str(e))
-        suspended, self._suspended_threads = self._suspended_threads, []
-        held, self._held_threads = self._held_threads, []
-        for port in suspended:
-            try:
-                self._check("thread_resume", f"thread_resume of thread port {port:#x}", port)
-            except CaptureError as e:
-                errors.append(str(e))
-        self._release(held)
-        if errors:
-            raise CaptureError("; ".join(errors))
+            self._check("task_resume", "task_resume", self.task)
 
     # ---- threads
 
     def threads(self) -> Sequence[CapturedThread]:
         ports = self._task_threads()
+        out = []
         try:
-            return [self._thread(port) for port in ports]
+            for port in ports:
+                try:
+                    out.append(self._thread(port))
+                except _Gone as e:
+                    if not self._task_alive():
+                        raise
+                    self.warnings.append(
+                        f"thread port {port:#x} exited during capture and was left out: "
+                        + str(e).removeprefix("the target process is gone ").strip("()")
+                    )
         finally:
             self._release(ports)
+        if ports and not out:
+            raise CaptureError("the target process is gone: every thread exited during capture")
+        return out
+
+    def _task_alive(self) -> bool:
+        info = abi.task_dyld_info()
+        count = abi.mach_msg_type_number_t(abi.TASK_DYLD_INFO_COUNT)
+        kr = self._try(
+            "task_info",
+            self.task,
+            abi.TASK_DYLD_INFO,
+            ctypes.cast(ctypes.byref(info), abi.task_info_t),
+            ctypes.byref(count),
+        )
+        return kr not in _TARGET_GONE
 
     def _thread_id(self, port: int) -> int:
         ident = abi.thread_identifier_info()
@@ -292,14 +314,6 @@ class MachTarget:
             )
             regsets[kind] = state_to_registers(self.arch, kind, bytes(state))
         return CapturedThread(id=tid, name=name, regsets=regsets)
-
-    def calling_thread_id(self) -> int:
-        """The id (``THREAD_IDENTIFIER_INFO``) of the thread calling this: a crash handler's."""
-        me = self._port("mach_thread_self")
-        try:
-            return self._thread_id(me)
-        finally:
-            self._release([me])
 
     # ---- memory
 
@@ -418,9 +432,14 @@ class MachTarget:
             None,
             0,
         )
-        if rc != 0 or not 1 <= value.value <= 64:
-            return None
-        return AddressableBits(low=value.value, high=value.value)
+        bits = value.value if rc == 0 and 1 <= value.value <= 64 else None
+        if bits is None:
+            bits = DEFAULT_ARM64_ADDRESSABLE_BITS
+            self.warnings.append(
+                f"sysctl {abi.SYSCTL_VIRTUAL_ADDRESS_SIZE} failed: assuming {bits} "
+                "addressable bits"
+            )
+        return AddressableBits(low=bits, high=bits)
 
     def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
         return ()
@@ -444,11 +463,12 @@ def capture_mach(
     lib: Any = None,
     arch: Arch | str | None = None,
 ) -> Snapshot:
-    """``MiniDumpWriteDump`` minus the file: capture a task into a Snapshot.
+    """``MiniDumpWriteDump`` minus the file: capture another task into a Snapshot.
 
-    ``capture_mach()`` is the calling process (a crash handler passes ``crash``),
-    ``capture_mach(pid)`` another one, ``capture_mach(task=port)`` a task port the
-    caller holds. Write the result with ``macminidump.render_macho``.
+    ``capture_mach(pid)`` a process by pid, ``capture_mach(task=port)`` a task port the
+    caller holds (a helper given the crashed process's port passes ``crash``). The calling
+    process is captured by ``macminidump.capture_process()``/``write_core()``, through a
+    helper. Write the result with ``macminidump.render_macho``.
     """
     with MachTarget(pid, task=task, lib=lib, arch=arch) as target:
         return capture(target, options, crash)
