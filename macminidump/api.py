@@ -16,6 +16,9 @@ import subprocess
 import sys
 import tempfile
 
+import attrs
+
+from . import _selfdump
 from .capture.base import CaptureOptions, CrashContext, capture
 from .errors import CaptureError
 from .model import Snapshot
@@ -36,7 +39,23 @@ def capture_process(
 
     On macOS ``task`` may instead be a task port the caller holds (the original's
     ``MiniDumpWriteDump(taskPort, …)``). The process is stopped only while it is read.
+    The calling process is captured by a helper process (see ``write_core``).
     """
+    if _is_self(target, task):
+        with tempfile.TemporaryDirectory(prefix="macminidump-") as d:
+            path = os.path.join(d, "self.core")
+            warnings = _self_dump(path, options, crash)
+            with open(path, "rb") as f:
+                data = f.read()
+            if sys.platform == "darwin":
+                from .macho.parse import parse_macho_bytes
+
+                snapshot = parse_macho_bytes(data)
+            else:
+                from .elf.parse import parse_elf_bytes
+
+                snapshot = parse_elf_bytes(data)
+            return attrs.evolve(snapshot, warnings=warnings)
     if sys.platform == "darwin":
         from .capture.mach import capture_mach
 
@@ -44,20 +63,9 @@ def capture_process(
     if task is not None:
         raise CaptureError("a Mach task port can only be captured on macOS")
     _require_linux()
-    if target is None or target == os.getpid():
-        if crash is not None:
-            raise CaptureError(
-                "on Linux a crash is captured by a supervisor: macminidump run -o CORE -- PROGRAM"
-            )
-        with tempfile.TemporaryDirectory(prefix="macminidump-") as d:
-            path = os.path.join(d, "self.core")
-            _self_dump(path, options)
-            from .elf.parse import parse_elf_bytes
-
-            with open(path, "rb") as f:
-                return parse_elf_bytes(f.read())
     from .capture.linux import LinuxTarget
 
+    assert target is not None  # None is the calling process, captured above
     return capture(LinuxTarget(target), options, crash)
 
 
@@ -71,21 +79,24 @@ def write_core(
 ) -> int:
     """Write a minimal core of a live process at ``path`` (mode 0600); returns its size.
 
-    ``target``: a pid, or None for the calling process. On Linux the calling process is
-    captured by a helper process while the calling thread waits inside this call, so
-    every thread, the calling one included, is recorded with its real state (the C++
-    macMiniDump cannot record the calling thread). A failure leaves no file behind.
+    ``target``: a pid, or None for the calling process. The calling process is captured
+    by a helper process while the calling thread waits inside this call, so every thread,
+    the calling one included, is recorded with its real state (the C++ macMiniDump cannot
+    record the calling thread), and no thread of this process is ever suspended by this
+    process (on macOS that could deadlock on the GIL: see ``capture.mach.handover``). On
+    macOS a crash handler passes ``crash`` (the crashed thread's state from its
+    ``ucontext``). A failure leaves no file behind.
     """
     path = os.fspath(path)
-    if sys.platform != "darwin" and task is None and (target is None or target == os.getpid()):
-        _require_linux()
-        if crash is not None:
-            raise CaptureError(
-                "on Linux a crash is captured by a supervisor: macminidump run -o CORE -- PROGRAM"
-            )
-        return _self_dump(path, options)
+    if _is_self(target, task):
+        _self_dump(path, options, crash)
+        return os.stat(path).st_size
     snapshot = capture_process(target, crash=crash, options=options, task=task)
     return render_native(snapshot, path)
+
+
+def _is_self(target: int | None, task: int | None) -> bool:
+    return task is None and (target is None or target == os.getpid())
 
 
 def render_native(snapshot: Snapshot, path: str) -> int:
@@ -109,17 +120,34 @@ def _require_linux() -> None:
         )
 
 
-def _self_dump(path: str, options: CaptureOptions | None) -> int:
-    """Have a helper process capture this one while the calling thread waits in here."""
+def _self_dump(
+    path: str, options: CaptureOptions | None, crash: CrashContext | None
+) -> tuple[str, ...]:
+    """Have a helper process capture this one while the calling thread waits in here;
+    the warnings the helper reported."""
     if options is not None and options != CaptureOptions():
         raise CaptureError("options are not supported for a self dump yet")
+    command = [sys.executable, "-m", "macminidump._selfdump", str(os.getpid()), path]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True
+        )
+
+    if sys.platform == "darwin":
+        from .capture.mach.handover import offer_task_port
+        from .capture.mach.libsystem import load_libsystem
+
+        helper = offer_task_port(load_libsystem(), spawn)
+        request = b"go" + _selfdump.crash_to_json(crash).encode()
+        return _wait_for(helper, request)
+    _require_linux()
+    if crash is not None:
+        raise CaptureError(
+            "on Linux a crash is captured by a supervisor: macminidump run -o CORE -- PROGRAM"
+        )
     libc = ctypes.CDLL(None, use_errno=True)
-    helper = subprocess.Popen(
-        [sys.executable, "-m", "macminidump._selfdump", str(os.getpid()), path],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        close_fds=True,
-    )
+    helper = spawn()
     old_name = ctypes.create_string_buffer(16)
     libc.prctl(PR_GET_NAME, old_name, 0, 0, 0)
     try:
@@ -128,19 +156,28 @@ def _self_dump(path: str, options: CaptureOptions | None) -> int:
         libc.prctl(PR_SET_PTRACER, helper.pid, 0, 0, 0)
         # The debuggers show thread names: this one says where it is.
         libc.prctl(PR_SET_NAME, b"write_core", 0, 0, 0)
+        return _wait_for(helper, b"go")
+    finally:
+        libc.prctl(PR_SET_NAME, old_name, 0, 0, 0)
+        libc.prctl(PR_SET_PTRACER, 0, 0, 0, 0)
+
+
+def _wait_for(helper: subprocess.Popen[bytes], request: bytes) -> tuple[str, ...]:
+    try:
         assert helper.stdin is not None and helper.stderr is not None
-        helper.stdin.write(b"go")
+        helper.stdin.write(request)
         helper.stdin.close()
-        error = helper.stderr.read().decode("utf-8", "replace").strip()
-        code = helper.wait()  # the calling thread is captured while it waits here
+        # the calling thread is captured while it blocks here, the GIL released
+        output = helper.stderr.read().decode("utf-8", "replace").strip()
+        code = helper.wait()
     except BaseException:
         helper.kill()
         helper.wait()
         raise
-    finally:
-        libc.prctl(PR_SET_NAME, old_name, 0, 0, 0)
-        libc.prctl(PR_SET_PTRACER, 0, 0, 0, 0)
+    lines = output.splitlines()
     if code != 0:
-        last = error.splitlines()[-1] if error else f"the capture helper failed ({code})"
+        last = lines[-1] if lines else f"the capture helper failed ({code})"
         raise CaptureError(last.removeprefix("macminidump: error: "))
-    return os.stat(path).st_size
+    return tuple(
+        line.removeprefix(_selfdump.WARNING) for line in lines if line.startswith(_selfdump.WARNING)
+    )

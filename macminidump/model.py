@@ -448,6 +448,9 @@ class Snapshot:
     #: notes and load commands of the file this came from that the model does not hold
     raw_notes: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
     raw_commands: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
+    #: what a live capture had to leave out, and why (a thread that exited while it was
+    #: read); a message per item, not stored in any file
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
 
     def __attrs_post_init__(self) -> None:
         _validate_threads(self.arch, self.threads)

@@ -14,9 +14,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +41,10 @@ from macminidump.capture.mach import (
     registers_to_state,
     state_to_registers,
 )
-from macminidump.errors import CaptureError
+from macminidump.capture.mach.handover import offer_task_port, receive_task_port
+from macminidump.errors import CaptureError, TargetError
 from macminidump.macho.render import render_macho
-from macminidump.model import Image, SignalInfo, Snapshot
+from macminidump.model import Image, RegisterSet, SignalInfo, Snapshot, content_of
 from macminidump.spec import snapshot_from_spec
 from macminidump.testing.fake_mach import FakeMachKernel, pack_mcontext, pack_state
 
@@ -48,8 +52,9 @@ ARCHES = lldb_tests.ARCHES
 LLDBS = lldb_tests.LLDBS
 MODES = ("core-only", "with-exe")
 #: "pid": another process through task_for_pid, no crash context;
-#: "crash": the process itself, from a signal handler on the crashed thread, with the
-#: crash context built from the mcontext bytes (the thread's live state is the handler's)
+#: "crash": the self-dump helper holding the crashed process's task port (handed over
+#: through the registered ports), with the crash context built from the mcontext bytes
+#: (the crashed thread itself sits in its signal handler, blocked waiting for the helper)
 SCENARIOS = ("pid", "crash")
 THREAD_NAMES = {stacks.THREAD_IDS[1]: "worker-1", stacks.THREAD_IDS[2]: "worker-2"}
 CRASHED = stacks.THREAD_IDS[0]
@@ -89,15 +94,14 @@ def crash_context(arch: str) -> CrashContext:
 def kernel(arch: str, scenario: str, **kwargs: Any) -> FakeMachKernel:
     snapshot, _ = world(arch)
     if scenario == "crash":
-        kwargs.setdefault("self_capture", True)
-        kwargs.setdefault("calling_thread", CRASHED)
         kwargs.setdefault("live_regsets", {CRASHED: handler_state(arch)})
     return FakeMachKernel(snapshot, **kwargs)
 
 
 def run_capture(k: FakeMachKernel, arch: str, scenario: str) -> Snapshot:
     if scenario == "crash":
-        return capture_mach(lib=k, arch=arch, crash=crash_context(arch))
+        port = k.grant_task_port()
+        return capture_mach(task=port, lib=k, arch=arch, crash=crash_context(arch))
     return capture_mach(k.pid, lib=k, arch=arch)
 
 
@@ -150,9 +154,9 @@ def test_capture_matches_world(arch: str, scenario: str, mach_core_dir: Path) ->
     }
     if scenario == "crash":
         assert snapshot.signal == SignalInfo(signo=11, code=2, address=0)
-        # a handler on the crashed thread: it ran on, the two others were suspended
-        assert k.suspended_ever == set(stacks.THREAD_IDS[1:])
-        assert k.task_suspend_count == 0
+    # the whole task is suspended from outside; no thread is suspended one by one
+    assert "task_suspend" in k.calls and "thread_suspend" not in k.calls
+    assert snapshot.warnings == ()
     # every stack from sp (less the red zone) to its top, byte for byte
     for thread in expected["threads"]:
         low, top = thread["stack"]
@@ -219,19 +223,14 @@ def test_lldb_opens_capture(
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_self_capture_without_crash(arch: str) -> None:
-    """The calling thread keeps running; the others are suspended, then resumed."""
-    calling = stacks.THREAD_IDS[1]
-    k = kernel(arch, "pid", self_capture=True, calling_thread=calling)
-    with MachTarget(lib=k, arch=arch) as target:
-        assert target.is_self
-        assert target.calling_thread_id() == calling
-        snapshot = capture(target)
-    assert k.suspended_ever == {stacks.THREAD_IDS[0], stacks.THREAD_IDS[2]}
-    assert "task_suspend" not in k.calls
-    assert k.reads_while_running == 0
-    assert [t.id for t in snapshot.threads] == list(stacks.THREAD_IDS)
-    assert not any(t.crashed for t in snapshot.threads)
+def test_the_calling_task_is_refused(arch: str) -> None:
+    """Suspending its own threads could deadlock a Python process: never done in-process."""
+    k = kernel(arch, "pid", self_capture=True)
+    for make in (lambda: MachTarget(lib=k, arch=arch), lambda: MachTarget(task=k.self_task, lib=k)):
+        with pytest.raises(TargetError, match="helper process") as info:
+            make()
+        assert "\n" not in str(info.value)
+    assert not k.suspended_ever and k.task_suspend_count == 0
     assert_books_balance(k)
 
 
@@ -261,9 +260,9 @@ def test_task_for_pid_refused() -> None:
 def test_not_macos(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "linux")
     with pytest.raises(CaptureError, match="macOS only"):
-        MachTarget()
+        MachTarget(1)
     with pytest.raises(CaptureError, match="macOS only"):
-        capture_mach(1)
+        capture_mach(task=0x103)
 
 
 def test_import_loads_no_library() -> None:
@@ -343,7 +342,7 @@ def test_a_target_that_dies_is_named_gone(arch: str) -> None:
     k = kernel(arch, "pid", fail_at="thread_get_state", fail_on=None, fail_with="gone")
     with pytest.raises(CaptureError, match=r"the target process is gone \(thread_get_state"):
         run_capture(k, arch, "pid")
-    assert k.all_resumed()
+    assert k.task_dead and k.calls[-2:] == ["task_resume", "mach_port_deallocate"]
 
 
 # ---------------------------------------------------------------- pieces
@@ -435,3 +434,282 @@ def test_crash_context_from_ucontext(arch: str) -> None:
     short = abi.ucontext64(uc_mcsize=100, uc_mcontext=ctypes.addressof(mcontext))
     with pytest.raises(CaptureError, match="holds no"):
         crash_context_from_ucontext(ctypes.addressof(short), CRASHED, arch)
+
+
+# ---------------------------------------------------------------- threads that exit mid-capture
+
+CHURN = [
+    (call, answer)
+    for call in ("thread_info", "thread_get_state")
+    for answer in (abi.KERN_TERMINATED, abi.MACH_SEND_INVALID_DEST)
+]
+
+
+@pytest.mark.parametrize(("call", "answer"), CHURN, ids=[f"{c}-{a:#x}" for c, a in CHURN])
+@pytest.mark.parametrize("arch", ARCHES)
+def test_a_thread_that_exits_mid_capture_is_skipped(arch: str, call: str, answer: int) -> None:
+    gone = stacks.THREAD_IDS[2]
+    k = kernel(arch, "pid", exiting_threads={gone: call}, exit_answer=answer)
+    snapshot = run_capture(k, arch, "pid")
+    assert [t.id for t in snapshot.threads] == list(stacks.THREAD_IDS[:2])
+    (warning,) = snapshot.warnings
+    print(warning)
+    assert "exited during capture and was left out" in warning and call in warning
+    assert abi.kern_return_name(answer) in warning
+    assert_books_balance(k)
+    # the next capture no longer lists it, and says nothing
+    again = run_capture(k, arch, "pid")
+    assert [t.id for t in again.threads] == list(stacks.THREAD_IDS[:2])
+    assert again.warnings == ()
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_every_thread_exiting_means_the_process_is_gone(arch: str) -> None:
+    k = kernel(arch, "pid", exiting_threads={t: "thread_info" for t in stacks.THREAD_IDS})
+    with pytest.raises(CaptureError, match="every thread exited"):
+        run_capture(k, arch, "pid")
+    assert_books_balance(k)
+
+
+# ---------------------------------------------------------------- the self dump's hand-over
+
+
+def _spawn_and_capture(k: FakeMachKernel, arch: str) -> tuple[Snapshot, FakeMachKernel]:
+    """offer_task_port in the caller, then a helper kernel inheriting what spawn() saw."""
+    inherited = offer_task_port(k, k.spawn)
+    helper = FakeMachKernel(world(arch)[0], inherited_slots=inherited, pid=k.pid)
+    port = receive_task_port(helper, k.pid)
+    try:
+        snapshot = capture_mach(task=port, lib=helper, arch=arch)
+    finally:
+        helper.mach_port_deallocate(helper.self_task, port)
+    return snapshot, helper
+
+
+@pytest.mark.parametrize("read_port", [True, False], ids=["read-port", "before-11.3"])
+@pytest.mark.parametrize("arch", ARCHES)
+def test_handover_through_registered_ports(arch: str, read_port: bool) -> None:
+    """The caller's port sits in slot 0 only while the helper is spawned; the helper
+    captures through it with task_suspend, and every book balances on both sides."""
+    k = kernel(arch, "pid", self_capture=True, read_port=read_port)
+    snapshot, helper = _spawn_and_capture(k, arch)
+    assert k.spawned == [["task-read" if read_port else "task", None, None]]
+    assert k.registered == [None, None, None]  # restored
+    assert_books_balance(k)
+    assert [t.id for t in snapshot.threads] == list(stacks.THREAD_IDS)
+    assert "thread_suspend" not in helper.calls and helper.task_suspend_count == 0
+    assert helper.reads_while_running == 0
+    assert_books_balance(helper)
+
+
+def test_handover_keeps_slots_another_library_registered() -> None:
+    k = kernel("arm64", "pid", self_capture=True)
+    other = k._grant("someone-elses-port", baseline=True)
+    assert k.mach_ports_register(k.self_task, (abi.mach_port_t * 2)(0, other), 2) == 0
+    _spawn_and_capture(k, "arm64")
+    assert k.spawned == [["task-read", "someone-elses-port", None]]
+    assert k.registered == [None, "someone-elses-port", None]
+    assert_books_balance(k)
+
+
+def test_immovable_task_port_is_a_clear_error() -> None:
+    """Apple's platform python3: the kernel refuses to register its port; nothing is
+    spawned, nothing suspended, the slots are as they were."""
+    k = kernel("arm64", "pid", self_capture=True, immovable=True)
+    with pytest.raises(TargetError, match="immovable") as info:
+        offer_task_port(k, k.spawn)
+    assert "\n" not in str(info.value) and "python.org" in str(info.value)
+    assert k.spawned == [] and k.registered == [None, None, None]
+    assert not k.suspended_ever and k.task_suspend_count == 0
+    assert_books_balance(k)
+
+
+def test_helper_checks_whose_port_it_got() -> None:
+    k = kernel("arm64", "pid", self_capture=True)
+    inherited = offer_task_port(k, k.spawn)
+    helper = FakeMachKernel(world("arm64")[0], inherited_slots=inherited, pid=k.pid)
+    with pytest.raises(CaptureError, match="not process 999's"):
+        receive_task_port(helper, 999)
+    nothing = FakeMachKernel(world("arm64")[0])
+    with pytest.raises(CaptureError, match="handed over no task port"):
+        receive_task_port(nothing, nothing.pid)
+    assert_books_balance(helper)
+    assert_books_balance(nothing)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_busy_python_threads_do_not_hang_the_capture(arch: str) -> None:
+    """Python threads spinning and fighting for the GIL (switch interval 1 µs) while the
+    whole hand-over and capture run, 20 times: each finishes, none suspends a thread."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    def contend() -> None:
+        while not stop.is_set():
+            time.sleep(0)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    busy = [threading.Thread(target=f, daemon=True) for f in (spin, spin, contend, contend)]
+    for t in busy:
+        t.start()
+    try:
+        for _ in range(20):
+            started = time.monotonic()
+            k = kernel(arch, "pid", self_capture=True)
+            snapshot, helper = _spawn_and_capture(k, arch)
+            assert time.monotonic() - started < 30
+            assert len(snapshot.threads) == 3
+            assert not k.suspended_ever and "thread_suspend" not in helper.calls
+    finally:
+        stop.set()
+        sys.setswitchinterval(interval)
+        for t in busy:
+            t.join()
+
+
+# ---------------------------------------------------------------- dyld, Rosetta, PAC
+
+
+@pytest.mark.parametrize("version", [1, 2, 9, 14, 15, 17])
+@pytest.mark.parametrize("arch", ARCHES)
+def test_older_dyld_all_image_infos(arch: str, version: int) -> None:
+    """A smaller, older dyld_all_image_infos: dyld's address from v2, its path from v15."""
+    k = kernel(arch, "pid", dyld_infos_version=version)
+    with MachTarget(k.pid, lib=k, arch=arch) as target:
+        images = list(target.images())
+    listed = [image for image, _ in k.images]
+    if version < 2:
+        assert images == listed
+    else:
+        assert images == k.expected_images()
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_dyld_outside_the_shared_cache_submap(arch: str) -> None:
+    k = kernel(arch, "pid")
+    dyld = k.dyld_image.load_address
+    assert dyld is not None and not k.submap[0] <= dyld < k.submap[1]
+    with MachTarget(k.pid, lib=k, arch=arch) as target:
+        mappings = target.mappings()
+    inside = [m for m in mappings if k.submap[0] <= m.start < k.submap[1]]
+    assert [(m.start, m.end) for m in inside] == [
+        (r.start, r.end) for r in k.regions if r.in_submap
+    ]
+
+
+ROSETTA = [
+    # (this process's arch, it is translated, target world arch, target translated, result)
+    ("arm64", False, "x86_64", True, "refused"),
+    ("x86_64", True, "x86_64", True, "x86_64"),
+    ("x86_64", True, "arm64", False, "refused"),
+    ("arm64", False, "arm64", False, "arm64"),
+    ("x86_64", False, "x86_64", False, "x86_64"),  # an Intel Mac
+]
+
+
+@pytest.mark.parametrize(("mine", "me_translated", "theirs", "translated", "result"), ROSETTA)
+def test_the_task_decides_its_architecture(
+    monkeypatch: pytest.MonkeyPatch,
+    mine: str,
+    me_translated: bool,
+    theirs: str,
+    translated: bool,
+    result: str,
+) -> None:
+    from macminidump.capture.mach import libsystem
+
+    monkeypatch.setattr(libsystem.platform, "machine", lambda: mine)
+    k = kernel(theirs, "pid", translated=translated, caller_translated=me_translated)
+    if result == "refused":
+        with pytest.raises(TargetError, match=f"runs as {theirs} and this process as {mine}"):
+            MachTarget(k.pid, lib=k)
+        assert k.task_suspend_count == 0
+    else:
+        with MachTarget(k.pid, lib=k) as target:
+            assert target.arch == Arch(result)
+            snapshot = capture(target)
+        assert snapshot.arch == Arch(result) and len(snapshot.threads) == 3
+    assert_books_balance(k)
+
+
+#: a pointer-authentication code in bits 47..54 (user pointers keep bit 55 clear)
+PAC = 0x5A << 47
+
+
+def signed_world(arch: str, sign_fp: bool) -> Snapshot:
+    """The crash world with lr and the saved return address of every frame record signed,
+    as arm64e code leaves them (PACIBSP); ``sign_fp`` signs the saved frame pointers too."""
+    snapshot, _ = world(arch)
+    memory = {r.address: bytearray(content_of(r.data)) for r in snapshot.regions}
+
+    def region_of(address: int) -> tuple[int, bytearray]:
+        return next((a, d) for a, d in memory.items() if a <= address < a + len(d))
+
+    threads = []
+    for thread in snapshot.threads:
+        gpr = dict(thread.gpr)
+        fp = gpr["fp"]
+        while fp:
+            base, data = region_of(fp)
+            offset = fp - base
+            saved_fp = int.from_bytes(data[offset : offset + 8], "little")
+            saved_lr = int.from_bytes(data[offset + 8 : offset + 16], "little")
+            signed_fp = saved_fp | PAC if saved_fp and sign_fp else saved_fp
+            data[offset : offset + 16] = signed_fp.to_bytes(8, "little") + (
+                saved_lr | PAC
+            ).to_bytes(8, "little")
+            fp = saved_fp
+        gpr["lr"] |= PAC
+        regsets = tuple(
+            RegisterSet(r.kind, gpr) if r.kind == RegKind.GPR else r for r in thread.regsets
+        )
+        threads.append(attrs.evolve(thread, regsets=regsets))
+    regions = tuple(attrs.evolve(r, data=bytes(memory[r.address])) for r in snapshot.regions)
+    return attrs.evolve(snapshot, threads=tuple(threads), regions=regions)
+
+
+@pytest.mark.parametrize("signed", ["returns", "returns-and-fps"])
+@pytest.mark.parametrize("sysctl", ["answers", "fails"])
+def test_signed_pointers_keep_code_windows(sysctl: str, signed: str, tmp_path: Path) -> None:
+    """Signed lr and saved return addresses (and saved fps): the same code windows as
+    unsigned, the addressable bits (47 by default when the sysctl fails) in the core, and
+    LLDB unwinds every thread as before. LLDB 16 stops at a *signed saved fp* (arm64e
+    code does not sign those, so only LLDB 23 is held to it)."""
+    plain = run_capture(kernel("arm64", "pid"), "arm64", "pid")
+    bits = 47 if sysctl == "answers" else None
+    k = FakeMachKernel(signed_world("arm64", signed != "returns"), addressable_bits=bits)
+    snapshot = run_capture(k, "arm64", "pid")
+    assert snapshot.addressable_bits is not None and snapshot.addressable_bits.low == 47
+    if sysctl == "fails":
+        assert snapshot.warnings == (
+            "sysctl machdep.virtual_address_size failed: assuming 47 addressable bits",
+        )
+    code = lambda s: [(r.address, r.size) for r in s.regions if r.protection & 4]  # noqa: E731
+    assert code(snapshot) == code(plain)
+    assert any(t.gpr["lr"] & PAC for t in snapshot.threads)
+    core = tmp_path / "signed.core"
+    render_macho(snapshot, core)
+    _world, expected = world("arm64")
+    for version in LLDBS if signed == "returns" else [v for v in LLDBS if v >= 18]:
+        result = debuggers.probe_core(version, str(core))
+        threads = result["threads"]
+        for got, want in zip(threads, expected["threads"], strict=True):
+            assert [f["function"] for f in got["frames"]] == want["functions"], version
+            assert [f["pc"] for f in got["frames"]] == want["frame_pcs"], version
+
+
+def test_every_macos_test_is_in_the_live_file() -> None:
+    """The macOS workflow runs tests/test_macos_live.py: no `macos` test lives elsewhere."""
+    here = Path(__file__).parent
+    elsewhere = [
+        p.name
+        for p in here.glob("test_*.py")
+        if p.name != "test_macos_live.py"
+        and re.search(r"^(@pytest\.mark\.macos|pytestmark = .*mark\.macos)", p.read_text(), re.M)
+    ]
+    assert elsewhere == [], elsewhere

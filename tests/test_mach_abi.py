@@ -387,7 +387,9 @@ def test_function_prototypes_match_sdk(sdk: Callable[[Arch], Probe], arch: Arch)
     """Each prototype the backend binds is the SDK's declaration (C type compatibility:
     ``__builtin_types_compatible_p`` of the function's address and our pointer type)."""
     items = [i for i in probe_items(arch) if i.group == "proto"]
-    assert {i.name for i in items} == {f"proto:{fn}" for fn in PROTOTYPES if fn not in NOT_IN_ZIG_SDK}
+    assert {i.name for i in items} == {
+        f"proto:{fn}" for fn in PROTOTYPES if fn not in NOT_IN_ZIG_SDK
+    }
     _check(sdk(arch), items)
 
 
@@ -496,7 +498,8 @@ def test_kern_return_names() -> None:
     codes = {
         n: v
         for n, v in public_constants().items()
-        if n.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_")) and n not in mach_abi.SYSCTL_KERN_NAMES
+        if n.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_"))
+        and n not in mach_abi.SYSCTL_KERN_NAMES
     }
     # one name per value: a colliding KERN_* (e.g. a sysctl name) would drop a code
     assert len(mach_abi.KERN_RETURN_NAMES) == len(codes)

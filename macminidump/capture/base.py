@@ -208,6 +208,8 @@ def captured(
             auxv=auxv,
             file_mappings=files,
             memory_selection=policy.reserved_selection(options),
+            # optional in TargetOS: a backend that can leave something out says so here
+            warnings=tuple(getattr(target, "warnings", ())),
         )
         choice = policy.fit(
             wants, mappings, options, excluded, cost(skeleton) if cost is not None else None

@@ -16,7 +16,13 @@ The target process is built from a Snapshot "world":
   real Mach-O header and load commands of the executable, read from its file; a
   synthesized header for an image without a file, and for dyld), and a dyld data page
   holding ``dyld_all_image_infos``, the ``dyld_image_info`` array and the path strings;
-- dyld's own image sits inside a submap, so ``mach_vm_region_recurse`` must descend.
+- as on macOS, the shared cache sits inside a submap (``mach_vm_region_recurse`` must
+  descend) and dyld outside it; ``dyld_all_image_infos`` can be an older, smaller version
+  (``dyld_infos_version``);
+- threads can exit between ``task_threads`` and their own calls (``exiting_threads``);
+- the registered ports (``mach_ports_register``/``mach_ports_lookup``) a spawned helper
+  inherits (``spawn()``, ``inherited_slots``), the read port, ``pid_for_task``, and
+  ``sysctl``'s ``kinfo_proc`` with Rosetta's ``P_TRANSLATED`` (``translated``).
 
 Accounting, for tests: port names are handed out per kernel object with user
 references (``leaked_rights()`` counts those the caller was given and did not release),
@@ -170,6 +176,30 @@ def synthesize_macho(
     return build(schema.mach_header_64, header) + b"".join(commands)
 
 
+def dyld_infos_size(version: int) -> int:
+    """sizeof(dyld_all_image_infos) as a dyld writing ``version`` declares it: the fields up
+    to those that version added (the SDK's comments; v4 and v14 added none)."""
+    first_after = {
+        1: "libSystemInitialized",
+        2: "jitInfo",
+        3: "dyldVersion",
+        5: "coreSymbolicationShmPage",
+        6: "systemOrderFlag",
+        7: "uuidArrayCount",
+        8: "dyldAllImageInfosAddress",
+        9: "initialImageCount",
+        10: "errorKind",
+        11: "sharedCacheSlide",
+        12: "sharedCacheUUID",
+        14: "sharedCacheBaseAddress",
+        15: "sharedCacheFSID",
+    }
+    if version >= 17:
+        return ctypes.sizeof(abi.dyld_all_image_infos)
+    name = first_after[max(v for v in first_after if v <= version)]
+    return int(getattr(abi.dyld_all_image_infos, name).offset)
+
+
 # ------------------------------------------------------------------ the fake's pieces
 
 
@@ -237,6 +267,14 @@ class FakeMachKernel:
         addressable_bits: int | None = 47,
         unreadable: Iterable[int] = (),
         dyld_updating: bool = False,
+        dyld_infos_version: int = 17,
+        exiting_threads: Mapping[int, str] | None = None,
+        exit_answer: int = abi.KERN_TERMINATED,
+        immovable: bool = False,
+        read_port: bool = True,
+        inherited_slots: Iterable[Any] = (),
+        translated: bool = False,
+        caller_translated: bool = False,
         fail_at: str | None = None,
         fail_on: int | None = 0,
         fail_with: str = "kern",
@@ -246,6 +284,20 @@ class FakeMachKernel:
         self.page = arch_info(self.arch).page_size
         self.pid = pid
         self.self_capture = self_capture
+        self.dyld_infos_version = dyld_infos_version
+        #: thread id -> the per-thread call before which it exits
+        self.exiting_threads = dict(exiting_threads or {})
+        self.exit_answer = exit_answer
+        self.exited_threads: set[int] = set()
+        self.task_dead = False
+        self.immovable = immovable
+        self.read_port = read_port
+        self.registered: list[Any] = [None] * abi._TASK_PORT_REGISTER_MAX
+        self.inherited_slots = list(inherited_slots)
+        #: the registered slots each spawn() saw (what each child inherited)
+        self.spawned: list[list[Any]] = []
+        self.translated = translated
+        self.caller_translated = caller_translated
         self.task_for_pid_allowed = task_for_pid_allowed
         self.addressable_bits = addressable_bits
         self.unreadable = {_align_down(p, 0x1000) for p in unreadable}
@@ -333,15 +385,16 @@ class FakeMachKernel:
             else:
                 self._add_region(VMRegion(w.address, bytearray(saved), int(w.protection)))
         top = _align_up(max(r.end for r in self.regions), page) + 0x10_0000
-        # dyld itself, inside a submap
-        dyld_address = top
+        # the shared cache, inside a submap (its bytes are not an image here)
+        self.submap = (top, top + 4 * page)
+        self._add_region(VMRegion(top, bytearray(page), 5, 0, True))
+        self._add_region(VMRegion(top + 2 * page, bytearray(page), 1, 0, True))
+        # dyld itself, outside the submap
+        dyld_address = self.submap[1] + 0x10_0000
         dyld_header = synthesize_macho(
             self.arch, FileType.DYLINKER, DYLD_UUID, [("__TEXT", dyld_address, page, 5)]
         )
-        self._add_region(
-            VMRegion(dyld_address, bytearray(dyld_header.ljust(page, b"\0")), 5, 0, True)
-        )
-        self.submap = (dyld_address, dyld_address + 4 * page)
+        self._add_region(VMRegion(dyld_address, bytearray(dyld_header.ljust(page, b"\0")), 5))
         dyld_image = Image(
             path=DYLD_PATH,
             uuid=DYLD_UUID,
@@ -350,8 +403,8 @@ class FakeMachKernel:
             segments=(ImageSegment("__TEXT", dyld_address, page),),
         )
         # dyld's data: all_image_infos, the image array, the strings
-        base = self.submap[1] + 0x10_0000
-        infos_size = ctypes.sizeof(abi.dyld_all_image_infos)
+        base = dyld_address + page + 0x10_0000
+        infos_size = dyld_infos_size(self.dyld_infos_version)
         entry_size = ctypes.sizeof(abi.dyld_image_info)
         array_at = base + _align_up(infos_size, 0x40)
         strings_at = array_at + _align_up(entry_size * len(self.images), 0x40)
@@ -363,7 +416,7 @@ class FakeMachKernel:
         dyld_path_at = strings_at + len(blob)
         blob += DYLD_PATH.encode() + b"\0"
         infos = abi.dyld_all_image_infos(
-            version=17,
+            version=self.dyld_infos_version,
             infoArrayCount=len(self.images),
             infoArray=0 if dyld_updating else array_at,
             libSystemInitialized=True,
@@ -373,7 +426,7 @@ class FakeMachKernel:
             dyldPath=dyld_path_at,
         )
         page_data = bytearray(_align_up(strings_at - base + len(blob), page))
-        page_data[:infos_size] = bytes(infos)
+        page_data[:infos_size] = bytes(infos)[:infos_size]
         for i, (image, _) in enumerate(self.images):
             entry = abi.dyld_image_info(
                 imageLoadAddress=image.load_address or 0, imageFilePath=string_addrs[i]
@@ -483,14 +536,19 @@ class FakeMachKernel:
         right = self._rights.get(_value(name))
         return right.obj if right is not None else None
 
-    def _thread(self, name: Any) -> FakeThread | None:
+    def _thread(self, name: Any, call: str = "") -> FakeThread | int:
+        """The thread behind a port, or the kern_return_t a call on it gets."""
         obj = self._object(name)
-        if isinstance(obj, tuple) and obj[0] == "thread":
-            return next(t for t in self.threads if t.id == obj[1])
-        return None
+        if self.task_dead or not (isinstance(obj, tuple) and obj[0] == "thread"):
+            return abi.MACH_SEND_INVALID_DEST
+        if self.exiting_threads.get(obj[1]) == call:
+            self.exited_threads.add(obj[1])
+        if obj[1] in self.exited_threads:
+            return self.exit_answer
+        return next(t for t in self.threads if t.id == obj[1])
 
     def _is_task(self, name: Any) -> bool:
-        return self._object(name) == "task"
+        return not self.task_dead and self._object(name) in ("task", "task-read")
 
     def _is_self_space(self, name: Any) -> bool:
         return _value(name) == self.self_task
@@ -515,6 +573,7 @@ class FakeMachKernel:
             if self.fail_with == "exception":
                 raise OSError(errno.EIO, f"injected failure in {fn}")
             if self.fail_with == "gone":  # what the kernel says once the task has exited
+                self.task_dead = True
                 return abi.MACH_SEND_INVALID_DEST
             return abi.KERN_FAILURE
         return abi.KERN_SUCCESS
@@ -523,14 +582,6 @@ class FakeMachKernel:
         if self._enter("mach_task_self", ()):
             return abi.MACH_PORT_NULL
         return self.self_task
-
-    def mach_thread_self(self) -> int:
-        if self._enter("mach_thread_self", ()):
-            return abi.MACH_PORT_NULL
-        if not self.self_capture or self.calling_thread is None:
-            # the backend's own thread in a process other than the target: a fresh object
-            return self._grant(("caller-thread", 0))
-        return self._grant(("thread", self.calling_thread))
 
     def task_for_pid(self, target_tport: Any, pid: Any, t: Any) -> int:
         if kr := self._enter("task_for_pid", (target_tport, pid, t)):
@@ -565,9 +616,9 @@ class FakeMachKernel:
     def thread_suspend(self, thread: Any) -> int:
         if kr := self._enter("thread_suspend", (thread,)):
             return kr
-        t = self._thread(thread)
-        if t is None:
-            return abi.MACH_SEND_INVALID_DEST
+        t = self._thread(thread, "thread_suspend")
+        if isinstance(t, int):
+            return t
         if self.self_capture and t.id == self.calling_thread:
             raise FakeKernelViolation("the calling thread suspended itself: it would never return")
         t.suspend_count += 1
@@ -577,9 +628,9 @@ class FakeMachKernel:
     def thread_resume(self, thread: Any) -> int:
         if kr := self._enter("thread_resume", (thread,)):
             return kr
-        t = self._thread(thread)
-        if t is None:
-            return abi.MACH_SEND_INVALID_DEST
+        t = self._thread(thread, "thread_resume")
+        if isinstance(t, int):
+            return t
         if t.suspend_count == 0:
             return abi.KERN_FAILURE
         t.suspend_count -= 1
@@ -590,14 +641,87 @@ class FakeMachKernel:
             return kr
         if not self._is_task(target_task):
             return abi.MACH_SEND_INVALID_DEST
-        array = (abi.thread_act_t * len(self.threads))()
-        for i, t in enumerate(self.threads):
+        alive = [t for t in self.threads if t.id not in self.exited_threads]
+        array = (abi.thread_act_t * len(alive))()
+        for i, t in enumerate(alive):
             array[i] = self._grant(("thread", t.id))
         address = ctypes.addressof(array)
         self._allocations[address] = (array, ctypes.sizeof(array))
         _store(act_list, ctypes.c_void_p, address)
-        _store(act_list_cnt, abi.mach_msg_type_number_t, len(self.threads))
+        _store(act_list_cnt, abi.mach_msg_type_number_t, len(alive))
         return abi.KERN_SUCCESS
+
+    def pid_for_task(self, t: Any, x: Any) -> int:
+        if kr := self._enter("pid_for_task", (t, x)):
+            return kr
+        if not self._is_task(t):
+            return abi.KERN_FAILURE
+        _store(x, ctypes.c_int, self.pid)
+        return abi.KERN_SUCCESS
+
+    def task_get_special_port(self, task: Any, which_port: Any, special_port: Any) -> int:
+        if kr := self._enter("task_get_special_port", (task, which_port, special_port)):
+            return kr
+        if not self._is_self_space(task):
+            return abi.KERN_INVALID_ARGUMENT
+        if _value(which_port) != abi.TASK_READ_PORT or not self.read_port:
+            return abi.KERN_INVALID_ARGUMENT  # as before macOS 11.3
+        # an immovable task is handed its immovable control port instead (XNU substitutes it)
+        _store(
+            special_port, abi.mach_port_t, self._grant("task" if self.immovable else "task-read")
+        )
+        return abi.KERN_SUCCESS
+
+    def mach_ports_register(self, target_task: Any, init_port_set: Any, count: Any) -> int:
+        if kr := self._enter("mach_ports_register", (target_task, init_port_set, count)):
+            return kr
+        if not self._is_self_space(target_task) or _value(count) > len(self.registered):
+            return abi.KERN_INVALID_ARGUMENT
+        names = [init_port_set[i] for i in range(_value(count))]
+        objects = [self._object(n) if n else None for n in names]
+        if any(n and o is None for n, o in zip(names, objects)):
+            return abi.KERN_INVALID_NAME
+        if self.immovable and any(o in ("task", "self-task") for o in objects):
+            return abi.KERN_INVALID_RIGHT  # rdar://70585367: no immovable right in a slot
+        self.registered = objects + [None] * (len(self.registered) - len(objects))
+        return abi.KERN_SUCCESS
+
+    def mach_ports_lookup(self, target_task: Any, init_port_set: Any, count: Any) -> int:
+        if kr := self._enter("mach_ports_lookup", (target_task, init_port_set, count)):
+            return kr
+        if not self._is_self_space(target_task):
+            return abi.KERN_INVALID_ARGUMENT
+        slots = self.inherited_slots or self.registered
+        array = (abi.mach_port_t * len(slots))()
+        for i, obj in enumerate(slots):
+            array[i] = self._grant(obj) if obj is not None else abi.MACH_PORT_NULL
+        address = ctypes.addressof(array)
+        self._allocations[address] = (array, ctypes.sizeof(array))
+        _store(init_port_set, ctypes.c_void_p, address)
+        _store(count, abi.mach_msg_type_number_t, len(slots))
+        return abi.KERN_SUCCESS
+
+    def spawn(self) -> list[Any]:
+        """A child process starts: it inherits the registered slots as they are now."""
+        self.spawned.append(list(self.registered))
+        return self.spawned[-1]
+
+    def sysctl(
+        self, name: Any, namelen: Any, oldp: Any, oldlenp: Any, newp: Any, newlen: Any
+    ) -> int:
+        if self._enter("sysctl", (name, namelen, oldp, oldlenp, newp, newlen)):
+            return -1
+        mib = [ctypes.cast(name, ctypes.POINTER(ctypes.c_int))[i] for i in range(_value(namelen))]
+        if mib[:3] != [abi.CTL_KERN, abi.KERN_PROC, abi.KERN_PROC_PID] or len(mib) != 4:
+            return -1
+        if mib[3] != self.pid or newp is not None:
+            return -1
+        if _load(oldlenp, ctypes.c_size_t) < ctypes.sizeof(abi.kinfo_proc):
+            return -1
+        info = abi.kinfo_proc(p_flag=abi.P_TRANSLATED if self.translated else 0)
+        _write(oldp, bytes(info))
+        _store(oldlenp, ctypes.c_size_t, ctypes.sizeof(info))
+        return 0
 
     def mach_port_deallocate(self, task: Any, name: Any) -> int:
         if kr := self._enter("mach_port_deallocate", (task, name)):
@@ -635,9 +759,9 @@ class FakeMachKernel:
         args = (target_act, flavor, thread_info_out, thread_info_outCnt)
         if kr := self._enter("thread_info", args):
             return kr
-        t = self._thread(target_act)
-        if t is None:
-            return abi.MACH_SEND_INVALID_DEST
+        t = self._thread(target_act, "thread_info")
+        if isinstance(t, int):
+            return t
         info: abi.SDKStructure
         if _value(flavor) == abi.THREAD_IDENTIFIER_INFO:
             need = abi.THREAD_IDENTIFIER_INFO_COUNT
@@ -663,9 +787,9 @@ class FakeMachKernel:
     ) -> int:
         if kr := self._enter("thread_get_state", (target_act, flavor, old_state, old_stateCnt)):
             return kr
-        t = self._thread(target_act)
-        if t is None:
-            return abi.MACH_SEND_INVALID_DEST
+        t = self._thread(target_act, "thread_get_state")
+        if isinstance(t, int):
+            return t
         state = t.states.get(_value(flavor))
         if state is None:
             return abi.KERN_INVALID_ARGUMENT
@@ -784,6 +908,12 @@ class FakeMachKernel:
         if self._enter("sysctlbyname", (name, oldp, oldlenp, newp, newlen)):
             return -1
         key = name if isinstance(name, bytes) else _value(name)
+        if key == abi.SYSCTL_PROC_TRANSLATED.encode():
+            if not self.caller_translated or _load(oldlenp, ctypes.c_size_t) < 4:
+                return -1  # ENOENT, as on an Intel Mac (native arm64 gives 0)
+            _write(oldp, bytes(ctypes.c_int(1)))
+            _store(oldlenp, ctypes.c_size_t, 4)
+            return 0
         if key != abi.SYSCTL_VIRTUAL_ADDRESS_SIZE.encode() or self.addressable_bits is None:
             return -1  # ENOENT
         if self.arch is not Arch.ARM64 or newp is not None:

@@ -45,11 +45,13 @@ def read_images(dyld_info: abi.task_dyld_info, read: Read) -> list[Image]:
         for i in range(infos.infoArrayCount):
             e = abi.dyld_image_info.from_buffer_copy(table, i * entry_size)
             entries.append((int(e.imageLoadAddress), int(e.imageFilePath)))
+    # a field exists when the version says so (v2: dyld's address, v15: its path) and the
+    # size dyld declared covers it
     dyld_field = abi.dyld_all_image_infos.dyldImageLoadAddress
-    has_dyld = size >= dyld_field.offset + dyld_field.size
+    has_dyld = infos.version >= 2 and size >= dyld_field.offset + dyld_field.size
     dyld = int(infos.dyldImageLoadAddress) if has_dyld else 0
     if dyld and all(load != dyld for load, _ in entries):
-        has_path = size >= abi.dyld_all_image_infos.dyldPath.offset + 8
+        has_path = infos.version >= 15 and size >= abi.dyld_all_image_infos.dyldPath.offset + 8
         entries.append((dyld, int(infos.dyldPath) if has_path else 0))
     images = []
     for load_address, path_address in entries:

@@ -27,14 +27,11 @@ LIBSYSTEM = "/usr/lib/libSystem.B.dylib"
 PROTOTYPES: Mapping[str, str] = MappingProxyType(
     {
         "mach_task_self": "mach_port_t (void)",
-        "mach_thread_self": "mach_port_t (void)",
         "task_for_pid": "kern_return_t (mach_port_name_t, int, mach_port_name_t *)",
         "pid_for_task": "kern_return_t (mach_port_name_t, int *)",
-        "task_suspend": "kern_return_t (task_read_t)",
-        "task_resume": "kern_return_t (task_read_t)",
-        "task_threads": (
-            "kern_return_t (task_t, thread_act_array_t *, mach_msg_type_number_t *)"
-        ),
+        "task_suspend": "kern_return_t (task_t)",
+        "task_resume": "kern_return_t (task_t)",
+        "task_threads": ("kern_return_t (task_t, thread_act_array_t *, mach_msg_type_number_t *)"),
         "task_get_special_port": "kern_return_t (task_t, int, mach_port_t *)",
         "mach_ports_register": "kern_return_t (task_t, mach_port_array_t, mach_msg_type_number_t)",
         "mach_ports_lookup": (
@@ -43,8 +40,7 @@ PROTOTYPES: Mapping[str, str] = MappingProxyType(
         "mach_port_deallocate": "kern_return_t (task_t, mach_port_name_t)",
         "vm_deallocate": "kern_return_t (vm_map_t, vm_address_t, vm_size_t)",
         "thread_info": (
-            "kern_return_t (thread_act_t, thread_flavor_t, thread_info_t, "
-            "mach_msg_type_number_t *)"
+            "kern_return_t (thread_act_t, thread_flavor_t, thread_info_t, mach_msg_type_number_t *)"
         ),
         "thread_get_state": (
             "kern_return_t (thread_act_t, thread_state_flavor_t, thread_state_t, "
@@ -133,7 +129,9 @@ def task_arch(lib: Any, task: int) -> Arch:
     pid = ctypes.c_int(0)
     kr = _call(lib, "pid_for_task", task, ctypes.byref(pid))
     if kr != abi.KERN_SUCCESS:
-        raise CaptureError(f"pid_for_task of task port {task:#x} failed: {abi.kern_return_name(kr)}")
+        raise CaptureError(
+            f"pid_for_task of task port {task:#x} failed: {abi.kern_return_name(kr)}"
+        )
     mib = (ctypes.c_int * 4)(abi.CTL_KERN, abi.KERN_PROC, abi.KERN_PROC_PID, pid.value)
     info = abi.kinfo_proc()
     size = ctypes.c_size_t(ctypes.sizeof(info))

@@ -237,7 +237,10 @@ class MachTarget:
         """Undo what ``stop`` did."""
         if self._task_suspended:
             self._task_suspended = False
-            self._check("task_resume", "task_resume", self.task)
+            try:
+                self._check("task_resume", "task_resume", self.task)
+            except _Gone:
+                self.exited = True  # nothing left to resume; the reader's error says why
 
     # ---- threads
 
@@ -253,7 +256,7 @@ class MachTarget:
                         raise
                     self.warnings.append(
                         f"thread port {port:#x} exited during capture and was left out: "
-                        + str(e).removeprefix("the target process is gone ").strip("()")
+                        + str(e).removeprefix("the target process is gone (")[:-1]
                     )
         finally:
             self._release(ports)
@@ -436,8 +439,7 @@ class MachTarget:
         if bits is None:
             bits = DEFAULT_ARM64_ADDRESSABLE_BITS
             self.warnings.append(
-                f"sysctl {abi.SYSCTL_VIRTUAL_ADDRESS_SIZE} failed: assuming {bits} "
-                "addressable bits"
+                f"sysctl {abi.SYSCTL_VIRTUAL_ADDRESS_SIZE} failed: assuming {bits} addressable bits"
             )
         return AddressableBits(low=bits, high=bits)
 
