@@ -23,8 +23,6 @@ from .capture.base import CaptureOptions, CrashContext, capture
 from .errors import CaptureError
 from .model import Snapshot
 
-PR_SET_NAME = 15
-PR_GET_NAME = 16
 PR_SET_PTRACER = 0x59616D61  # Yama: allow this process to ptrace us
 
 
@@ -148,17 +146,14 @@ def _self_dump(
         )
     libc = ctypes.CDLL(None, use_errno=True)
     helper = spawn()
-    old_name = ctypes.create_string_buffer(16)
-    libc.prctl(PR_GET_NAME, old_name, 0, 0, 0)
     try:
         # Yama (ptrace_scope 1) lets a process be traced only by its ancestors: allow the
         # helper, our child, explicitly. Harmless where Yama is absent.
         libc.prctl(PR_SET_PTRACER, helper.pid, 0, 0, 0)
-        # The debuggers show thread names: this one says where it is.
-        libc.prctl(PR_SET_NAME, b"write_core", 0, 0, 0)
+        # (the calling thread keeps its name: renaming it would rename the process too
+        # when it is the main thread, and the core would say "write_core", not "python")
         return _wait_for(helper, b"go")
     finally:
-        libc.prctl(PR_SET_NAME, old_name, 0, 0, 0)
         libc.prctl(PR_SET_PTRACER, 0, 0, 0, 0)
 
 

@@ -168,7 +168,10 @@ def test_self_dump_records_every_thread_including_the_caller(tmp_path: Path) -> 
 
     snapshot = parse_core(core)
     assert len(snapshot.threads) == 4
-    assert snapshot.process is not None and snapshot.process.name == "write_core"
+    # the process's own name and command line, as gcore records them (not "write_core")
+    assert snapshot.process is not None
+    assert snapshot.process.name == os.path.basename(sys.executable)[:15], snapshot.process
+    assert snapshot.process.args == f"{sys.executable} {script} {core}"[:79]
 
     text = gdb_bt(os.path.realpath(sys.executable), str(core))
     threads = threads_of(text)

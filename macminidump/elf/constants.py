@@ -89,8 +89,10 @@ class NoteOwner(str, enum.Enum):
         return self.value
 
 
-#: n_type of the "MACMINIDUMP" note saying how the memory was chosen (memory_note.py)
-NT_MEMORY_SELECTION = 1
+#: n_type of the "MACMINIDUMP" note saying how the memory was chosen (memory_note.py).
+#: No CORE or LINUX note has this number: readers that go by n_type alone (pyelftools,
+#: pwntools' Corefile) took the earlier 1 for an NT_PRSTATUS and failed on the core.
+NT_MEMORY_SELECTION = 0x4D4D0001
 
 
 class CoreNoteType(enum.IntEnum):
