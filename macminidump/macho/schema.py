@@ -16,9 +16,10 @@ character above U+00FF or ending in ``"\\x00"`` (which parsing could not give ba
 :class:`construct.StringError`. Round trips are therefore byte-exact for every name, and
 in particular for the usual ones with nothing after the first NUL.
 
-Register-state structs use exactly the register names of :mod:`macminidump.arch`.
-Reserved areas are ``Padding``: written as zeros, skipped (not checked) on parse, and
-absent from parsed results.
+Register-state structs are made from the flavor table (:mod:`macminidump.mach_flavors`),
+so they use exactly the register names of :mod:`macminidump.arch`. Reserved areas are
+``Padding``: written as zeros, skipped (not checked) on parse, and absent from parsed
+results.
 
 :func:`macminidump.schema_io.fixed_format` turns a flat declaration into a
 :class:`struct.Struct` for hot paths, so these declarations stay the single source of
@@ -49,7 +50,8 @@ from construct import (
     this,
 )
 
-from macminidump.macho.constants import ArmFlavor, CpuType, X86Flavor
+from macminidump.arch import Arch, RegKind
+from macminidump.mach_flavors import MACH_ARCHES, FlavorLayout
 
 __all__ = [
     "NAME_SIZE",
@@ -237,88 +239,45 @@ thread_state_entry = Struct(
 
 # --------------------------------------------------------------------- register states
 
+_INTEGERS = {1: Int8ul, 2: Int16ul, 4: Int32ul, 8: Int64ul, 16: _u128}
+
+
+def _state(layout: FlavorLayout) -> Struct:
+    """A thread-state flavor's declaration, made from the one flavor table."""
+    return Struct(
+        *[
+            Padding(width) if name is None else name / _INTEGERS[width]
+            for name, width in layout.fields
+        ]
+    )
+
+
+_STATES = {
+    (m.arch, kind): _state(layout)
+    for m in MACH_ARCHES.values()
+    for kind, layout in m.flavors.items()
+}
+
 #: 272 bytes = 68 words (ARM_THREAD_STATE64).
-arm_thread_state64 = Struct(
-    *[f"x{i}" / Int64ul for i in range(29)],
-    "fp" / Int64ul,
-    "lr" / Int64ul,
-    "sp" / Int64ul,
-    "pc" / Int64ul,
-    "cpsr" / Int32ul,
-    "flags" / Int32ul,
-)
-
+arm_thread_state64 = _STATES[Arch.ARM64, RegKind.GPR]
 #: 16 bytes = 4 words (ARM_EXCEPTION_STATE64).
-arm_exception_state64 = Struct(
-    "far" / Int64ul,
-    "esr" / Int32ul,
-    "exception" / Int32ul,
-)
-
-#: 528 bytes = 132 words (ARM_NEON_STATE64). The 8 trailing bytes are alignment padding
-#: of the C struct; LLDB rejects a count of 130 and stops reading later flavors.
-arm_neon_state64 = Struct(
-    *[f"v{i}" / _u128 for i in range(32)],
-    "fpsr" / Int32ul,
-    "fpcr" / Int32ul,
-    Padding(8),
-)
-
+arm_exception_state64 = _STATES[Arch.ARM64, RegKind.EXC]
+#: 528 bytes = 132 words (ARM_NEON_STATE64), tail padding included.
+arm_neon_state64 = _STATES[Arch.ARM64, RegKind.FPR]
 #: 168 bytes = 42 words (x86_THREAD_STATE64).
-x86_thread_state64 = Struct(
-    *[
-        name / Int64ul
-        for name in (
-            ["rax", "rbx", "rcx", "rdx", "rdi", "rsi", "rbp", "rsp"]
-            + [f"r{i}" for i in range(8, 16)]
-            + ["rip", "rflags", "cs", "fs", "gs"]
-        )
-    ],
-)
-
+x86_thread_state64 = _STATES[Arch.X86_64, RegKind.GPR]
 #: 524 bytes = 131 words (x86_FLOAT_STATE64, Apple's ``_STRUCT_X86_FLOAT_STATE64``).
-#: ``fcw``/``fsw`` are the raw control/status words; ``fpu_ip``/``fpu_dp`` are 32-bit
-#: offsets here (arch.py allows 8 bytes for Linux's fxsave); ``stmm*`` hold the 80-bit
-#: x87 value in their low 10 bytes.
-x86_float_state64 = Struct(
-    Padding(8),  # fpu_reserved[2]
-    "fcw" / Int16ul,
-    "fsw" / Int16ul,
-    "ftw" / Int8ul,
-    Padding(1),  # fpu_rsrv1
-    "fop" / Int16ul,
-    "fpu_ip" / Int32ul,
-    "fpu_cs" / Int16ul,
-    Padding(2),  # fpu_rsrv2
-    "fpu_dp" / Int32ul,
-    "fpu_ds" / Int16ul,
-    Padding(2),  # fpu_rsrv3
-    "mxcsr" / Int32ul,
-    "mxcsrmask" / Int32ul,
-    *[f"stmm{i}" / _u128 for i in range(8)],
-    *[f"xmm{i}" / _u128 for i in range(16)],
-    Padding(96),  # fpu_rsrv4
-    Padding(4),  # fpu_reserved1
-)
-
+x86_float_state64 = _STATES[Arch.X86_64, RegKind.FPR]
 #: 16 bytes = 4 words (x86_EXCEPTION_STATE64).
-x86_exception_state64 = Struct(
-    "trapno" / Int16ul,
-    "cpu" / Int16ul,
-    "err" / Int32ul,
-    "faultvaddr" / Int64ul,
-)
+x86_exception_state64 = _STATES[Arch.X86_64, RegKind.EXC]
 
 #: (cputype, flavor) -> (register-set kind "gpr"/"fpr"/"exc", struct). The flavor's count
 #: in words is ``struct.sizeof() // 4``.
 FLAVOR_STRUCTS: Mapping[tuple[int, int], tuple[str, Construct]] = MappingProxyType(
     {
-        (int(CpuType.ARM64), int(ArmFlavor.THREAD_STATE64)): ("gpr", arm_thread_state64),
-        (int(CpuType.ARM64), int(ArmFlavor.EXCEPTION_STATE64)): ("exc", arm_exception_state64),
-        (int(CpuType.ARM64), int(ArmFlavor.NEON_STATE64)): ("fpr", arm_neon_state64),
-        (int(CpuType.X86_64), int(X86Flavor.THREAD_STATE64)): ("gpr", x86_thread_state64),
-        (int(CpuType.X86_64), int(X86Flavor.FLOAT_STATE64)): ("fpr", x86_float_state64),
-        (int(CpuType.X86_64), int(X86Flavor.EXCEPTION_STATE64)): ("exc", x86_exception_state64),
+        (int(m.cputype), int(layout.flavor)): (kind.value, _STATES[m.arch, kind])
+        for m in MACH_ARCHES.values()
+        for kind, layout in m.flavors.items()
     }
 )
 

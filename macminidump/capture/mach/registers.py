@@ -1,63 +1,30 @@
 """Mach thread states <-> register dicts, and a crash's context from a signal handler.
 
-``register_slots`` maps each flavor's SDK structure (:mod:`.abi`) to the register names
-of :mod:`macminidump.arch`; ``state_to_registers``/``registers_to_state`` convert raw
-``thread_get_state`` output. ``crash_context_from_mcontext``/``crash_context_from_ucontext``
-turn the state a signal handler receives into a
-:class:`~macminidump.capture.base.CrashContext`.
+``state_to_registers``/``registers_to_state`` convert raw ``thread_get_state`` output
+with the flavor table of :mod:`macminidump.mach_flavors` (``register_slots``);
+``crash_context_from_mcontext``/``crash_context_from_ucontext`` turn the state a signal
+handler receives into a :class:`~macminidump.capture.base.CrashContext`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 from collections.abc import Mapping
 from typing import Any
 
-from ...arch import Arch, RegKind, arch_info
+from ...arch import Arch, RegKind
 from ...errors import CaptureError
+from ...mach_flavors import flavor_layout
 from ...model import SignalInfo
 from ..base import CrashContext
 from . import abi
 from .libsystem import host_arch
 
-_RENAMES = {
-    "pad": "flags",
-    "fpu_fcw": "fcw",
-    "fpu_fsw": "fsw",
-    "fpu_ftw": "ftw",
-    "fpu_fop": "fop",
-    "fpu_mxcsr": "mxcsr",
-    "fpu_mxcsrmask": "mxcsrmask",
-}
 
-
-@functools.cache
 def register_slots(arch: Arch | str, kind: RegKind | str) -> tuple[tuple[str, int, int], ...]:
-    """(register name of arch.py, byte offset, width) of each register in the flavor's state.
-
-    Arrays ``x``/``v`` give ``x0``…``x28``/``v0``…``v31``; x86_64's ``fpu_*`` fields are
-    named as arch.py names them (``fpu_fcw`` → ``fcw``, ``fpu_xmm3`` → ``xmm3``, the whole
-    16 bytes of an ``stmm`` slot); padding and reserved fields have no register.
-    """
-    arch, kind = Arch(arch), RegKind(kind)
-    structure = abi.layouts_for(arch).flavors[kind].structure
-    table = arch_info(arch).registers[kind]
-    slots = []
-    for field_name, field_type, *_ in structure._fields_:
-        offset = getattr(structure, field_name).offset
-        if field_name in ("x", "v") and issubclass(field_type, ctypes.Array):
-            element: Any = field_type
-            width = ctypes.sizeof(element._type_)
-            for i in range(element._length_):
-                slots.append((f"{field_name}{i}", offset + i * width, width))
-            continue
-        name = _RENAMES.get(field_name, field_name)
-        if name.startswith(("fpu_stmm", "fpu_xmm")):
-            name = name[len("fpu_") :]
-        if name in table:
-            slots.append((name, offset, ctypes.sizeof(field_type)))
-    return tuple(slots)
+    """(register name of arch.py, byte offset, width) of each register in the flavor's state,
+    from the flavor table (:mod:`macminidump.mach_flavors`); reserved bytes have none."""
+    return flavor_layout(arch, kind).slots
 
 
 def state_to_registers(arch: Arch | str, kind: RegKind | str, state: bytes) -> dict[str, int]:
@@ -70,8 +37,7 @@ def state_to_registers(arch: Arch | str, kind: RegKind | str, state: bytes) -> d
 
 def registers_to_state(arch: Arch | str, kind: RegKind | str, values: Mapping[str, int]) -> bytes:
     """The inverse of ``state_to_registers``: missing registers are zero."""
-    structure = abi.layouts_for(arch).flavors[RegKind(kind)].structure
-    out = bytearray(ctypes.sizeof(structure))
+    out = bytearray(flavor_layout(arch, kind).size)
     for name, offset, width in register_slots(arch, kind):
         out[offset : offset + width] = int(values.get(name, 0)).to_bytes(width, "little")
     return bytes(out)

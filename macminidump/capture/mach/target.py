@@ -37,6 +37,7 @@ from typing import Any
 
 from ...arch import Arch, RegKind
 from ...errors import CaptureError, TargetError
+from ...mach_flavors import mach_arch
 from ...model import PROTECTIONS, AddressableBits, FileMapping, Image, ProcessInfo, Snapshot
 from ..base import CapturedThread, CaptureOptions, CrashContext, MemoryMapping, capture
 from . import abi, dyld
@@ -74,11 +75,6 @@ class _Gone(CaptureError):
 
 
 _PRIVATE_MODES = (abi.SM_PRIVATE, abi.SM_COW, abi.SM_PRIVATE_ALIASED)
-
-
-def _flavor_names(arch: Arch) -> dict[int, str]:
-    names = abi.layouts_for(arch).arch_constants
-    return {getattr(abi, n): n for n in names if not n.endswith("_COUNT")}
 
 
 class MachTarget:
@@ -137,8 +133,6 @@ class MachTarget:
         except BaseException:
             self.close()
             raise
-        self._layouts = abi.layouts_for(self.arch)
-        self._flavor_names = _flavor_names(self.arch)
 
     def _task_arch(self) -> Arch:
         mine, theirs = host_arch(), task_arch(self._lib, self.task)
@@ -304,15 +298,15 @@ class MachTarget:
         if kr == abi.KERN_SUCCESS:  # a name is nice to have: none when it cannot be read
             name = ext.pth_name.decode("utf-8", "replace") or None
         regsets: dict[RegKind, dict[str, int]] = {}
-        for kind, flavor in self._layouts.flavors.items():
-            state = flavor.structure()
+        for kind, flavor in mach_arch(self.arch).flavors.items():
+            state = (abi.natural_t * flavor.count)()
             state_count = abi.mach_msg_type_number_t(flavor.count)
             self._check(
                 "thread_get_state",
-                f"thread_get_state({self._flavor_names[flavor.flavor]}) of thread {tid:#x}",
+                f"thread_get_state({flavor.name}) of thread {tid:#x}",
                 port,
                 flavor.flavor,
-                ctypes.cast(ctypes.byref(state), abi.thread_state_t),
+                ctypes.cast(state, abi.thread_state_t),
                 ctypes.byref(state_count),
             )
             regsets[kind] = state_to_registers(self.arch, kind, bytes(state))
