@@ -1,4 +1,5 @@
-"""The helper process of a self dump: ``python -m macminidump._selfdump PID PATH``.
+"""The helper process of a self dump: ``python -m macminidump._selfdump PID PATH
+[POLICY OPTIONS]`` (the memory policy as ``CaptureOptions.to_argv`` writes it).
 
 A process cannot safely capture itself: Linux cannot ptrace itself, and on macOS a
 Python process that suspends its own threads can deadlock on the GIL
@@ -18,7 +19,7 @@ import json
 import sys
 
 from .arch import RegKind
-from .capture.base import CrashContext
+from .capture.base import CaptureOptions, CrashContext
 from .model import SignalInfo
 
 WARNING = "macminidump: warning: "
@@ -61,10 +62,13 @@ def main(argv: list[str]) -> int:
 
     pid, path = int(argv[0]), argv[1]
     try:
+        from .cli import capture_options, policy_parser
+
+        options = capture_options(policy_parser().parse_args(argv[2:]))
         if sys.platform == "darwin":
-            warnings = _capture_darwin(pid, path)
+            warnings = _capture_darwin(pid, path, options)
         else:
-            warnings = _capture_linux(pid, path)
+            warnings = _capture_linux(pid, path, options)
     except MacMiniDumpError as e:
         print(f"macminidump: error: {e}", file=sys.stderr)
         return 1
@@ -82,32 +86,28 @@ def _request() -> bytes:
     return request[2:]
 
 
-def _capture_linux(pid: int, path: str) -> tuple[str, ...]:
-    from .capture.base import capture
+def _capture_linux(pid: int, path: str, options: CaptureOptions) -> tuple[str, ...]:
     from .capture.linux import LinuxTarget
-    from .elf.render import render_elf
+    from .streaming import write_captured
 
     _request()
-    snapshot = capture(LinuxTarget(pid))
-    render_elf(snapshot, path)
-    return snapshot.warnings
+    return write_captured(LinuxTarget(pid), path, "elf", options).warnings
 
 
-def _capture_darwin(pid: int, path: str) -> tuple[str, ...]:
-    from .capture.mach import capture_mach
+def _capture_darwin(pid: int, path: str, options: CaptureOptions) -> tuple[str, ...]:
+    from .capture.mach import MachTarget
     from .capture.mach.handover import receive_task_port
     from .capture.mach.libsystem import load_libsystem
-    from .macho.render import render_macho
+    from .streaming import write_captured
 
     lib = load_libsystem()
     port = receive_task_port(lib, pid)
     try:
         crash = crash_from_json(_request().decode())
-        snapshot = capture_mach(task=port, crash=crash, lib=lib)
+        with MachTarget(task=port, lib=lib) as target:
+            return write_captured(target, path, "macho", options, crash).warnings
     finally:
         lib.mach_port_deallocate(lib.mach_task_self(), port)
-    render_macho(snapshot, path)
-    return snapshot.warnings
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     macminidump.write_core("now.core")            # this process, every thread as it is
     macminidump.write_core("other.core", 4242)    # another process, by pid
     macminidump.write_core("crash.core", crash=context)   # from a crash handler (macOS)
+    macminidump.write_core("big.core", 4242, memory="referenced", max_size="8M")
 
 The platform picks the format: Mach-O on macOS (LLDB), ELF on Linux (gdb and LLDB).
 """
@@ -15,30 +16,53 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 
 import attrs
 
 from . import _selfdump
-from .capture.base import CaptureOptions, CrashContext, capture
-from .errors import CaptureError
+from .capture.base import CaptureOptions, CrashContext
+from .capture.policy import Memory
+from .errors import CaptureError, TargetError
 from .model import Snapshot
+from .progress import Progress
+from .streaming import capture_snapshot, write_captured
 
 PR_SET_PTRACER = 0x59616D61  # Yama: allow this process to ptrace us
+
+
+def _options(
+    options: CaptureOptions | None,
+    memory: Memory | str,
+    max_size: int | str | None,
+    include: Iterable[str | tuple[int, int]],
+) -> CaptureOptions:
+    include = tuple(include)
+    if options is None:
+        return CaptureOptions(memory=memory, max_size=max_size, include=include)
+    if (memory, max_size, include) != ("stacks", None, ()):
+        raise TargetError("give options= or memory=/max_size=/include=, not both")
+    return options
 
 
 def capture_process(
     target: int | None = None,
     *,
+    memory: Memory | str = "stacks",
+    max_size: int | str | None = None,
+    include: Iterable[str | tuple[int, int]] = (),
     crash: CrashContext | None = None,
     options: CaptureOptions | None = None,
     task: int | None = None,
 ) -> Snapshot:
     """A Snapshot of a live process: ``target`` a pid, or None for the calling process.
 
-    On macOS ``task`` may instead be a task port the caller holds (the original's
+    ``memory``, ``max_size`` and ``include`` are ``write_core``'s. The memory is read
+    into RAM (``write_core`` streams it to the file instead). On macOS ``task`` may instead be a task port the caller holds (the original's
     ``MiniDumpWriteDump(taskPort, …)``). The process is stopped only while it is read.
     The calling process is captured by a helper process (see ``write_core``).
     """
+    options = _options(options, memory, max_size, include)
     if _is_self(target, task):
         with tempfile.TemporaryDirectory(prefix="macminidump-") as d:
             path = os.path.join(d, "self.core")
@@ -55,29 +79,43 @@ def capture_process(
                 snapshot = parse_elf_bytes(data)
             return attrs.evolve(snapshot, warnings=warnings)
     if sys.platform == "darwin":
-        from .capture.mach import capture_mach
+        from .capture.mach import MachTarget
 
-        return capture_mach(target, task=task, crash=crash, options=options)
+        with MachTarget(target, task=task) as mach:
+            return capture_snapshot(mach, "macho", options, crash)
     if task is not None:
         raise CaptureError("a Mach task port can only be captured on macOS")
     _require_linux()
     from .capture.linux import LinuxTarget
 
     assert target is not None  # None is the calling process, captured above
-    return capture(LinuxTarget(target), options, crash)
+    return capture_snapshot(LinuxTarget(target), "elf", options, crash)
 
 
 def write_core(
     path: str | os.PathLike[str],
     target: int | None = None,
     *,
+    memory: Memory | str = "stacks",
+    max_size: int | str | None = None,
+    include: Iterable[str | tuple[int, int]] = (),
     crash: CrashContext | None = None,
     options: CaptureOptions | None = None,
     task: int | None = None,
+    progress: Progress | None = None,
 ) -> int:
-    """Write a minimal core of a live process at ``path`` (mode 0600); returns its size.
+    """Write a core of a live process at ``path`` (mode 0600); returns its size.
 
-    ``target``: a pid, or None for the calling process. The calling process is captured
+    ``target``: a pid, or None for the calling process. ``memory``: what to save besides
+    registers: ``"stacks"`` (the default: stacks and code around return addresses, for
+    backtraces), ``"referenced"`` (plus the memory registers and stack words point to),
+    ``"dirty"`` (plus every private mapping the process wrote), ``"full"`` (everything
+    readable, like gcore). ``max_size`` caps the file (bytes, or text: ``"64K"``, ``"8M"``);
+    what it cuts is recorded in the core. ``include``: extra ``(address, size)`` ranges
+    (or ``"ADDR:SIZE"`` text). ``options`` is the same as a ``CaptureOptions``. Large
+    memory streams from the stopped process to the file; ``progress`` shows it.
+
+    The calling process is captured
     by a helper process while the calling thread waits inside this call, so every thread,
     the calling one included, is recorded with its real state (the C++ macMiniDump cannot
     record the calling thread), and no thread of this process is ever suspended by this
@@ -86,11 +124,22 @@ def write_core(
     ``ucontext``). A failure leaves no file behind.
     """
     path = os.fspath(path)
+    options = _options(options, memory, max_size, include)
     if _is_self(target, task):
         _self_dump(path, options, crash)
         return os.stat(path).st_size
-    snapshot = capture_process(target, crash=crash, options=options, task=task)
-    return render_native(snapshot, path)
+    if sys.platform == "darwin":
+        from .capture.mach import MachTarget
+
+        with MachTarget(target, task=task) as mach:
+            return write_captured(mach, path, "macho", options, crash, progress).size
+    if task is not None:
+        raise CaptureError("a Mach task port can only be captured on macOS")
+    _require_linux()
+    from .capture.linux import LinuxTarget
+
+    assert target is not None
+    return write_captured(LinuxTarget(target), path, "elf", options, crash, progress).size
 
 
 def _is_self(target: int | None, task: int | None) -> bool:
@@ -118,14 +167,17 @@ def _require_linux() -> None:
         )
 
 
-def _self_dump(
-    path: str, options: CaptureOptions | None, crash: CrashContext | None
-) -> tuple[str, ...]:
+def _self_dump(path: str, options: CaptureOptions, crash: CrashContext | None) -> tuple[str, ...]:
     """Have a helper process capture this one while the calling thread waits in here;
-    the warnings the helper reported."""
-    if options is not None and options != CaptureOptions():
-        raise CaptureError("options are not supported for a self dump yet")
-    command = [sys.executable, "-m", "macminidump._selfdump", str(os.getpid()), path]
+    the warnings the helper reported. The options go to it as command-line options."""
+    command = [
+        sys.executable,
+        "-m",
+        "macminidump._selfdump",
+        str(os.getpid()),
+        path,
+        *options.to_argv(),
+    ]
 
     def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen(

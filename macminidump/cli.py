@@ -9,9 +9,14 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import CaptureError, MacMiniDumpError, TargetError
+
+if TYPE_CHECKING:
+    from .capture.policy import CaptureOptions
+    from .progress import Progress
 
 # Each command imports what it uses inside its function: `--help` and `dump` must not pay
 # for yaml, construct or the parsers (README, Speed).
@@ -113,13 +118,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  macminidump dump $(pidof myserver) -o myserver.core\n"
-        "  gdb -ex 'thread apply all bt' /path/to/myserver myserver.core\n\n"
+        "  gdb -ex 'thread apply all bt' /path/to/myserver myserver.core\n"
+        "  macminidump dump 4242 -o big.core --memory referenced --max-size 8M\n"
+        "  macminidump dump 4242 -o all.core --memory full     # like gcore, streamed\n\n"
         "exit status: 0 written, 2 the process cannot be captured (missing, not "
         "permitted), 1 the capture failed (e.g. the process exited meanwhile).",
     )
     dump.add_argument("pid", type=int, help="process id")
     dump.add_argument("-o", "--output", required=True, help="core file to write (mode 0600)")
     dump.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_policy_arguments(dump)
     dump.set_defaults(run=_dump)
 
     run = sub.add_parser(
@@ -136,9 +144,88 @@ def _parser() -> argparse.ArgumentParser:
         "  gdb ./myprogram crash.core",
     )
     run.add_argument("-o", "--output", required=True, help="core file to write on a crash")
+    add_policy_arguments(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     run.set_defaults(run=_run)
     return parser
+
+
+_POLICY_HELP = """\
+memory saved (the same for dump, run, core-handler and write_core()):
+  --memory stacks      the default: every thread's stack from sp (at most --max-stack),
+                       code around each return address, the dynamic linker's lists
+  --memory referenced  plus a window around every pointer in registers and stack words
+                       (one more level for the crashed thread): gdb prints what a
+                       frame's pointer locals point to
+  --memory dirty       plus every private mapping the process wrote (heap, data, anon)
+  --memory full        plus everything readable, like gcore
+  --max-size SIZE      cap the core (64K, 8M, 1G). Cut last to first: the crashed
+                       thread's registers and stack near sp, other threads' stacks near
+                       sp, module headers and code, --include ranges, referenced memory,
+                       the rest. The core records what was cut (see `inspect`).
+"""
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The memory-policy options, shared by every command that captures."""
+    group = parser.add_argument_group("memory policy")
+    group.add_argument(
+        "--memory",
+        default="stacks",
+        metavar="POLICY",
+        help="stacks (default), referenced, dirty or full",
+    )
+    group.add_argument(
+        "--max-size", metavar="SIZE", help="cap on the core's size (64K, 8M, 1G); see below"
+    )
+    group.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="ADDR:SIZE",
+        help="also save this range (e.g. 0x7f12a000:4K); repeatable; must be mapped",
+    )
+    group.add_argument(
+        "--max-stack",
+        metavar="SIZE",
+        help="save at most SIZE of each stack from sp (default 8M; 0: the whole mapping)",
+    )
+    group.add_argument("--code-window", type=int, default=256, help=argparse.SUPPRESS)
+    if parser.epilog is not None:
+        parser.epilog = f"{_POLICY_HELP}\n{parser.epilog}"
+    else:
+        parser.epilog = _POLICY_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def capture_options(args: argparse.Namespace) -> CaptureOptions:
+    """The CaptureOptions the policy options ask for (bad values: TargetError, exit 2)."""
+    from .capture.policy import CaptureOptions
+
+    extra = {}
+    if args.max_stack is not None:
+        extra["max_stack"] = None if args.max_stack.strip() == "0" else args.max_stack
+    return CaptureOptions(
+        memory=args.memory,
+        max_size=args.max_size,
+        include=args.include,
+        code_window=args.code_window,
+        **extra,
+    )
+
+
+def policy_parser() -> argparse.ArgumentParser:
+    """A parser of the policy options alone (the self-dump helper's)."""
+    parser = argparse.ArgumentParser(prog="macminidump", add_help=False)
+    add_policy_arguments(parser)
+    return parser
+
+
+def _progress() -> Progress | None:
+    """A progress line when stderr is a terminal (captures that take seconds)."""
+    from .progress import Progress
+
+    return Progress(sys.stderr) if sys.stderr.isatty() else None
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -201,8 +288,9 @@ def _to_spec(args: argparse.Namespace) -> int:
 def _dump(args: argparse.Namespace) -> int:
     from .api import write_core
 
+    options = capture_options(args)
     started = time.perf_counter()
-    size = write_core(args.output, args.pid)
+    size = write_core(args.output, args.pid, options=options, progress=_progress())
     elapsed = time.perf_counter() - started
     if args.json:
         print(
@@ -219,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise TargetError("no program given: macminidump run -o CORE -- PROGRAM [ARGS...]")
-    return run_supervised(argv, args.output)
+    return run_supervised(argv, args.output, capture_options(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -155,6 +155,9 @@ def snapshot_report(snapshot: Snapshot) -> dict[str, Any]:
         "signal": attrs.asdict(snapshot.signal) if snapshot.signal else None,
         "auxv": [{"type": k, "value": v} for k, v in snapshot.auxv],
         "file_mappings": [attrs.asdict(m) for m in snapshot.file_mappings],
+        "memory_selection": attrs.asdict(snapshot.memory_selection)
+        if snapshot.memory_selection
+        else None,
         "raw_notes": [
             {"owner": n.owner, "type": n.kind, "size": len(n.data)} for n in snapshot.raw_notes
         ],
@@ -259,6 +262,7 @@ def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
         lines.append(
             f"  {r['address']:#018x}-{r['end']:#018x} {r['protection']} {r['size']:>10,}{name}"
         )
+    lines += _selection_lines(report.get("memory_selection"))
     if report["file_mappings"]:
         lines.append("")
         lines.append(f"file mappings ({len(report['file_mappings'])}):")
@@ -285,6 +289,27 @@ def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
         elif decoded is not None:
             lines.append(f"      {decoded}")
     return "\n".join(lines) + "\n"
+
+
+def _selection_lines(selection: dict[str, Any] | None) -> list[str]:
+    """How a capture chose the memory: its policy, its budget, and what the budget cut."""
+    if not selection:
+        return []
+    budget = selection["max_size"]
+    head = f"memory policy: {selection['policy']}, " + (
+        f"max size {budget:,} bytes" if budget is not None else "no size limit"
+    )
+    if not selection["omitted_count"]:
+        return ["", head + ", nothing cut"]
+    lines = [
+        "",
+        f"{head}; cut {selection['omitted_bytes']:,} bytes in "
+        f"{selection['omitted_count']:,} ranges (largest listed):",
+    ]
+    for o in selection["omitted"]:
+        end = o["address"] + o["size"]
+        lines.append(f"  {o['address']:#018x}-{end:#018x} {o['size']:>14,}  {o['kind']}")
+    return lines
 
 
 def _short(value: Any) -> str:

@@ -23,6 +23,8 @@ from .model import (
     FileMapping,
     Image,
     ImageSegment,
+    MemorySelection,
+    OmittedRange,
     ProcessInfo,
     RawItem,
     Region,
@@ -189,6 +191,7 @@ _TOP_KEYS = (
     "signal",
     "auxv",
     "file-mappings",
+    "memory-selection",
 )
 
 
@@ -223,6 +226,9 @@ def snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None = None) -> 
         signal = _signal(spec["signal"], root.key("signal"))
     auxv = _each(spec, "auxv", root, _auxv_entry)
     file_mappings = _each(spec, "file-mappings", root, _file_mapping)
+    selection = None
+    if spec.get("memory-selection") is not None:
+        selection = _memory_selection(spec["memory-selection"], root.key("memory-selection"))
     return _guard(
         root,
         lambda: Snapshot(
@@ -235,9 +241,43 @@ def snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None = None) -> 
             signal=signal,
             auxv=auxv,
             file_mappings=file_mappings,
+            memory_selection=selection,
             raw_notes=raw_notes,
             raw_commands=raw_commands,
         ),
+    )
+
+
+_SELECTION_KEYS = ("policy", "max-size", "omitted-bytes", "omitted-count", "omitted")
+
+
+def _memory_selection(value: Any, path: _Path) -> MemorySelection:
+    m = _mapping(value, path, _SELECTION_KEYS)
+    if "policy" not in m:
+        raise path.fail("missing key 'policy' (stacks, referenced, dirty or full)")
+    omitted = _each(m, "omitted", path, _omitted)
+    max_size = m.get("max-size")
+    return _guard(
+        path,
+        lambda: MemorySelection(
+            policy=_str(m["policy"], path.key("policy")),
+            max_size=None if max_size is None else _int(max_size, path.key("max-size")),
+            omitted_bytes=_int(m.get("omitted-bytes", 0), path.key("omitted-bytes")),
+            omitted_count=_int(m.get("omitted-count", 0), path.key("omitted-count")),
+            omitted=omitted,
+        ),
+    )
+
+
+def _omitted(value: Any, path: _Path) -> OmittedRange:
+    o = _mapping(value, path, ("address", "size", "kind"))
+    for key in ("address", "size", "kind"):
+        if key not in o:
+            raise path.fail(f"missing key {key!r}")
+    return OmittedRange(
+        _int(o["address"], path.key("address")),
+        _int(o["size"], path.key("size")),
+        _str(o["kind"], path.key("kind")),
     )
 
 
@@ -540,6 +580,15 @@ def spec_from_snapshot(snapshot: Snapshot, fmt: str = "macho") -> dict[str, Any]
         spec["auxv"] = [{"type": k, "value": v} for k, v in snapshot.auxv]
     if snapshot.file_mappings:
         spec["file-mappings"] = [attrs.asdict(m) for m in snapshot.file_mappings]
+    if snapshot.memory_selection is not None:
+        sel = snapshot.memory_selection
+        spec["memory-selection"] = {
+            "policy": sel.policy,
+            "max-size": sel.max_size,
+            "omitted-bytes": sel.omitted_bytes,
+            "omitted-count": sel.omitted_count,
+            "omitted": [attrs.asdict(o) for o in sel.omitted],
+        }
     if snapshot.raw_notes:
         spec["raw-notes"] = [_raw_spec(r) for r in snapshot.raw_notes]
     if snapshot.raw_commands:

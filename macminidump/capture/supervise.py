@@ -6,7 +6,8 @@ status a shell would show: the program's exit code, or 128 + the signal that kil
 When a crash signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS) is about
 to kill it, every thread is stopped, the process is captured (``capture.linux``) with the
 crashing thread's state at the signal and its siginfo, the core is written at
-``core_path`` (``render_elf``: temp file + rename), and only then does the signal go on
+``core_path`` (``streaming.write_captured``, with the caller's memory policy: temp file +
+rename), and only then does the signal go on
 and kill the program. See ``../shared/reference/elf-core.md``, "Live capture pitfalls".
 
 How it follows the program:
@@ -51,10 +52,10 @@ from collections.abc import Callable, Iterator, Sequence
 import attrs
 
 from ..elf.notes import has_fault_address
-from ..elf.render import render_elf
 from ..errors import CaptureError, MacMiniDumpError, TargetError
 from ..model import SignalInfo
-from .base import CaptureOptions, CrashContext, capture
+from ..streaming import write_captured
+from .base import CaptureOptions, CrashContext
 from .linux import LinuxTarget, procfs, ptrace
 from .linux.ptrace import (
     PTRACE_CONT,
@@ -393,8 +394,8 @@ class _Supervisor:
         size: int | None = None
         error: str | None = None
         try:
-            snapshot = capture(target, self.options, crash=CrashContext(thread_id=tid, signal=info))
-            size = render_elf(snapshot, self.core_path)
+            crash = CrashContext(thread_id=tid, signal=info)
+            size = write_captured(target, self.core_path, "elf", self.options, crash).size
         except (MacMiniDumpError, OSError) as exc:
             error = str(exc)
         seconds = time.perf_counter() - seen

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from .. import memory_note
-from ..arch import Arch, RegKind, arch_info
+from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..model import Snapshot, Thread
 from ..schema_io import build
@@ -267,7 +267,7 @@ def layout_macho(snapshot: Snapshot) -> Layout:
 
 def core_cost(skeleton: Snapshot) -> CoreCost:
     """The cost model a size budget needs (capture/policy.py): ``skeleton`` is the core
-    without memory; each region adds a segment command and its bytes, page aligned (the
-    commands may push the first segment one page further)."""
-    page = arch_info(skeleton.arch).page_size
-    return CoreCost(layout_macho(skeleton).file_size + 2 * page, codec.SEGMENT.size, page)
+    without memory; each region adds a segment command and its bytes, packed (the
+    commands may push the first segment one boundary further)."""
+    fixed = layout_macho(skeleton).file_size + 2 * FIRST_SEGMENT_ALIGN
+    return CoreCost(fixed, codec.SEGMENT.size, 1)

@@ -40,6 +40,7 @@ from ...errors import CaptureError, TargetError
 from ...mach_flavors import mach_arch
 from ...model import PROTECTIONS, AddressableBits, FileMapping, Image, ProcessInfo, Snapshot
 from ..base import CapturedThread, CaptureOptions, CrashContext, MemoryMapping, capture
+from ..policy import CostOf
 from . import abi, dyld
 from .libsystem import host_arch, load_libsystem, task_arch
 from .registers import state_to_registers
@@ -458,16 +459,19 @@ def capture_mach(
     options: CaptureOptions | None = None,
     lib: Any = None,
     arch: Arch | str | None = None,
+    cost: CostOf | None = None,
 ) -> Snapshot:
     """``MiniDumpWriteDump`` minus the file: capture another task into a Snapshot.
 
     ``capture_mach(pid)`` a process by pid, ``capture_mach(task=port)`` a task port the
     caller holds (a helper given the crashed process's port passes ``crash``). The calling
     process is captured by ``macminidump.capture_process()``/``write_core()``, through a
-    helper. Write the result with ``macminidump.render_macho``.
+    helper. Write the result with ``macminidump.render_macho``. Or stream it:
+    ``streaming.write_captured(MachTarget(...), path, "macho", options)``. ``cost``: the
+    format's cost model, for a ``max_size`` budget.
     """
     with MachTarget(pid, task=task, lib=lib, arch=arch) as target:
-        return capture(target, options, crash)
+        return capture(target, options, crash, cost)
 
 
 __all__ = ["MachTarget", "capture_mach"]

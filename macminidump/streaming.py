@@ -1,0 +1,71 @@
+"""Capture to file in one pass: the target stays stopped while the renderer streams it.
+
+Every path that writes a core of a live process (``write_core`` of a pid or of the
+calling process, ``run``'s crash supervisor, the kernel's core_pattern handler, the Mach
+backend) comes through ``write_captured``: the memory policy chooses the regions
+(``capture/policy.py``), large regions are read from the target only as the renderer
+writes them, and the budget is computed with the format's own cost model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import attrs
+
+from .capture.base import CaptureOptions, CrashContext, TargetOS, captured
+from .capture.policy import CostOf
+from .model import Snapshot
+from .progress import Progress
+
+Render = Callable[[Snapshot, "str | os.PathLike[str]"], int]
+
+
+def format_of(fmt: str) -> tuple[Render, CostOf]:
+    """The renderer and the budget's cost model of a core format ("elf" or "macho")."""
+    if fmt == "elf":
+        from .elf.layout import core_cost as elf_cost
+        from .elf.render import render_elf
+
+        return render_elf, elf_cost
+    if fmt == "macho":
+        from .macho.layout import core_cost as macho_cost
+        from .macho.render import render_macho
+
+        return render_macho, macho_cost
+    raise ValueError(f"no core format {fmt!r}")
+
+
+@attrs.frozen
+class Written:
+    """A core written: its size, and what the capture warned of (threads that vanished)."""
+
+    size: int
+    warnings: tuple[str, ...] = ()
+
+
+def write_captured(
+    target: TargetOS,
+    path: str | os.PathLike[str],
+    fmt: str,
+    options: CaptureOptions | None = None,
+    crash: CrashContext | None = None,
+    progress: Progress | None = None,
+) -> Written:
+    """Capture ``target`` into a core at ``path`` in format ``fmt``."""
+    render, cost = format_of(fmt)
+    with captured(target, options, crash, cost, progress=progress) as snapshot:
+        return Written(render(snapshot, path), snapshot.warnings)
+
+
+def capture_snapshot(
+    target: TargetOS,
+    fmt: str,
+    options: CaptureOptions | None = None,
+    crash: CrashContext | None = None,
+) -> Snapshot:
+    """The Snapshot (memory read into RAM); a budget is counted in format ``fmt``."""
+    from .capture.base import capture
+
+    return capture(target, options, crash, format_of(fmt)[1])
