@@ -194,16 +194,20 @@ class LinuxTarget:
         )
 
     def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]:
-        """Read-only file-backed mappings: gdb serves bytes of every NT_FILE mapping not in
-        the core from the file on disk, which is wrong for writable ones (globals)."""
-        return [
-            FileMapping(m.start, m.end, m.offset, m.path)
-            for m in mappings
-            if m.path.startswith("/")
-            and not m.path.endswith(" (deleted)")
-            and m.protection & 1
-            and not m.protection & 2
-        ]
+        return debugger_file_mappings(mappings)
+
+
+def debugger_file_mappings(mappings: Sequence[MemoryMapping]) -> list[FileMapping]:
+    """Read-only file-backed mappings: gdb serves bytes of every NT_FILE mapping not in
+    the core from the file on disk, which is wrong for writable ones (globals)."""
+    return [
+        FileMapping(m.start, m.end, m.offset, m.path)
+        for m in mappings
+        if m.path.startswith("/")
+        and not m.path.endswith(" (deleted)")
+        and m.protection & 1
+        and not m.protection & 2
+    ]
 
 
 def capture_pid(pid: int, options: CaptureOptions | None = None) -> Snapshot:

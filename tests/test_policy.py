@@ -1,0 +1,459 @@
+"""Memory policies, the size budget and --include (capture/policy.py), on every path.
+
+First against the fake OS (the rules, exactly), then the Mach backend through its fake
+kernel, then real Linux processes: one C program whose crashing frame holds a pointer to
+a heap structure, run under ``macminidump run`` and dumped live with ``macminidump dump``;
+its cores are read by gdb, by this package's parser, and compared with gcore's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import test_capture_mach as mach_tests
+
+from macminidump import Region, Snapshot, Thread
+from macminidump.capture import policy
+from macminidump.capture.base import CaptureOptions, CrashContext, capture, captured
+from macminidump.capture.mach import MachTarget
+from macminidump.capture.policy import Memory, parse_range, parse_size
+from macminidump.elf.layout import core_cost as elf_cost
+from macminidump.errors import TargetError
+from macminidump.model import SignalInfo
+from macminidump.parse import parse_core
+from macminidump.streaming import write_captured
+from macminidump.testing.fake_os import FakeTarget
+
+# ---------------------------------------------------------------- the rules, on a fake OS
+
+STACK, OTHER_STACK, HEAP, CODE, DATA = 0x7FF00000, 0x7FE00000, 0x600000, 0x400000, 0x500000
+STACK_SIZE = 0x40000
+
+
+def world() -> Snapshot:
+    """Two threads with 256 KiB stacks; the crashed one holds a pointer to the heap in a
+    stack word and in rbx; the heap's first word points further into the heap."""
+    stack = bytearray(STACK_SIZE)
+    sp = STACK + 0x1000
+    struct.pack_into("<Q", stack, sp - STACK + 0x40, HEAP + 0x2000)  # a local: heap pointer
+    heap = bytearray(b"\x11" * 0x10000)
+    struct.pack_into("<Q", heap, 0x2000, HEAP + 0x8000)  # its first field: another pointer
+    crashed = {"rip": CODE + 0x10, "rsp": sp, "rbp": 0, "rbx": HEAP + 0x4000}
+    other = {"rip": CODE + 0x20, "rsp": OTHER_STACK + 0x800, "rbp": 0}
+    return Snapshot(
+        arch="x86_64",
+        threads=[Thread(id=1, regsets={"gpr": crashed}), Thread(id=2, regsets={"gpr": other})],
+        regions=[
+            Region(address=CODE, data=b"\x90" * 0x1000, protection="r-x"),
+            Region(address=DATA, data=b"\x22" * 0x3000, protection="r--"),
+            Region(address=HEAP, data=bytes(heap), protection="rw-"),
+            Region(address=OTHER_STACK, data=b"\x33" * STACK_SIZE, protection="rw-"),
+            Region(address=STACK, data=bytes(stack), protection="rw-"),
+        ],
+    )
+
+
+def saved(snapshot: Snapshot, address: int) -> bool:
+    return snapshot.memory.region_at(address) is not None
+
+
+def bytes_saved(snapshot: Snapshot) -> int:
+    return sum(r.size for r in snapshot.regions)
+
+
+CRASH = CrashContext(thread_id=1, signal=SignalInfo(signo=11, code=1, address=0x10))
+
+
+def test_stacks_is_todays_minimal_core() -> None:
+    snap = capture(FakeTarget(world()), crash=CRASH)
+    assert snap.memory_selection is not None and snap.memory_selection.policy == "stacks"
+    assert saved(snap, STACK + 0x1000) and saved(snap, OTHER_STACK + 0x800)
+    assert not saved(snap, HEAP + 0x2000), "stacks saves no heap"
+    assert not saved(snap, DATA)
+
+
+def test_referenced_saves_windows_around_pointers_two_levels_deep() -> None:
+    snap = capture(FakeTarget(world()), CaptureOptions(memory="referenced"), CRASH)
+    for pointer in (HEAP + 0x2000, HEAP + 0x4000, HEAP + 0x8000):  # stack word, rbx, level 2
+        region = snap.memory.region_at(pointer)
+        assert region is not None, hex(pointer)
+        assert region.address <= pointer - policy.REFERENCED_BEFORE
+        assert region.end >= pointer + policy.REFERENCED_AFTER
+    assert not saved(snap, HEAP + 0xC000), "only windows, not the whole heap"
+    assert not saved(snap, DATA)
+
+
+def test_dirty_saves_written_mappings_and_full_everything_readable() -> None:
+    dirty = capture(FakeTarget(world()), CaptureOptions(memory="dirty"), CRASH)
+    assert saved(dirty, HEAP) and saved(dirty, HEAP + 0xFFFF)
+    assert not saved(dirty, DATA), "read-only memory was not written"
+    full = capture(FakeTarget(world()), CaptureOptions(memory="full"), CRASH)
+    for region in world().regions:
+        assert full.memory.read(region.address, region.size) == region.data.read(0, region.size)
+
+
+def test_stack_is_cut_at_max_stack() -> None:
+    sp = STACK + 0x1000
+    snap = capture(FakeTarget(world()), CaptureOptions(max_stack="64K"), CRASH)
+    assert saved(snap, sp + 0xFFFF) and not saved(snap, sp + 0x10000)
+    whole = capture(FakeTarget(world()), CaptureOptions(max_stack=None), CRASH)
+    assert saved(whole, STACK + STACK_SIZE - 1)
+
+
+@pytest.mark.parametrize("budget", [8 << 10, 16 << 10, 40 << 10, 100 << 10, 300 << 10])
+def test_budget_cuts_in_priority_order(budget: int) -> None:
+    options = CaptureOptions(memory="full", max_size=budget)
+    snap = capture(FakeTarget(world()), options, CRASH, elf_cost)
+    from macminidump.elf.render import render_elf_bytes
+
+    assert len(render_elf_bytes(snap)) <= budget
+    sel = snap.memory_selection
+    assert sel is not None and sel.max_size == budget
+    total = sum(r.size for r in world().regions)
+    assert bytes_saved(snap) + sel.omitted_bytes == total, "every byte: saved or listed as cut"
+    assert sel.omitted_count >= len(sel.omitted)
+    # what is kept is a prefix of the order: the crashed thread's stack at sp first
+    sp = STACK + 0x1000
+    assert saved(snap, sp)
+    kinds = {o.kind for o in sel.omitted}
+    if saved(snap, HEAP):
+        assert "crashed-thread-stack" not in kinds and "stack" not in kinds
+    if "crashed-thread-stack" in kinds:
+        assert not saved(snap, OTHER_STACK + 0x800) and not saved(snap, HEAP)
+
+
+def test_a_budget_below_registers_and_top_of_stack_is_refused() -> None:
+    with pytest.raises(TargetError, match="too small: the crashed thread's registers"):
+        capture(FakeTarget(world()), CaptureOptions(max_size=1024), CRASH, elf_cost)
+
+
+def test_include_adds_ranges_and_refuses_unmapped_ones() -> None:
+    snap = capture(FakeTarget(world()), CaptureOptions(include=[f"{DATA + 0x100:#x}:16"]), CRASH)
+    assert snap.memory.read(DATA + 0x100, 16) == b"\x22" * 16
+    assert not saved(snap, DATA + 0x110)
+    for bad in (f"{0x900000:#x}:4K", f"{DATA + 0x2F00:#x}:1K"):  # unmapped; runs past the end
+        target = FakeTarget(world())
+        with pytest.raises(TargetError, match="is not in readable memory"):
+            capture(target, CaptureOptions(include=[bad]), CRASH)
+        assert target.running
+
+
+def test_exclusions_are_the_final_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever asks (here: full, and --include of the same bytes), the hook's ranges are
+    not saved, and they are not listed as cut either."""
+    hole = (HEAP + 0x1000, HEAP + 0x3000)
+    monkeypatch.setattr(policy, "never_saved", lambda target, options, mappings: [hole])
+    options = CaptureOptions(memory="full", include=[(HEAP + 0x1000, 0x100)], max_size="64K")
+    snap = capture(FakeTarget(world()), options, CRASH, elf_cost)
+    assert not any(saved(snap, a) for a in range(*hole, 0x100))
+    assert snap.memory_selection is not None
+    assert not any(
+        o.address < hole[1] and o.address + o.size > hole[0] for o in snap.memory_selection.omitted
+    )
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("64K", 65536), ("8M", 8 << 20), ("1G", 1 << 30), ("4096", 4096), ("2MiB", 2 << 20)],
+)
+def test_sizes(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-1", "0", "1.5M", "12X"])
+def test_not_sizes(text: str) -> None:
+    with pytest.raises(TargetError, match="size"):
+        parse_size(text)
+
+
+def test_ranges() -> None:
+    assert parse_range("0x1000:4K") == (0x1000, 4096)
+    assert parse_range("4096:0x10") == (4096, 16)
+    for bad in ("0x1000", "x:4K", "0x1000:0", "0xffffffffffffffff:2"):
+        with pytest.raises(TargetError):
+            parse_range(bad)
+
+
+def test_large_regions_are_read_while_the_file_is_written() -> None:
+    """Inside ``captured`` a large region is a source read from the still-stopped target."""
+    target = FakeTarget(world())
+    with captured(target, CaptureOptions(memory="full"), CRASH) as snap:
+        lazy = [r for r in snap.regions if type(r.data).__name__ == "TargetSource"]
+        assert lazy and not target.running
+        reads = target.calls.count("read")
+        assert lazy[0].data.read(0, 16) == world().memory.read(lazy[0].address, 16)
+        assert target.calls.count("read") == reads + 1
+    assert target.running
+
+
+# ---------------------------------------------------------------- the Mach backend
+
+
+@pytest.mark.parametrize("memory", [m.value for m in Memory])
+@pytest.mark.parametrize("arch", mach_tests.ARCHES)
+def test_mach_backend_policies(arch: str, memory: str, tmp_path: Path) -> None:
+    source, _ = mach_tests.world(arch)
+    k = mach_tests.kernel(arch, "pid")
+    core = tmp_path / "mach.core"
+    with MachTarget(k.pid, lib=k, arch=arch) as target:
+        write_captured(target, core, "macho", CaptureOptions(memory=memory))
+    mach_tests.assert_books_balance(k)
+    assert k.reads_while_running == 0, "streamed regions are read while the task is stopped"
+    snap = parse_core(core)
+    assert snap.memory_selection is not None and snap.memory_selection.policy == memory
+    for region in source.regions:
+        writable = bool(region.protection & 2)
+        if memory == "full" or (memory == "dirty" and writable):
+            assert snap.memory.read(region.address, region.size) == region.data.read(0, region.size)
+    stacks_only = mach_tests.run_capture(mach_tests.kernel(arch, "pid"), arch, "pid")
+    assert sum(r.size for r in snap.regions) >= sum(r.size for r in stacks_only.regions)
+
+
+@pytest.mark.parametrize("arch", mach_tests.ARCHES)
+def test_mach_backend_budget(arch: str, tmp_path: Path) -> None:
+    k = mach_tests.kernel(arch, "crash")
+    core = tmp_path / "mach.core"
+    crash = mach_tests.crash_context(arch)
+    unbounded = tmp_path / "all.core"
+    with MachTarget(lib=mach_tests.kernel(arch, "crash"), arch=arch) as target:
+        write_captured(target, unbounded, "macho", CaptureOptions(memory="full"), crash)
+    budget = os.path.getsize(unbounded) // 2
+    options = CaptureOptions(memory="full", max_size=budget)
+    with MachTarget(lib=k, arch=arch) as target:
+        size = write_captured(target, core, "macho", options, crash)
+    mach_tests.assert_books_balance(k)
+    assert size <= budget
+    snap = parse_core(core)
+    sel = snap.memory_selection
+    assert sel is not None and sel.omitted_bytes > 0 and sel.max_size == budget
+    crashed = snap.threads[0]
+    assert crashed.crashed and snap.memory.region_at(crashed.gpr[mach_tests.stacks.SP_REG[arch]])
+
+
+# ---------------------------------------------------------------- real Linux processes
+
+SOURCE = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct request { long id; char name[32]; struct request *next; };
+static pthread_barrier_t ready;
+
+__attribute__((noinline)) void idle_inner(int n) {
+  (void)n; pthread_barrier_wait(&ready); for (;;) pause();
+}
+void *idle_thread(void *arg) { idle_inner((int)(long)arg); return NULL; }
+
+__attribute__((noinline)) void handle(struct request *req, int crash) {
+  struct request *volatile local = req;
+  if (crash) { volatile long *p = (long *)0x10; *p = local->id; }
+  printf("ready %p\n", (void *)local); fflush(stdout);
+  for (;;) pause();
+}
+
+int main(int argc, char **argv) {
+  long mib = argc > 2 ? atol(argv[2]) : 0;
+  pthread_t t[3];
+  pthread_barrier_init(&ready, NULL, 4);
+  for (long i = 0; i < 3; i++) pthread_create(&t[i], NULL, idle_thread, (void *)i);
+  pthread_barrier_wait(&ready);
+  if (mib) {
+    char *big = malloc(mib << 20);
+    for (long i = 0; i < (mib << 20); i += 4096) big[i] = (char)(i >> 12) | 1;
+  }
+  struct request *req = malloc(sizeof *req);
+  req->id = 0x5eed1234; strcpy(req->name, "policy-request");
+  req->next = malloc(sizeof *req); req->next->id = 0x5eed5678;
+  strcpy(req->next->name, "second"); req->next->next = 0;
+  handle(req, argv[1][0] == 'c');
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def program(tmp_path_factory: pytest.TempPathFactory) -> str:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed: apt-get install -y gcc"
+    d = tmp_path_factory.mktemp("policy-prog")
+    (d / "prog.c").write_text(SOURCE)
+    exe = str(d / "prog")
+    subprocess.run(
+        [cc, "-g", "-O0", "-fno-omit-frame-pointer", "-pthread", str(d / "prog.c"), "-o", exe],
+        check=True,
+    )
+    return exe
+
+
+def macminidump(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "macminidump", *args], capture_output=True, text=True, timeout=300
+    )
+    if check and result.returncode not in (0, 128 + signal.SIGSEGV):
+        raise AssertionError(f"{args}: {result.returncode}: {result.stderr}")
+    return result
+
+
+def gdb(exe: str, core: str, *commands: str) -> str:
+    assert shutil.which("gdb"), "gdb is needed: apt-get install -y gdb"
+    argv = ["gdb", "-nx", "-batch", *(x for c in commands for x in ("-ex", c)), exe, core]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def live(program: str) -> Iterator[tuple[int, int]]:
+    """A running program paused in handle(): (pid, the address of its request)."""
+    proc = subprocess.Popen([program, "wait", "16"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("ready "), line
+        yield proc.pid, int(line.split()[1], 16)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_referenced_lets_gdb_print_a_heap_structure(program: str, tmp_path: Path) -> None:
+    for memory in ("stacks", "referenced"):
+        core = str(tmp_path / f"{memory}.core")
+        result = macminidump("run", "-o", core, "--memory", memory, "--", program, "crash")
+        assert result.returncode == 128 + signal.SIGSEGV, result.stderr
+        out = gdb(program, core, "print *local", "print local->next->name")
+        if memory == "stacks":
+            assert "Cannot access memory at address" in out, out
+        else:
+            assert 'name = "policy-request"' in out and "id = 1592594996" in out, out
+            assert '"second"' in out, out  # one more level, for the crashed thread
+
+
+@pytest.mark.parametrize("budget", ["64K", "256K", "1M", "8M"])
+def test_every_max_size_is_respected_and_the_crash_keeps_its_frames(
+    program: str, tmp_path: Path, budget: str
+) -> None:
+    core = str(tmp_path / "budget.core")
+    macminidump(
+        "run", "-o", core, "--memory", "full", "--max-size", budget, "--", program, "crash", "4"
+    )
+    assert os.path.getsize(core) <= parse_size(budget)
+    bt = gdb(program, core, "bt")
+    assert "handle (" in bt and "main (" in bt, bt
+    report = json.loads(macminidump("inspect", "--json", core).stdout)
+    selection = report["memory_selection"]
+    assert selection["policy"] == "full" and selection["max_size"] == parse_size(budget)
+    assert selection["omitted_bytes"] > 0 and selection["omitted"]
+    text = macminidump("inspect", core).stdout
+    assert "memory policy: full, max size" in text and "cut " in text
+
+
+def unreadable_mappings(pid: int) -> list[tuple[int, int]]:
+    """Mappings the process itself cannot read (guard pages, [vsyscall]): gcore saves
+    them (it reads through /proc/PID/mem, which ignores protections), a capture does not."""
+    out = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            if perms[0] != "r":
+                start, _, end = span.partition("-")
+                out.append((int(start, 16), int(end, 16)))
+    return out
+
+
+def test_full_matches_gcore_at_every_saved_address(live: tuple[int, int], tmp_path: Path) -> None:
+    assert shutil.which("gcore"), "gcore is needed: apt-get install -y gdb"
+    pid, _ = live
+    ours, theirs = str(tmp_path / "ours.core"), str(tmp_path / "gcore")
+    macminidump("dump", str(pid), "-o", ours, "--memory", "full")
+    subprocess.run(["gcore", "-o", theirs, str(pid)], capture_output=True, check=True, timeout=300)
+    mine, gcore = parse_core(ours), parse_core(f"{theirs}.{pid}")
+    unreadable = unreadable_mappings(pid)
+    compared = 0
+    for region in gcore.regions:
+        if any(a <= region.address and region.end <= b for a, b in unreadable):
+            assert mine.memory.region_at(region.address) is None
+            continue
+        for offset in range(0, region.size, 1 << 20):
+            length = min(1 << 20, region.size - offset)
+            expected = region.data.read(offset, length)
+            got = mine.memory.read(region.address + offset, length)
+            assert got == expected, hex(region.address + offset)
+            compared += length
+    assert compared >= 16 << 20
+    size_ours, size_gcore = os.path.getsize(ours), os.path.getsize(f"{theirs}.{pid}")
+    assert abs(size_ours - size_gcore) <= 0.05 * size_gcore, (size_ours, size_gcore)
+
+
+def test_dirty_saves_the_heap_and_not_the_code(live: tuple[int, int], tmp_path: Path) -> None:
+    pid, request = live
+    core = str(tmp_path / "dirty.core")
+    macminidump("dump", str(pid), "-o", core, "--memory", "dirty")
+    snap = parse_core(core)
+    assert snap.memory.read(request + 8, 14) == b"policy-request"
+    with open(f"/proc/{pid}/maps") as f:
+        text = [line.split()[0] for line in f if " r-xp " in line and "libc" in line]
+    start = int(text[0].partition("-")[0], 16)
+    assert snap.memory.region_at(start) is None, "library code was not written"
+
+
+def test_include_saves_the_callers_range(live: tuple[int, int], tmp_path: Path) -> None:
+    pid, request = live
+    core = str(tmp_path / "include.core")
+    macminidump("dump", str(pid), "-o", core, "--include", f"{request:#x}:48")
+    assert parse_core(core).memory.read(request + 8, 14) == b"policy-request"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-size", "lots"], "'lots' is not a size"),
+        (["--max-size", "1K"], "too small: the crashed thread's registers"),
+        (["--include", "0x10:4K"], "--include 0x10:0x1000: 0x10 is not in readable memory"),
+        (["--include", "0x10"], "is not ADDR:SIZE"),
+        (["--memory", "most"], "memory policy 'most' is not one of stacks, referenced"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    live: tuple[int, int], tmp_path: Path, args: list[str], message: str
+) -> None:
+    pid, _ = live
+    core = tmp_path / "bad.core"
+    result = macminidump("dump", str(pid), "-o", str(core), *args, check=False)
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not core.exists() and not list(tmp_path.iterdir())
+    os.kill(pid, 0)  # still alive, and resumed:
+    with open(f"/proc/{pid}/status") as f:
+        assert "TracerPid:\t0" in f.read()
+
+
+def test_a_self_dump_takes_the_options(tmp_path: Path) -> None:
+    core = tmp_path / "self.core"
+    script = f"""
+import ctypes, macminidump
+secret = ctypes.create_string_buffer(b"only-if-included", 64)
+address = ctypes.addressof(secret)
+macminidump.write_core({str(core)!r}, memory="referenced", max_size="4M", include=[(address, 64)])
+print(address)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    snap = parse_core(core)
+    address = int(result.stdout)
+    assert snap.memory.read(address, 16) == b"only-if-included"
+    assert os.path.getsize(core) <= 4 << 20
+    assert snap.memory_selection is not None and snap.memory_selection.policy == "referenced"
