@@ -58,7 +58,8 @@ def capture_process(
     """A Snapshot of a live process: ``target`` a pid, or None for the calling process.
 
     ``memory``, ``max_size`` and ``include`` are ``write_core``'s. The memory is read
-    into RAM (``write_core`` streams it to the file instead). On macOS ``task`` may instead be a task port the caller holds (the original's
+    into RAM (``write_core`` streams it to the file instead). On macOS ``task`` may
+    instead be a task port the caller holds (the original's
     ``MiniDumpWriteDump(taskPort, …)``). The process is stopped only while it is read.
     The calling process is captured by a helper process (see ``write_core``).
     """

@@ -220,16 +220,18 @@ def test_mach_backend_policies(arch: str, memory: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arch", mach_tests.ARCHES)
 def test_mach_backend_budget(arch: str, tmp_path: Path) -> None:
+    """A crash through a task port handed over (macOS's self dump, from its helper)."""
     k = mach_tests.kernel(arch, "crash")
     core = tmp_path / "mach.core"
     crash = mach_tests.crash_context(arch)
     unbounded = tmp_path / "all.core"
-    with MachTarget(lib=mach_tests.kernel(arch, "crash"), arch=arch) as target:
+    whole = mach_tests.kernel(arch, "crash")
+    with MachTarget(task=whole.grant_task_port(), lib=whole, arch=arch) as target:
         write_captured(target, unbounded, "macho", CaptureOptions(memory="full"), crash)
     budget = os.path.getsize(unbounded) // 2
     options = CaptureOptions(memory="full", max_size=budget)
-    with MachTarget(lib=k, arch=arch) as target:
-        size = write_captured(target, core, "macho", options, crash)
+    with MachTarget(task=k.grant_task_port(), lib=k, arch=arch) as target:
+        size = write_captured(target, core, "macho", options, crash).size
     mach_tests.assert_books_balance(k)
     assert size <= budget
     snap = parse_core(core)
