@@ -39,6 +39,8 @@ import pytest
 from macminidump.arch import Arch
 from macminidump.capture.mach import abi as mach_abi
 from macminidump.capture.mach.libsystem import PROTOTYPES
+from macminidump.macho import constants as macho_constants
+from macminidump.macho import schema as macho_schema
 from macminidump.macho.constants import MH_MAGIC_64, LoadCommand
 
 ARCHES = (Arch.ARM64, Arch.X86_64)
@@ -54,6 +56,7 @@ HEADERS = (
     "mach/vm_statistics.h",
     "mach/machine.h",
     "mach-o/loader.h",
+    "mach-o/fat.h",
     "mach-o/dyld_images.h",
     "sys/ucontext.h",
     "sys/sysctl.h",
@@ -143,6 +146,61 @@ class ProbeItem:
     expected: int
 
 
+#: the loader.h structures macho/schema.py declares (the Mach-O headers of cores and of
+#: binaries: ``macho_headers`` reads binaries with them); C field names are the same
+MACHO_STRUCTS = (
+    "mach_header_64",
+    "load_command",
+    "segment_command_64",
+    "section_64",
+    "uuid_command",
+    "note_command",
+)
+
+
+def macho_constants_by_c_name() -> dict[str, int]:
+    """macho/constants.py's loader.h/machine.h numbers under their SDK names (flavor
+    numbers are checked through mach_flavors, see tests/test_mach_flavors.py)."""
+    out = {
+        name: getattr(macho_constants, name)
+        for name in ("MH_MAGIC_64", "MH_MAGIC", "MH_CIGAM_64", "FAT_MAGIC")
+    }
+    out |= {member.name: int(member) for member in macho_constants.LoadCommand}
+    out |= {f"MH_{member.name}": int(member) for member in macho_constants.FileType}
+    out |= {f"CPU_TYPE_{member.name}": int(member) for member in macho_constants.CpuType}
+    del out["CPU_TYPE_RISCV"]  # newer than the SDK Zig ships (mach/machine.h has no RISC-V)
+    out |= {f"CPU_SUBTYPE_{member.name}": int(member) for member in macho_constants.CpuSubtype}
+    return out
+
+
+def macho_items() -> list[ProbeItem]:
+    """Probe rows for macho/schema.py's loader.h declarations and macho/constants.py."""
+    items = [
+        ProbeItem("macho", f"const:macho.{name}", f"({name})", value & U64)
+        for name, value in sorted(macho_constants_by_c_name().items())
+    ]
+    for name in MACHO_STRUCTS:
+        decl, ctype = getattr(macho_schema, name), f"struct {name}"
+        items.append(ProbeItem("macho", f"size:macho.{name}", f"sizeof({ctype})", decl.sizeof()))
+        offset = 0
+        for field in decl.subcons:
+            if field.name:
+                row = f"macho.{name}.{field.name}"
+                items.append(
+                    ProbeItem("macho", f"offset:{row}", f"offsetof({ctype}, {field.name})", offset)
+                )
+                items.append(
+                    ProbeItem(
+                        "macho",
+                        f"fsize:{row}",
+                        f"sizeof((({ctype} *)0)->{field.name})",
+                        field.sizeof(),
+                    )
+                )
+            offset += field.sizeof()
+    return items
+
+
 @functools.cache
 def probe_items(arch: Arch) -> tuple[ProbeItem, ...]:
     layouts = mach_abi.layouts_for(arch)
@@ -181,6 +239,7 @@ def probe_items(arch: Arch) -> tuple[ProbeItem, ...]:
                     field.size,
                 )
             )
+    items += macho_items()
     for fn, prototype in sorted(PROTOTYPES.items()):
         if fn in NOT_IN_ZIG_SDK:
             continue
@@ -428,6 +487,16 @@ def test_structure_layout_matches_sdk(
     probed = {i.name.split(".", 1)[1].rsplit(":", 1)[0] for i in items if "." in i.name}
     declared = {f[0] for f in cls._fields_} - set(cls._padding_)
     assert probed == declared
+    _check(sdk(arch), items)
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=str)
+def test_macho_schema_and_constants_match_sdk(sdk: Callable[[Arch], Probe], arch: Arch) -> None:
+    """The core format's loader.h layouts and numbers, which the ctypes layer no longer
+    mirrors, are checked against the SDK too."""
+    items = [i for i in probe_items(arch) if i.group == "macho"]
+    assert {f"size:macho.{name}" for name in MACHO_STRUCTS} <= {i.name for i in items}
+    assert len([i for i in items if i.name.startswith("offset:macho.segment_command_64.")]) == 11
     _check(sdk(arch), items)
 
 
