@@ -10,7 +10,9 @@ registered ports, inherited at spawn), waits for "go" on stdin, followed on macO
 crash context as JSON (``null`` for none), captures the caller with every thread
 stopped, writes the core and exits. The caller's calling thread is recorded blocked
 inside ``write_core``. Warnings (threads that exited during the capture) go to stderr,
-one per line after ``WARNING``.
+one per line after ``WARNING``. When PATH is ``-`` (``capture_process()``), the helper
+writes no core but the Snapshot itself, pickled, to stdout (its warnings inside): the
+caller gets exactly what ``capture_process(pid)`` gives for another process.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import sys
 
 from .arch import RegKind
 from .capture.base import CaptureOptions, CrashContext
-from .model import SignalInfo
+from .model import SignalInfo, Snapshot
 
 WARNING = "macminidump: warning: "
+#: the PATH that asks for the Snapshot on stdout instead of a core file
+TO_STDOUT = "-"
 
 
 def crash_to_json(crash: CrashContext | None) -> str:
@@ -88,9 +92,11 @@ def _request() -> bytes:
 
 def _capture_linux(pid: int, path: str, options: CaptureOptions) -> tuple[str, ...]:
     from .capture.linux import LinuxTarget
-    from .streaming import write_captured
+    from .streaming import capture_snapshot, write_captured
 
     _request()
+    if path == TO_STDOUT:
+        return _send(capture_snapshot(LinuxTarget(pid), "elf", options))
     return write_captured(LinuxTarget(pid), path, "elf", options).warnings
 
 
@@ -98,16 +104,26 @@ def _capture_darwin(pid: int, path: str, options: CaptureOptions) -> tuple[str, 
     from .capture.mach import MachTarget
     from .capture.mach.handover import receive_task_port
     from .capture.mach.libsystem import load_libsystem
-    from .streaming import write_captured
+    from .streaming import capture_snapshot, write_captured
 
     lib = load_libsystem()
     port = receive_task_port(lib, pid)
     try:
         crash = crash_from_json(_request().decode())
         with MachTarget(task=port, lib=lib) as target:
+            if path == TO_STDOUT:
+                return _send(capture_snapshot(target, "macho", options, crash))
             return write_captured(target, path, "macho", options, crash).warnings
     finally:
         lib.mach_port_deallocate(lib.mach_task_self(), port)
+
+
+def _send(snapshot: Snapshot) -> tuple[str, ...]:
+    import pickle
+
+    sys.stdout.buffer.write(pickle.dumps(snapshot, pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+    return ()  # the warnings travel inside the Snapshot
 
 
 if __name__ == "__main__":

@@ -15,10 +15,7 @@ import ctypes
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable
-
-import attrs
 
 from . import _selfdump
 from .capture.base import CaptureOptions, CrashContext
@@ -65,20 +62,7 @@ def capture_process(
     """
     options = _options(options, memory, max_size, include)
     if _is_self(target, task):
-        with tempfile.TemporaryDirectory(prefix="macminidump-") as d:
-            path = os.path.join(d, "self.core")
-            warnings = _self_dump(path, options, crash)
-            with open(path, "rb") as f:
-                data = f.read()
-            if sys.platform == "darwin":
-                from .macho.parse import parse_macho_bytes
-
-                snapshot = parse_macho_bytes(data)
-            else:
-                from .elf.parse import parse_elf_bytes
-
-                snapshot = parse_elf_bytes(data)
-            return attrs.evolve(snapshot, warnings=warnings)
+        return _self_snapshot(options, crash)
     if sys.platform == "darwin":
         from .capture.mach import MachTarget
 
@@ -169,8 +153,27 @@ def _require_linux() -> None:
 
 
 def _self_dump(path: str, options: CaptureOptions, crash: CrashContext | None) -> tuple[str, ...]:
-    """Have a helper process capture this one while the calling thread waits in here;
-    the warnings the helper reported. The options go to it as command-line options."""
+    """Have a helper process capture this one into ``path`` while the calling thread waits
+    in here; the warnings the helper reported."""
+    return _self_capture(path, options, crash)[1]
+
+
+def _self_snapshot(options: CaptureOptions, crash: CrashContext | None) -> Snapshot:
+    """The Snapshot a helper process takes of this one: the same capture as for a pid
+    (thread names, images and all), handed back pickled on its stdout."""
+    import pickle
+
+    out, _ = _self_capture(_selfdump.TO_STDOUT, options, crash)
+    snapshot = pickle.loads(out)  # from our own child, running this package: trusted
+    assert isinstance(snapshot, Snapshot)
+    return snapshot
+
+
+def _self_capture(
+    path: str, options: CaptureOptions, crash: CrashContext | None
+) -> tuple[bytes, tuple[str, ...]]:
+    """Run the helper on this process: what it wrote on stdout, and its warnings. The
+    options go to it as command-line options."""
     command = [
         sys.executable,
         "-m",
@@ -182,7 +185,11 @@ def _self_dump(path: str, options: CaptureOptions, crash: CrashContext | None) -
 
     def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE if path == _selfdump.TO_STDOUT else None,
+            stderr=subprocess.PIPE,
+            close_fds=True,
         )
 
     if sys.platform == "darwin":
@@ -210,13 +217,17 @@ def _self_dump(path: str, options: CaptureOptions, crash: CrashContext | None) -
         libc.prctl(PR_SET_PTRACER, 0, 0, 0, 0)
 
 
-def _wait_for(helper: subprocess.Popen[bytes], request: bytes) -> tuple[str, ...]:
+def _wait_for(helper: subprocess.Popen[bytes], request: bytes) -> tuple[bytes, tuple[str, ...]]:
     try:
         assert helper.stdin is not None and helper.stderr is not None
-        helper.stdin.write(request)
-        helper.stdin.close()
         # the calling thread is captured while it blocks here, the GIL released
-        output = helper.stderr.read().decode("utf-8", "replace").strip()
+        if helper.stdout is not None:  # a Snapshot comes back: read both pipes at once
+            out, err = helper.communicate(request)
+        else:
+            helper.stdin.write(request)
+            helper.stdin.close()
+            out, err = b"", helper.stderr.read()
+        output = err.decode("utf-8", "replace").strip()
         code = helper.wait()
     except BaseException:
         helper.kill()
@@ -226,6 +237,6 @@ def _wait_for(helper: subprocess.Popen[bytes], request: bytes) -> tuple[str, ...
     if code != 0:
         last = lines[-1] if lines else f"the capture helper failed ({code})"
         raise CaptureError(last.removeprefix("macminidump: error: "))
-    return tuple(
+    return out, tuple(
         line.removeprefix(_selfdump.WARNING) for line in lines if line.startswith(_selfdump.WARNING)
     )

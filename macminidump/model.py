@@ -232,6 +232,10 @@ class RegisterSet:
         converter=_to_registers, hash=False, eq=attrs.cmp_using(eq=lambda a, b: dict(a) == dict(b))
     )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a mappingproxy cannot be pickled: rebuild from a plain dict
+        return (RegisterSet, (self.kind, dict(self.values)))
+
 
 @attrs.frozen
 class RawItem:

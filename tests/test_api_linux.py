@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,10 +13,12 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import debuggers
 import pytest
 
+from macminidump import Snapshot, capture_process
 from macminidump.parse import parse_core
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,3 +215,92 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     finally:
         traced.send_signal(signal.SIGKILL)
         traced.wait()
+
+
+# Run twice: "self" captures itself with capture_process(); "wait" holds the same threads
+# and modules while the test captures it by pid. Both print what they are made of.
+CAPTURE_PROCESS = textwrap.dedent(
+    """
+    import ctypes, json, pickle, select, subprocess, sys, threading
+    import macminidump, macminidump.api
+
+    ready, stop = threading.Event(), threading.Event()
+
+    def worker():
+        ctypes.CDLL(None).prctl(15, b"worker-a", 0, 0, 0)  # PR_SET_NAME
+        ready.set()
+        stop.wait()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    ready.wait()
+    if sys.argv[1] == "self":
+        snapshot = macminidump.capture_process()
+        print(json.dumps({
+            "threads": [t.name for t in snapshot.threads],
+            "images": [i.path for i in snapshot.images],
+            "main": snapshot.main_image.path if snapshot.main_image else None,
+            "process": snapshot.process.pid if snapshot.process else None,
+            "auxv": len(snapshot.auxv),
+            "file_mappings": len(snapshot.file_mappings),
+        }))
+        # the options reach the helper: an included buffer is in the Snapshot
+        secret = ctypes.create_string_buffer(b"only-if-included", 64)
+        address = ctypes.addressof(secret)
+        snapshot = macminidump.capture_process(include=[(address, 64)])
+        assert snapshot.memory.read(address, 16) == b"only-if-included"
+    else:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    stop.set()
+    thread.join()
+    """
+)
+
+
+def _made_of(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "threads": [t.name for t in snapshot.threads],
+        "images": [i.path for i in snapshot.images],
+        "main": snapshot.main_image.path if snapshot.main_image else None,
+        "process": snapshot.process.pid if snapshot.process else None,
+        "auxv": len(snapshot.auxv),
+        "file_mappings": len(snapshot.file_mappings),
+    }
+
+
+def test_capture_process_of_self_equals_that_of_a_pid(tmp_path: Path) -> None:
+    script = tmp_path / "capture_process.py"
+    script.write_text(CAPTURE_PROCESS)
+    out = subprocess.run(
+        [sys.executable, str(script), "self"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    own = json.loads(out.stdout)
+
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == "ready\n"
+        by_pid = _made_of(capture_process(proc.pid))
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert by_pid["process"] == proc.pid and own["process"] not in (None, proc.pid)
+
+    # every thread with its name, the same in both (the same executable: the same comm)
+    assert own["threads"] == by_pid["threads"], (own, by_pid)
+    assert own["threads"][0] and own["threads"][1:] == ["worker-a"], own
+    # the same images: the helper-process capture loads nothing the other one lacks
+    # (a self capture may have a few more: the modules the capture itself imports)
+    assert own["main"] == by_pid["main"] == os.path.realpath(sys.executable)
+    assert by_pid["images"] and set(by_pid["images"]) <= set(own["images"])
+    assert any("libc.so" in p for p in own["images"]), own["images"]
+    for key in ("auxv", "file_mappings"):
+        assert own[key] and by_pid[key], (key, own, by_pid)

@@ -113,3 +113,18 @@ def test_register_sets_have_a_canonical_order() -> None:
     b = Thread(id=1, regsets={"gpr": {"pc": 2}, "exc": {"far": 1}})
     assert a == b and hash(a) == hash(b)
     assert [r.kind.value for r in a.regsets] == ["gpr", "exc"]
+
+
+def test_a_snapshot_pickles() -> None:
+    """capture_process() of the calling process hands the helper's Snapshot back pickled."""
+    import pickle
+
+    s = Snapshot(
+        arch="arm64",
+        threads=[Thread(id=7, name="main", regsets={"gpr": {"pc": 0x1000, "sp": 0x2000}})],
+        regions=[Region(address=0x2000, data=b"stack")],
+        images=[Image(path="/bin/x", load_address=0x1000, main=True)],
+    )
+    again = pickle.loads(pickle.dumps(s, pickle.HIGHEST_PROTOCOL))
+    assert again == s and again.threads[0].gpr["pc"] == 0x1000
+    assert again.memory.read(0x2000, 5) == b"stack"
