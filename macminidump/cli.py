@@ -147,6 +147,40 @@ def _parser() -> argparse.ArgumentParser:
     add_policy_arguments(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     run.set_defaults(run=_run)
+
+    handler = sub.add_parser(
+        "core-handler",
+        help="write a core of every crash on the machine (Linux core_pattern)",
+        description=_wrap(
+            "The command the kernel pipes every crash to, through "
+            "/proc/sys/kernel/core_pattern. --install DIR (as root) writes a launcher into "
+            "DIR, points core_pattern at it with the memory policy given, and prints the "
+            "previous pattern; --uninstall restores that pattern. For each crash the kernel "
+            "then runs the handler, which reads the dying process through /proc while the "
+            "kernel waits on the pipe, writes DIR/PROGRAM.PID.TIME.core (crashing thread "
+            "first, with its signal and fault address), drains the pipe, and removes the "
+            "oldest cores beyond --max-count or --max-use. A failure is one line in "
+            "DIR/handler.log."
+        ),
+        epilog="example:\n"
+        "  macminidump core-handler --install /var/crash/mini --memory referenced --max-size 8M\n"
+        "  macminidump core-handler --uninstall\n\n"
+        "exit status: 0 done, 2 bad input (not root, a directory that cannot be written), "
+        "1 failure.",
+    )
+    what = handler.add_mutually_exclusive_group(required=True)
+    what.add_argument("--install", metavar="DIR", help="set core_pattern to write cores in DIR")
+    what.add_argument("--uninstall", action="store_true", help="restore the previous pattern")
+    what.add_argument("--dir", help=argparse.SUPPRESS)  # how the kernel runs it
+    handler.add_argument(
+        "--max-count", type=int, default=50, help="keep at most N cores in DIR (default 50)"
+    )
+    handler.add_argument(
+        "--max-use", default="1G", metavar="SIZE", help="keep DIR within SIZE (default 1G)"
+    )
+    handler.add_argument("crash", nargs="*", help=argparse.SUPPRESS)  # %P %I %s %t
+    add_policy_arguments(handler)
+    handler.set_defaults(run=_core_handler)
     return parser
 
 
@@ -308,6 +342,27 @@ def _run(args: argparse.Namespace) -> int:
     if not argv:
         raise TargetError("no program given: macminidump run -o CORE -- PROGRAM [ARGS...]")
     return run_supervised(argv, args.output, capture_options(args))
+
+
+def _core_handler(args: argparse.Namespace) -> int:
+    from . import core_handler
+    from .capture.policy import parse_size
+
+    options = capture_options(args)  # bad options fail here, before anything is changed
+    max_use = parse_size(args.max_use)
+    if args.max_count < 1:
+        raise TargetError(f"--max-count {args.max_count}: keep at least one core")
+    if args.uninstall:
+        removed, restored = core_handler.uninstall()
+        print(f"core_pattern restored to {restored!r} (was {removed!r})")
+        return 0
+    if args.install:
+        previous = core_handler.install(args.install, options.to_argv(), args.max_count, max_use)
+        print(f"previous core_pattern: {previous}")
+        return 0
+    return core_handler.run_handler(
+        args.dir, args.crash, options, args.max_count, max_use, sys.stdin.buffer
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
