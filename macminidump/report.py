@@ -50,8 +50,9 @@ def inspect_core(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _inspect_elf(path: str | os.PathLike[str]) -> dict[str, Any]:
-    from .elf.constants import CoreNoteType, SegmentType
+    from .elf.constants import CoreNoteType
     from .elf.parse import ElfCore
+    from .linux_abi import SegmentType
 
     core = ElfCore.open(path)
     snapshot = core.snapshot()

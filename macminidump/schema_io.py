@@ -9,12 +9,31 @@ A value a schema cannot hold is a RenderError.
 
 from __future__ import annotations
 
+import enum
 import struct
 from typing import Any
 
 import construct
 
 from .errors import ParseError, RenderError
+
+
+class EnumOrInt(construct.Adapter):  # type: ignore[misc]
+    """An integer field that parses to an ``enum_type`` member when known, else to ``int``
+    (both compare equal to the number; building accepts either)."""
+
+    def __init__(self, subcon: construct.Construct, enum_type: type[enum.IntEnum]):
+        super().__init__(subcon)
+        self.enum_type = enum_type
+
+    def _decode(self, obj: int, context: Any, path: str) -> int:
+        try:
+            return self.enum_type(obj)
+        except ValueError:
+            return obj
+
+    def _encode(self, obj: int, context: Any, path: str) -> int:
+        return obj
 
 
 def parse_at(schema: Any, buffer: Any, offset: int, what: str, limit: int | None = None) -> Any:

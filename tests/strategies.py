@@ -175,7 +175,8 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
 
 def _elf_imports():  # type: ignore[no-untyped-def]
     from macminidump.elf import schema as elf_schema
-    from macminidump.elf.constants import FAULT_SIGNALS, CoreNoteType
+    from macminidump.elf.constants import CoreNoteType
+    from macminidump.linux_abi import FAULT_SIGNALS
 
     return elf_schema, FAULT_SIGNALS, CoreNoteType
 

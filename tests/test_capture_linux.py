@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from macminidump import linux_abi
 from macminidump.arch import RegKind, arch_info
 from macminidump.capture.base import capture
 from macminidump.capture.linux import LinuxTarget, capture_pid, registers
-from macminidump.elf import schema
 from macminidump.errors import CaptureError, ModelError
 from macminidump.model import Snapshot
 
@@ -309,23 +309,25 @@ def frame_chain(snap: Snapshot, rbp: int) -> list[int]:
     return out
 
 
-# -- decoding, checked against the construct schemas -----------------------------------------
+# -- decoding: the struct fast paths, checked against the construct declarations -------------
 
 
 def test_register_decoding() -> None:
-    data = os.urandom(512)
-    ours = registers.fpr(data)
-    theirs = schema.user_fpregs_struct.parse(data)
+    data = os.urandom(linux_abi.FXSAVE_SIZE)
+    ours = linux_abi.fxsave_registers(data)
+    theirs = linux_abi.user_fpregs_struct.parse(data)
+    assert set(ours) == set(linux_abi.X86_64_FPREGS)
     assert set(ours) <= set(arch_info("x86_64").registers[RegKind.FPR])
     for name, value in ours.items():
         ref = theirs[name]
         ref = int.from_bytes(ref, "little") if isinstance(ref, bytes) else ref
         assert value == (ref & 0xFF if name == "ftw" else ref), name
-    regs = os.urandom(registers.USER_REGS_SIZE)
-    parsed = schema.user_regs_struct_x86_64.parse(regs)
+    regs = os.urandom(27 * 8)
+    parsed = linux_abi.user_regs_struct_x86_64.parse(regs)
     values = struct.unpack("<27Q", regs)
-    assert {n: parsed[n] for n in registers.USER_REGS} == dict(zip(registers.USER_REGS, values))
-    assert set(registers.USER_REGS) == set(arch_info("x86_64").registers[RegKind.GPR])
+    names = linux_abi.X86_64_USER_REGS
+    assert registers.gpr(regs) == {n: parsed[n] for n in names} == dict(zip(names, values))
+    assert set(names) == set(arch_info("x86_64").registers[RegKind.GPR])
 
 
 def test_xstate_trimmed_as_gcore_does() -> None:

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from debuggers import probe_core
 
-from macminidump.elf.constants import AuxvType
 from macminidump.elf.parse import parse_elf
 from macminidump.elf.render import render_elf
+from macminidump.linux_abi import AuxvType
 from macminidump.model import Region, Snapshot, content_of
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "threads.c"

@@ -22,14 +22,12 @@ from hypothesis import strategies as st
 from macminidump import arch
 from macminidump.elf import schema
 from macminidump.elf.constants import (
-    FAULT_SIGNALS,
-    AuxvType,
     CoreNoteType,
     ElfMachine,
     ElfType,
     NoteOwner,
-    SegmentType,
 )
+from macminidump.linux_abi import FAULT_SIGNALS, AuxvType, SegmentType
 
 # -- strategies -------------------------------------------------------------------------------
 

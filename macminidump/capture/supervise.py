@@ -40,7 +40,6 @@ Use it from one thread (ptrace requests come from the thread that seized the pro
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import resource
 import signal
@@ -51,8 +50,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 
-from ..elf.notes import has_fault_address
 from ..errors import CaptureError, MacMiniDumpError, TargetError
+from ..linux_abi import siginfo
 from ..model import SignalInfo
 from ..streaming import write_captured
 from .base import CaptureOptions, CrashContext
@@ -116,17 +115,6 @@ class CrashReport:
     seconds: float
     #: why no core was written; None when it was
     error: str | None = None
-
-
-class _Siginfo(ctypes.Structure):
-    _fields_ = [
-        ("si_signo", ctypes.c_int),
-        ("si_errno", ctypes.c_int),
-        ("si_code", ctypes.c_int),
-        ("_pad", ctypes.c_int),
-        ("si_addr", ctypes.c_uint64),
-        ("_rest", ctypes.c_uint8 * 104),
-    ]
 
 
 def run_supervised(
@@ -512,11 +500,11 @@ class _SupervisedTarget(LinuxTarget):
 
 
 def _siginfo(tid: int, sig: int) -> SignalInfo:
-    raw = _Siginfo()
-    if ptrace.request(ptrace.PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(raw)):
+    raw = ptrace.siginfo(tid)
+    if raw is None:
         return SignalInfo(signo=sig)
-    address = raw.si_addr if has_fault_address(raw.si_signo, raw.si_code) else None
-    return SignalInfo(signo=raw.si_signo, code=raw.si_code, errno=raw.si_errno, address=address)
+    v = siginfo.parse(raw)
+    return SignalInfo(signo=v.si_signo, code=v.si_code, errno=v.si_errno, address=v.si_addr)
 
 
 def _thread_count() -> int:

@@ -21,6 +21,7 @@ import attrs
 from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import RenderError
+from ..linux_abi import SegmentFlags, SegmentType
 from ..model import Protection, RawItem, Snapshot, Thread
 from ..schema_io import fixed_format
 from ..writer import CoreCost, SegmentPlacement, align
@@ -28,6 +29,7 @@ from . import notes, schema
 from .constants import (
     ELFMAG,
     NT_MEMORY_SELECTION,
+    PN_XNUM,
     CoreNoteType,
     ElfClass,
     ElfData,
@@ -36,17 +38,10 @@ from .constants import (
     ElfType,
     ElfVersion,
     NoteOwner,
-    SegmentFlags,
-    SegmentType,
 )
+from .schema import EHDR_SIZE, P_TYPE_SIZE, PHDR_SIZE
 
-EHDR_SIZE = schema.elf64_ehdr.sizeof()
-PHDR_SIZE = schema.elf64_phdr.sizeof()
-#: raw program headers keep everything after p_type
-RAW_PHDR_SIZE = PHDR_SIZE - 4
 SEGMENT_ALIGN = 16
-#: e_phnum's escape value: more headers need the section-0 extension (not written)
-PN_XNUM = 0xFFFF
 
 _PHDR = fixed_format(schema.elf64_phdr)
 
@@ -159,12 +154,13 @@ def _note_bytes(entry: NoteEntry) -> bytes:
 
 
 def _raw_phdr(raw: RawItem) -> bytes:
-    if raw.format != "elf" or len(raw.data) != RAW_PHDR_SIZE or not 0 <= raw.kind <= 0xFFFFFFFF:
+    size = PHDR_SIZE - P_TYPE_SIZE
+    if raw.format != "elf" or len(raw.data) != size or not 0 <= raw.kind <= 0xFFFFFFFF:
         raise RenderError(
             f"raw program header {raw.kind:#x} is not an ELF program header "
-            f"({raw.format}, {len(raw.data)} bytes; {RAW_PHDR_SIZE} after p_type)"
+            f"({raw.format}, {len(raw.data)} bytes; {size} after p_type)"
         )
-    return raw.kind.to_bytes(4, "little") + raw.data  # p_type is the first u32 (schema)
+    return raw.kind.to_bytes(P_TYPE_SIZE, "little") + raw.data
 
 
 def layout_elf(snapshot: Snapshot) -> Layout:

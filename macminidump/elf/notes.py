@@ -16,10 +16,19 @@ import attrs
 import construct
 
 from ..errors import ParseError, RenderError
+from ..linux_abi import (
+    FXSAVE_SIZE,
+    SIGINFO_SIZE,
+    X86_64_FPREGS,
+    X86_64_USER_REGS,
+    AuxvType,
+    fxsave_registers,
+    has_fault_address,
+)
 from ..model import FileMapping, ProcessInfo, SignalInfo
 from ..schema_io import parse_at, plain
 from . import schema
-from .constants import FAULT_SIGNALS, AuxvType, CoreNoteType, NoteOwner
+from .constants import CoreNoteType, NoteOwner
 
 #: NT_FILE offsets are in pages of this size (the kernel's PAGE_SIZE on x86_64)
 FILE_PAGE_SIZE = 4096
@@ -29,8 +38,6 @@ PSARGS_MAX = 79
 
 PRSTATUS_SIZE = schema.elf_prstatus_x86_64.sizeof()
 PRPSINFO_SIZE = schema.elf_prpsinfo_x86_64.sizeof()
-SIGINFO_SIZE = 128
-FPREGSET_SIZE = schema.user_fpregs_struct.sizeof()
 
 _LINUX_TYPES = frozenset(
     {
@@ -113,7 +120,7 @@ def encode_prstatus(
         pr_stime=_ZERO_TIME,
         pr_cutime=_ZERO_TIME,
         pr_cstime=_ZERO_TIME,
-        pr_reg={name: gpr.get(name, 0) for name in schema.X86_64_USER_REGS},
+        pr_reg={name: gpr.get(name, 0) for name in X86_64_USER_REGS},
         pr_fpvalid=1 if fpvalid else 0,
         pad1=bytes(4),
     )
@@ -184,11 +191,6 @@ def decode_prpsinfo(buffer: Any, offset: int, size: int) -> ProcessInfo | None:
 
 
 # --------------------------------------------------------------------------- NT_SIGINFO
-
-
-def has_fault_address(signo: int, code: int) -> bool:
-    """Whether siginfo_t holds ``si_addr`` for this signal (kernel-raised faults)."""
-    return signo in FAULT_SIGNALS and code > 0
 
 
 def encode_siginfo(signal: SignalInfo) -> bytes:
@@ -288,7 +290,7 @@ def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
                 "(64-bit fxsave keeps only fpu_ip/fpu_dp)"
             )
     values: dict[str, Any] = {}
-    for name in schema.X86_64_FPREGS:
+    for name in X86_64_FPREGS:
         value = fpr.get(name, 0)
         if name.startswith(("stmm", "xmm")):
             values[name] = value.to_bytes(16, "little")
@@ -299,18 +301,8 @@ def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
 
 
 def decode_fpregset(buffer: Any, offset: int, size: int) -> dict[str, int] | None:
-    """The fxsave fields by arch.py name; None when the note is not 512 bytes (kept raw).
-
-    ``ftw`` keeps its low byte (the abridged tag word; the high byte is reserved), and
-    the 96 software-reserved bytes at the end are not kept.
-    """
-    if size != FPREGSET_SIZE:
+    """The fxsave fields by arch.py name (``linux_abi.fxsave_registers``); None when the
+    note is not 512 bytes (kept raw)."""
+    if size != FXSAVE_SIZE:
         return None
-    v = parse_at(schema.user_fpregs_struct, buffer, offset, "NT_FPREGSET", offset + size)
-    out: dict[str, int] = {}
-    for name in schema.X86_64_FPREGS:
-        value = v[name]
-        if isinstance(value, bytes):
-            value = int.from_bytes(value, "little")
-        out[name] = value & 0xFF if name == "ftw" else value
-    return out
+    return fxsave_registers(bytes(buffer[offset : offset + size]))

@@ -26,6 +26,7 @@ import attrs
 from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import MacMiniDumpError, ParseError
+from ..linux_abi import SegmentFlags, SegmentType
 from ..model import (
     PROTECTIONS,
     BufferSource,
@@ -47,16 +48,15 @@ from .constants import (
     ELFMAG,
     NOTE_ALIGN,
     NT_MEMORY_SELECTION,
+    PN_XNUM,
     CoreNoteType,
     ElfClass,
     ElfData,
     ElfMachine,
     ElfType,
     NoteOwner,
-    SegmentFlags,
-    SegmentType,
 )
-from .layout import EHDR_SIZE, PHDR_SIZE, PN_XNUM
+from .schema import EHDR_SIZE, P_TYPE_SIZE, PHDR_SIZE
 
 _PHDR = fixed_format(schema.elf64_phdr)
 _NHDR = fixed_format(schema.elf64_nhdr)
@@ -308,7 +308,11 @@ class ElfCore(CoreReader):
                 )
             )
         raw_commands = [
-            RawItem("elf", ph.p_type, bytes(self.buffer[ph.offset + 4 : ph.offset + PHDR_SIZE]))
+            RawItem(
+                "elf",
+                ph.p_type,
+                bytes(self.buffer[ph.offset + P_TYPE_SIZE : ph.offset + PHDR_SIZE]),
+            )
             for ph in self.program_headers
             if ph.p_type not in (_PT_LOAD, _PT_NOTE) or (ph.p_type == _PT_LOAD and not ph.p_filesz)
         ]

@@ -11,8 +11,13 @@ Conventions:
   discarded, built as zeros) and the bytes after the strings of ``pr_fname``/``pr_psargs``
   (NUL padding: trailing NULs are stripped on parse and restored on build).
 - Header fields with a known meaning (e_type, e_machine, p_type, auxv type, ...) parse to
-  the IntEnum of :mod:`.constants` when the value is known and to a plain ``int``
-  otherwise; both compare equal to the number, and building accepts either.
+  the IntEnum of :mod:`.constants` (or :mod:`macminidump.linux_abi`) when the value is
+  known and to a plain ``int`` otherwise; both compare equal to the number, and building
+  accepts either.
+- The structures a live process holds too (``user_regs_struct``, the fxsave area,
+  ``siginfo_t``, the auxiliary vector, ``Elf64_Phdr``) are declared once in
+  :mod:`macminidump.linux_abi`, which the Linux capture backend shares; they are imported
+  here, where the core's structures are made of them.
 - Parsing raises only ``construct.ConstructError`` subclasses: short input is a
   ``StreamError``, text that is not UTF-8 a ``StringError``. Variable lengths read from the
   input (note name/desc) are checked against the bytes left in the stream before reading.
@@ -24,7 +29,6 @@ Per-architecture structs are built by factories (``_prstatus``) from the archite
 
 from __future__ import annotations
 
-import enum
 import io
 from typing import Any
 
@@ -37,7 +41,6 @@ from construct import (
     Construct,
     FixedSized,
     GreedyBytes,
-    If,
     Int8sl,
     Int8ul,
     Int16ul,
@@ -48,7 +51,6 @@ from construct import (
     NullStripped,
     NullTerminated,
     Rebuild,
-    RepeatUntil,
     StreamError,
     StringError,
     Struct,
@@ -58,17 +60,25 @@ from construct import (
     this,
 )
 
-from macminidump.elf.constants import (
+from ..linux_abi import (
+    X86_64_FPREGS,
+    X86_64_USER_REGS,
+    auxv,
+    auxv_entry,
+    elf64_phdr,
+    siginfo,
+    user_fpregs_struct,
+    user_regs_struct_x86_64,
+)
+from ..schema_io import EnumOrInt
+from .constants import (
     ELFMAG,
-    FAULT_SIGNALS,
-    AuxvType,
     ElfClass,
     ElfData,
     ElfMachine,
     ElfOsAbi,
     ElfType,
     ElfVersion,
-    SegmentType,
 )
 
 __all__ = [
@@ -93,27 +103,13 @@ __all__ = [
     "nt_file_header",
     "nt_file",
     "user_fpregs_struct",
+    "EHDR_SIZE",
+    "PHDR_SIZE",
+    "P_TYPE_SIZE",
 ]
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-class _EnumOrInt(Adapter):  # type: ignore[misc]
-    """An integer field that parses to ``enum_type`` member when known, else to ``int``."""
-
-    def __init__(self, subcon: Construct, enum_type: type[enum.IntEnum]):
-        super().__init__(subcon)
-        self.enum_type = enum_type
-
-    def _decode(self, obj: int, context: Any, path: str) -> int:
-        try:
-            return self.enum_type(obj)
-        except ValueError:
-            return obj
-
-    def _encode(self, obj: int, context: Any, path: str) -> int:
-        return obj
 
 
 class _Utf8(Adapter):  # type: ignore[misc]
@@ -179,15 +175,15 @@ class _BoundedBytes(Bytes):  # type: ignore[misc]
 
 elf64_ehdr = Struct(
     "ei_mag" / Const(ELFMAG),
-    "ei_class" / _EnumOrInt(Int8ul, ElfClass),
-    "ei_data" / _EnumOrInt(Int8ul, ElfData),
-    "ei_version" / _EnumOrInt(Int8ul, ElfVersion),
-    "ei_osabi" / _EnumOrInt(Int8ul, ElfOsAbi),
+    "ei_class" / EnumOrInt(Int8ul, ElfClass),
+    "ei_data" / EnumOrInt(Int8ul, ElfData),
+    "ei_version" / EnumOrInt(Int8ul, ElfVersion),
+    "ei_osabi" / EnumOrInt(Int8ul, ElfOsAbi),
     "ei_abiversion" / Int8ul,
     "ei_pad" / Bytes(7),
-    "e_type" / _EnumOrInt(Int16ul, ElfType),
-    "e_machine" / _EnumOrInt(Int16ul, ElfMachine),
-    "e_version" / _EnumOrInt(Int32ul, ElfVersion),
+    "e_type" / EnumOrInt(Int16ul, ElfType),
+    "e_machine" / EnumOrInt(Int16ul, ElfMachine),
+    "e_version" / EnumOrInt(Int32ul, ElfVersion),
     "e_entry" / Int64ul,
     "e_phoff" / Int64ul,
     "e_shoff" / Int64ul,
@@ -198,17 +194,6 @@ elf64_ehdr = Struct(
     "e_shentsize" / Int16ul,
     "e_shnum" / Int16ul,
     "e_shstrndx" / Int16ul,
-)
-
-elf64_phdr = Struct(
-    "p_type" / _EnumOrInt(Int32ul, SegmentType),
-    "p_flags" / Int32ul,  # SegmentFlags bits
-    "p_offset" / Int64ul,
-    "p_vaddr" / Int64ul,
-    "p_paddr" / Int64ul,
-    "p_filesz" / Int64ul,
-    "p_memsz" / Int64ul,
-    "p_align" / Int64ul,
 )
 
 _nhdr_fields = (
@@ -225,6 +210,11 @@ elf64_nhdr = Struct(
     "type" / Int32ul,
 )
 
+EHDR_SIZE = elf64_ehdr.sizeof()
+PHDR_SIZE = elf64_phdr.sizeof()
+#: a program header kept raw (a RawItem: p_type is its kind) is the bytes after p_type
+P_TYPE_SIZE = elf64_phdr.subcons[0].sizeof()
+
 #: one whole note: header, then name and desc each padded to 4 bytes. ``name`` is the raw
 #: owner bytes including its NUL (b"CORE\x00"); sizes are rebuilt from name and desc.
 elf64_note = Struct(
@@ -236,37 +226,6 @@ elf64_note = Struct(
 
 # -- registers ----------------------------------------------------------------------------
 
-#: struct user_regs_struct (x86_64), in kernel order, named as in arch.py
-X86_64_USER_REGS = (
-    "r15",
-    "r14",
-    "r13",
-    "r12",
-    "rbp",
-    "rbx",
-    "r11",
-    "r10",
-    "r9",
-    "r8",
-    "rax",
-    "rcx",
-    "rdx",
-    "rsi",
-    "rdi",
-    "orig_rax",
-    "rip",
-    "cs",
-    "rflags",  # "eflags" in Linux
-    "rsp",
-    "ss",
-    "fs_base",
-    "gs_base",
-    "ds",
-    "es",
-    "fs",
-    "gs",
-)
-
 #: struct user_pt_regs (aarch64): regs[31], sp, pc, pstate, named as in arch.py
 AARCH64_USER_REGS = (
     *(f"x{i}" for i in range(29)),
@@ -277,40 +236,7 @@ AARCH64_USER_REGS = (
     "cpsr",  # pstate, a u64 in Linux
 )
 
-user_regs_struct_x86_64 = Struct(*(name / Int64ul for name in X86_64_USER_REGS))
 user_pt_regs_aarch64 = Struct(*(name / Int64ul for name in AARCH64_USER_REGS))
-
-#: the fxsave area fields of user_fpregs_struct (x86_64, NT_FPREGSET), named as in arch.py
-X86_64_FPREGS = (
-    "fcw",
-    "fsw",
-    "ftw",
-    "fop",
-    "fpu_ip",
-    "fpu_dp",
-    "mxcsr",
-    "mxcsrmask",
-    *(f"stmm{i}" for i in range(8)),
-    *(f"xmm{i}" for i in range(16)),
-)
-
-#: struct user_fpregs_struct (x86_64) = the 512-byte fxsave area. st registers keep all
-#: 16 bytes of their slot (10-byte value + 6 reserved) so the area round-trips exactly.
-user_fpregs_struct = Struct(
-    "fcw" / Int16ul,  # cwd
-    "fsw" / Int16ul,  # swd
-    "ftw" / Int16ul,  # twd (abridged tag in the low byte)
-    "fop" / Int16ul,
-    "fpu_ip" / Int64ul,  # rip
-    "fpu_dp" / Int64ul,  # rdp
-    "mxcsr" / Int32ul,
-    "mxcsrmask" / Int32ul,  # mxcr_mask
-    *(f"stmm{i}" / Bytes(16) for i in range(8)),  # st_space
-    *(f"xmm{i}" / Bytes(16) for i in range(16)),  # xmm_space
-    # bytes 464..511: the kernel keeps its software-reserved xstate info here
-    "padding" / Bytes(96),
-)
-
 
 # -- process notes ------------------------------------------------------------------------
 
@@ -376,30 +302,6 @@ elf_prpsinfo_x86_64 = _prpsinfo()
 elf_prpsinfo_aarch64 = elf_prpsinfo_x86_64
 
 
-def _has_fault_addr(ctx: Any) -> bool:
-    return ctx.si_signo in FAULT_SIGNALS and ctx.si_code > 0
-
-
-#: NT_SIGINFO: siginfo_t, 128 bytes. For a kernel-raised SIGILL/SIGTRAP/SIGBUS/SIGFPE/SIGSEGV
-#: (si_code > 0) the fault address is ``si_addr``; otherwise ``si_addr`` is None. The rest of
-#: the union stays raw in ``si_rest`` (104 bytes after si_addr, else 112).
-siginfo = Struct(
-    "si_signo" / Int32sl,
-    "si_errno" / Int32sl,
-    "si_code" / Int32sl,
-    "pad0" / Bytes(4),
-    "si_addr" / If(_has_fault_addr, Int64ul),
-    "si_rest" / Bytes(lambda ctx: 104 if _has_fault_addr(ctx) else 112),
-)
-
-auxv_entry = Struct(
-    "type" / _EnumOrInt(Int64ul, AuxvType),
-    "value" / Int64ul,
-)
-
-#: NT_AUXV: entries up to and including AT_NULL; bytes after AT_NULL are not read
-auxv = RepeatUntil(lambda obj, lst, ctx: obj["type"] == AuxvType.AT_NULL, auxv_entry)
-
 nt_file_entry = Struct(
     "start" / Int64ul,
     "end" / Int64ul,
@@ -419,6 +321,3 @@ nt_file = Struct(
     "entries" / Array(this.count, nt_file_entry),
     "filenames" / Array(this.count, _cstring),
 )
-
-
-# -- fast paths ---------------------------------------------------------------------------

@@ -10,19 +10,29 @@ ld.so has not run yet, gets its images from the mappings instead.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 
+from ...linux_abi import (
+    R_DEBUG_SIZE,
+    AuxvType,
+    DynamicTag,
+    SegmentType,
+    elf64_dyn,
+    elf64_phdr,
+    link_map,
+    r_debug_extended,
+)
 from ...model import Image
+from ...schema_io import fixed_format
 from ..base import MemoryMapping
 
-AT_PHDR, AT_PHENT, AT_PHNUM, AT_SYSINFO_EHDR = 3, 4, 5, 33
-PT_LOAD, PT_DYNAMIC, PT_PHDR = 1, 2, 6
-DT_NULL, DT_DEBUG = 0, 21
+_PHDR = fixed_format(elf64_phdr)
+_DYN = fixed_format(elf64_dyn)
+_R_DEBUG = fixed_format(r_debug_extended)
+_LINK_MAP = fixed_format(link_map)
+PT_LOAD, PT_DYNAMIC, PT_PHDR = SegmentType.PT_LOAD, SegmentType.PT_DYNAMIC, SegmentType.PT_PHDR
+#: an ELF file's first bytes (e_ident's magic): how a mapping is known to hold a header
 ELF_MAGIC = b"\x7fELF"
-#: r_debug is 40 bytes; glibc 2.35+ appends r_next (r_debug_extended, r_version >= 2)
-R_DEBUG_SIZE = 48
-LINK_MAP_SIZE = 40  # l_addr, l_name, l_ld, l_next, l_prev
 MAX_LINK_MAPS = 8192
 MAX_NAMESPACES = 64
 MAX_NAME = 4096
@@ -68,22 +78,22 @@ class LibraryList:
     ):
         aux = dict(auxv)
         self._read = read
-        self.vdso: int | None = aux.get(AT_SYSINFO_EHDR)
         self.exe_base: int | None = None
         self.exe_bias: int | None = None
         self.entries: list[LinkMapEntry] = []
         #: what was read: the program header table, .dynamic, r_debug, link_maps, names
         self.ranges: list[tuple[int, int]] = []
-        phdr, phnum, phent = aux.get(AT_PHDR), aux.get(AT_PHNUM, 0), aux.get(AT_PHENT, 56)
-        if not phdr or not phnum or phent < 56:
+        self.vdso: int | None = aux.get(AuxvType.AT_SYSINFO_EHDR)
+        phdr = aux.get(AuxvType.AT_PHDR)
+        phnum = aux.get(AuxvType.AT_PHNUM, 0)
+        phent = aux.get(AuxvType.AT_PHENT, _PHDR.size)
+        if not phdr or not phnum or phent < _PHDR.size:
             return
         table = read(phdr, phnum * phent)
         self.ranges.append((phdr, phdr + len(table)))
         headers = []
         for i in range(len(table) // phent):
-            p_type, _, _, p_vaddr, _, _, p_memsz, _ = struct.unpack_from(
-                "<IIQQQQQQ", table, i * phent
-            )
+            p_type, _, _, p_vaddr, _, _, p_memsz, _ = _PHDR.unpack_from(table, i * phent)
             headers.append((p_type, p_vaddr, p_memsz))
         bias = next((phdr - v for t, v, _ in headers if t == PT_PHDR), None)
         loads = [v for t, v, _ in headers if t == PT_LOAD]
@@ -102,12 +112,12 @@ class LibraryList:
         dyn_address, dyn_size = dynamic[0] & ((1 << 64) - 1), min(dynamic[1], MAX_DYNAMIC)
         entries = read(dyn_address, dyn_size)
         r_debug = 0
-        for i in range(0, len(entries) - 15, 16):
-            tag, value = struct.unpack_from("<qQ", entries, i)
-            if tag == DT_NULL:
-                entries = entries[: i + 16]
+        for i in range(0, len(entries) - _DYN.size + 1, _DYN.size):
+            tag, value = _DYN.unpack_from(entries, i)
+            if tag == DynamicTag.DT_NULL:
+                entries = entries[: i + _DYN.size]
                 break
-            if tag == DT_DEBUG:
+            if tag == DynamicTag.DT_DEBUG:
                 r_debug = value
         # the whole .dynamic (a few hundred bytes, the DT_DEBUG slot among them)
         self.ranges.append((dyn_address, dyn_address + len(entries)))
@@ -119,27 +129,29 @@ class LibraryList:
             if not r_debug or r_debug in seen:
                 return
             seen.add(r_debug)
-            data = self._read(r_debug, R_DEBUG_SIZE)
-            if len(data) < 40:
+            data = self._read(r_debug, _R_DEBUG.size)
+            if len(data) < R_DEBUG_SIZE:
                 return
             self.ranges.append((r_debug, r_debug + len(data)))
-            (version,) = struct.unpack_from("<i", data, 0)
-            (link_map,) = struct.unpack_from("<Q", data, 8)
-            self._walk_map(link_map, seen)
-            if version < 2 or len(data) < 48:
+            # (zeros for r_next when only the 40 bytes of a plain r_debug are readable)
+            version, _, first, _, _, _, _, r_next = _R_DEBUG.unpack(
+                data.ljust(_R_DEBUG.size, b"\0")
+            )
+            self._walk_map(first, seen)
+            if version < 2 or len(data) < _R_DEBUG.size:
                 return
-            (r_debug,) = struct.unpack_from("<Q", data, 40)
+            r_debug = r_next
 
     def _walk_map(self, node: int, seen: set[int]) -> None:
         for _ in range(MAX_LINK_MAPS):
             if not node or node in seen:
                 return
             seen.add(node)
-            data = self._read(node, LINK_MAP_SIZE)
-            if len(data) < LINK_MAP_SIZE:
+            data = self._read(node, _LINK_MAP.size)
+            if len(data) < _LINK_MAP.size:
                 return
-            self.ranges.append((node, node + LINK_MAP_SIZE))
-            l_addr, l_name, l_ld, l_next, _ = struct.unpack("<5Q", data)
+            self.ranges.append((node, node + _LINK_MAP.size))
+            l_addr, l_name, l_ld, l_next, _ = _LINK_MAP.unpack(data)
             name = read_cstring(self._read, l_name) if l_name else b""
             if l_name and name is not None:
                 self.ranges.append((l_name, l_name + len(name) + 1))

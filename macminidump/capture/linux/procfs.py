@@ -9,15 +9,17 @@ decides what a missing file means.
 from __future__ import annotations
 
 import os
-import struct
 
+from ...linux_abi import AuxvType, auxv_entry
 from ...model import PROTECTIONS
+from ...schema_io import fixed_format
 from ..base import MemoryMapping
 
 #: task flags in field 9 of /proc/PID/stat (index 6 after the state)
 PF_EXITING = 0x4
 PF_KTHREAD = 0x00200000
-AT_NULL = 0
+
+_AUXV_ENTRY = fixed_format(auxv_entry)
 
 YAMA_SCOPES = {
     1: "only a parent process may trace",
@@ -142,12 +144,13 @@ def auxv(where: str) -> list[tuple[int, int]] | None:
     data = _read_bytes(f"{where}/auxv")
     if data is None:
         return None
-    values = struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])
     pairs = []
-    for i in range(0, len(values) - 1, 2):
-        if values[i] == AT_NULL:
+    for kind, value in _AUXV_ENTRY.iter_unpack(
+        data[: len(data) // _AUXV_ENTRY.size * _AUXV_ENTRY.size]
+    ):
+        if kind == AuxvType.AT_NULL:
             break
-        pairs.append((values[i], values[i + 1]))
+        pairs.append((kind, value))
     return pairs
 
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable
 
 from ...errors import CaptureError, TargetError
+from ...linux_abi import SIGINFO_SIZE
 from . import procfs
 
 # -- the ptrace ABI (x86_64) ---------------------------------------------------------------
@@ -120,34 +121,12 @@ def read_memory(tid: int, address: int, size: int) -> bytes | None:
     return bytes(out)
 
 
-class RegisterReader:
-    """PTRACE_GETREGS / GETFPREGS / GETREGSET into one reused buffer of ``size`` bytes."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._buffer = ctypes.create_string_buffer(size)
-        self._address = ctypes.addressof(self._buffer)
-
-    def _get(self, op: int, tid: int, size: int) -> bytes | None:
-        if request(op, tid, 0, self._address):
-            return None
-        return ctypes.string_at(self._address, size)
-
-    def regs(self, tid: int, size: int) -> bytes | None:
-        """user_regs_struct (``size`` bytes of it); None when the thread is gone."""
-        return self._get(PTRACE_GETREGS, tid, size)
-
-    def fpregs(self, tid: int, size: int) -> bytes | None:
-        """user_fpregs_struct; None when the kernel refuses."""
-        return self._get(PTRACE_GETFPREGS, tid, size)
-
-    def regset(self, tid: int, note_type: int) -> bytes | None:
-        """PTRACE_GETREGSET of ``note_type`` (NT_X86_XSTATE, ...): as long as the kernel
-        fills it; None when refused."""
-        iov = IoVec(self._address, self.size)
-        if request(PTRACE_GETREGSET, tid, note_type, ctypes.addressof(iov)):
-            return None
-        return ctypes.string_at(self._address, min(iov.iov_len, self.size))
+def siginfo(tid: int) -> bytes | None:
+    """PTRACE_GETSIGINFO: the siginfo_t of a thread's signal-delivery-stop (raw bytes)."""
+    buffer = ctypes.create_string_buffer(SIGINFO_SIZE)
+    if request(PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(buffer)):
+        return None
+    return buffer.raw
 
 
 # -- one process's threads in ptrace stops --------------------------------------------------

@@ -1,17 +1,27 @@
-"""A thread's registers as ptrace gives them -> arch.py's register dicts (x86_64).
+"""A stopped thread's registers through ptrace -> arch.py's register dicts (x86_64).
 
-``gpr`` decodes user_regs_struct, ``fpr`` the fxsave area (user_fpregs_struct);
-``trim_xstate`` cuts the XSAVE area to what gdb expects of a core (as gcore writes it).
+``ThreadRegisters.read`` asks for user_regs_struct (PTRACE_GETREGS), the fxsave area
+(PTRACE_GETFPREGS) and the XSAVE area (PTRACE_GETREGSET NT_X86_XSTATE), and decodes the
+first two as ``linux_abi`` declares them. ``trim_xstate`` cuts the XSAVE area to what gdb
+expects of a core (as gcore writes it).
 """
 
 from __future__ import annotations
 
-import struct
+import ctypes
 
-from ...elf.schema import X86_64_USER_REGS as USER_REGS
+from ...arch import RegKind
+from ...linux_abi import (
+    FXSAVE_SIZE,
+    NT_X86_XSTATE,
+    X86_64_USER_REGS,
+    fxsave_registers,
+    user_regs_struct_x86_64,
+)
+from ...schema_io import fixed_format
+from .ptrace import PTRACE_GETFPREGS, PTRACE_GETREGS, PTRACE_GETREGSET, IoVec, request
 
-USER_REGS_SIZE = len(USER_REGS) * 8
-FPREGS_SIZE = 512
+_USER_REGS = fixed_format(user_regs_struct_x86_64)
 #: large enough for every XSAVE layout seen (11,008 B with AMX)
 XSTATE_BUFFER = 64 * 1024
 #: XSAVE component sizes (standard format) as gdb computes what a core's xstate holds
@@ -22,32 +32,34 @@ XFEATURE_AMX = (1 << 17) | (1 << 18)
 #: offsets in the XSAVE area: software-reserved xcr0 copy, XSTATE_BV and XCOMP_BV
 XSAVE_XCR0_OFFSET, XSAVE_XSTATE_BV_OFFSET, XSAVE_XCOMP_BV_OFFSET = 464, 512, 520
 
-_USER_REGS = struct.Struct(f"<{len(USER_REGS)}Q")
-_FXSAVE = struct.Struct("<HHHHQQII48Q")
-_VECTOR_NAMES = tuple(f"stmm{i}" for i in range(8)) + tuple(f"xmm{i}" for i in range(16))
-
 
 def gpr(data: bytes) -> dict[str, int]:
     """user_regs_struct -> arch.py's x86_64 gpr names."""
-    return dict(zip(USER_REGS, _USER_REGS.unpack_from(data, 0)))
+    return dict(zip(X86_64_USER_REGS, _USER_REGS.unpack_from(data, 0)))
 
 
-def fpr(data: bytes) -> dict[str, int]:
-    """user_fpregs_struct (the fxsave area) -> arch.py's x86_64 fpr names."""
-    fcw, fsw, ftw, fop, ip, dp, mxcsr, mask, *halves = _FXSAVE.unpack_from(data, 0)
-    out = {
-        "fcw": fcw,
-        "fsw": fsw,
-        "ftw": ftw & 0xFF,  # the abridged tag byte; the next byte is reserved
-        "fop": fop,
-        "fpu_ip": ip,
-        "fpu_dp": dp,
-        "mxcsr": mxcsr,
-        "mxcsrmask": mask,
-    }
-    for i, name in enumerate(_VECTOR_NAMES):  # st0-7 (16-byte slots), then xmm0-15
-        out[name] = halves[2 * i] | halves[2 * i + 1] << 64
-    return out
+class ThreadRegisters:
+    """Reads threads' registers into one buffer, reused for every thread of a capture."""
+
+    def __init__(self) -> None:
+        self._buffer = ctypes.create_string_buffer(XSTATE_BUFFER)
+        self._address = ctypes.addressof(self._buffer)
+
+    def read(self, tid: int) -> tuple[dict[RegKind, dict[str, int]], bytes | None] | None:
+        """(register sets by kind, the XSAVE area or None); None when the thread is gone.
+
+        The fxsave area or the XSAVE area is missing where the kernel refuses it."""
+        address = self._address
+        if request(PTRACE_GETREGS, tid, 0, address):
+            return None
+        regsets = {RegKind.GPR: gpr(ctypes.string_at(address, _USER_REGS.size))}
+        if request(PTRACE_GETFPREGS, tid, 0, address) == 0:
+            regsets[RegKind.FPR] = fxsave_registers(ctypes.string_at(address, FXSAVE_SIZE))
+        iov = IoVec(address, XSTATE_BUFFER)
+        xsave = None
+        if request(PTRACE_GETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov)) == 0:
+            xsave = ctypes.string_at(address, min(iov.iov_len, XSTATE_BUFFER))
+        return regsets, xsave
 
 
 def _xstate_size(xcr0: int) -> int:

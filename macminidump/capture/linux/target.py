@@ -12,14 +12,13 @@ import platform
 import time
 from collections.abc import Iterable, Sequence
 
-from ...arch import Arch, RegKind
+from ...arch import Arch
 from ...errors import CaptureError, TargetError
+from ...linux_abi import NT_X86_XSTATE
 from ...model import FileMapping, Image, ProcessInfo, RawItem, Snapshot
 from ..base import CapturedThread, CaptureOptions, MemoryMapping, capture
 from . import procfs, ptrace, registers
 from .dynlinker import LibraryList
-
-NT_X86_XSTATE = 0x202
 
 
 class LinuxTarget:
@@ -37,7 +36,7 @@ class LinuxTarget:
         self.tracee = ptrace.Tracee(pid, stop_timeout)
         self._auxv: list[tuple[int, int]] | None = None
         self._libraries: LibraryList | None = None
-        self._registers = ptrace.RegisterReader(registers.XSTATE_BUFFER)
+        self._registers = registers.ThreadRegisters()
         #: how long the last stop() took, in seconds
         self.stop_seconds = 0.0
 
@@ -107,18 +106,13 @@ class LinuxTarget:
         return [self._thread(tid) for tid in self.tracee.stopped()]
 
     def _thread(self, tid: int) -> CapturedThread:
-        read = self._registers
-        gpr = read.regs(tid, registers.USER_REGS_SIZE)
-        if gpr is None:
+        read = self._registers.read(tid)
+        if read is None:
             raise self.tracee.gone()
-        regsets: dict[RegKind, dict[str, int]] = {RegKind.GPR: registers.gpr(gpr)}
-        fpr = read.fpregs(tid, registers.FPREGS_SIZE)
-        if fpr is not None:
-            regsets[RegKind.FPR] = registers.fpr(fpr)
+        regsets, xsave = read
         raw: tuple[RawItem, ...] = ()
-        xstate = read.regset(tid, NT_X86_XSTATE)
-        if xstate is not None:
-            raw = (RawItem("elf", NT_X86_XSTATE, registers.trim_xstate(xstate), owner="LINUX"),)
+        if xsave is not None:
+            raw = (RawItem("elf", NT_X86_XSTATE, registers.trim_xstate(xsave), owner="LINUX"),)
         return CapturedThread(
             id=tid,
             regsets=regsets,

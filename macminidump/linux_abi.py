@@ -1,0 +1,311 @@
+"""The Linux x86_64 process ABI: what a live process and its core both hold, declared once.
+
+ptrace hands a tracer a thread's registers as ``user_regs_struct`` and the fxsave area,
+and a signal as ``siginfo_t``; /proc/PID/auxv is the auxiliary vector. An ELF core holds
+the very same structures (NT_PRSTATUS's ``pr_reg``, NT_FPREGSET, NT_SIGINFO, NT_AUXV), and
+the XSAVE area is both ptrace's NT_X86_XSTATE register set and the core's note of that
+type. The loaded program is itself ELF: its program header table (found through
+AT_PHDR), ``.dynamic`` and glibc's ``r_debug``/``link_map`` are what the capture walks to
+list the libraries, and the core's program headers are the same ``Elf64_Phdr``.
+
+So these layouts and numbers live here, in neither of their users: the Linux backend
+(``capture/linux/``, which must know nothing of core files) and the ELF core format
+(``elf/``, which must know nothing of ptrace) both import them. Declarations (construct,
+the project's source of truth for layouts; hot paths derive ``struct`` formats from them
+with ``schema_io.fixed_format``) and numbers, plus the one decoder of the fxsave area.
+Register structs name their fields as :mod:`macminidump.arch` does.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from construct import Bytes, If, Int16ul, Int32sl, Int32ul, Int64sl, Int64ul, RepeatUntil, Struct
+
+from .schema_io import EnumOrInt, fixed_format
+
+# -- signals ----------------------------------------------------------------------------------
+
+
+class LinuxSignal(enum.IntEnum):
+    """Signal numbers of Linux x86_64 and aarch64 (not the host's: macOS numbers differ)."""
+
+    SIGHUP = 1
+    SIGINT = 2
+    SIGQUIT = 3
+    SIGILL = 4
+    SIGTRAP = 5
+    SIGABRT = 6
+    SIGBUS = 7
+    SIGFPE = 8
+    SIGKILL = 9
+    SIGUSR1 = 10
+    SIGSEGV = 11
+    SIGUSR2 = 12
+    SIGPIPE = 13
+    SIGALRM = 14
+    SIGTERM = 15
+    SIGSTKFLT = 16
+    SIGCHLD = 17
+    SIGCONT = 18
+    SIGSTOP = 19
+    SIGTSTP = 20
+    SIGTTIN = 21
+    SIGTTOU = 22
+    SIGURG = 23
+    SIGXCPU = 24
+    SIGXFSZ = 25
+    SIGVTALRM = 26
+    SIGPROF = 27
+    SIGWINCH = 28
+    SIGIO = 29
+    SIGPWR = 30
+    SIGSYS = 31
+
+
+#: signals whose siginfo carries a fault address (si_addr at offset 16) when the kernel
+#: raised them (si_code > 0); a kill()/tgkill() of the same signal carries _kill instead
+FAULT_SIGNALS = frozenset(
+    {
+        LinuxSignal.SIGILL,
+        LinuxSignal.SIGTRAP,
+        LinuxSignal.SIGBUS,
+        LinuxSignal.SIGFPE,
+        LinuxSignal.SIGSEGV,
+    }
+)
+
+
+def has_fault_address(signo: int, code: int) -> bool:
+    """Whether siginfo_t holds ``si_addr`` for this signal (kernel-raised faults)."""
+    return signo in FAULT_SIGNALS and code > 0
+
+
+def _has_fault_addr(ctx: Any) -> bool:
+    return has_fault_address(ctx.si_signo, ctx.si_code)
+
+
+SIGINFO_SIZE = 128
+
+#: siginfo_t (PTRACE_GETSIGINFO, NT_SIGINFO), 128 bytes. For a kernel-raised fault
+#: (``has_fault_address``) the address is ``si_addr``; otherwise ``si_addr`` is None. The
+#: rest of the union stays raw in ``si_rest`` (104 bytes after si_addr, else 112).
+siginfo = Struct(
+    "si_signo" / Int32sl,
+    "si_errno" / Int32sl,
+    "si_code" / Int32sl,
+    "pad0" / Bytes(4),
+    "si_addr" / If(_has_fault_addr, Int64ul),
+    "si_rest" / Bytes(lambda ctx: 104 if _has_fault_addr(ctx) else 112),
+)
+
+
+# -- the auxiliary vector -------------------------------------------------------------------
+
+
+class AuxvType(enum.IntEnum):
+    """a_type of an auxiliary vector entry; the vector ends at AT_NULL."""
+
+    AT_NULL = 0
+    AT_IGNORE = 1
+    AT_EXECFD = 2
+    AT_PHDR = 3
+    AT_PHENT = 4
+    AT_PHNUM = 5
+    AT_PAGESZ = 6
+    AT_BASE = 7
+    AT_FLAGS = 8
+    AT_ENTRY = 9
+    AT_NOTELF = 10
+    AT_UID = 11
+    AT_EUID = 12
+    AT_GID = 13
+    AT_EGID = 14
+    AT_PLATFORM = 15
+    AT_HWCAP = 16
+    AT_CLKTCK = 17
+    AT_SECURE = 23
+    AT_BASE_PLATFORM = 24
+    AT_RANDOM = 25
+    AT_HWCAP2 = 26
+    AT_RSEQ_FEATURE_SIZE = 27
+    AT_RSEQ_ALIGN = 28
+    AT_EXECFN = 31
+    AT_SYSINFO = 32  # i386 only
+    AT_SYSINFO_EHDR = 33
+    AT_MINSIGSTKSZ = 51
+
+
+auxv_entry = Struct(
+    "type" / EnumOrInt(Int64ul, AuxvType),
+    "value" / Int64ul,
+)
+
+#: /proc/PID/auxv, NT_AUXV: entries up to and including AT_NULL (what follows is not read)
+auxv = RepeatUntil(lambda obj, lst, ctx: obj["type"] == AuxvType.AT_NULL, auxv_entry)
+
+
+# -- registers (x86_64) ------------------------------------------------------------------------
+
+#: struct user_regs_struct (x86_64), in kernel order, named as in arch.py
+X86_64_USER_REGS = (
+    "r15",
+    "r14",
+    "r13",
+    "r12",
+    "rbp",
+    "rbx",
+    "r11",
+    "r10",
+    "r9",
+    "r8",
+    "rax",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "orig_rax",
+    "rip",
+    "cs",
+    "rflags",  # "eflags" in Linux
+    "rsp",
+    "ss",
+    "fs_base",
+    "gs_base",
+    "ds",
+    "es",
+    "fs",
+    "gs",
+)
+
+#: PTRACE_GETREGS, NT_PRSTATUS's pr_reg
+user_regs_struct_x86_64 = Struct(*(name / Int64ul for name in X86_64_USER_REGS))
+
+#: the fxsave area fields of user_fpregs_struct (x86_64, NT_FPREGSET), named as in arch.py
+X86_64_FPREGS = (
+    "fcw",
+    "fsw",
+    "ftw",
+    "fop",
+    "fpu_ip",
+    "fpu_dp",
+    "mxcsr",
+    "mxcsrmask",
+    *(f"stmm{i}" for i in range(8)),
+    *(f"xmm{i}" for i in range(16)),
+)
+
+#: struct user_fpregs_struct (x86_64) = the 512-byte fxsave area (PTRACE_GETFPREGS,
+#: NT_FPREGSET). st registers keep all 16 bytes of their slot (10-byte value + 6 reserved)
+#: so the area round-trips exactly.
+user_fpregs_struct = Struct(
+    "fcw" / Int16ul,  # cwd
+    "fsw" / Int16ul,  # swd
+    "ftw" / Int16ul,  # twd (abridged tag in the low byte)
+    "fop" / Int16ul,
+    "fpu_ip" / Int64ul,  # rip
+    "fpu_dp" / Int64ul,  # rdp
+    "mxcsr" / Int32ul,
+    "mxcsrmask" / Int32ul,  # mxcr_mask
+    *(f"stmm{i}" / Bytes(16) for i in range(8)),  # st_space
+    *(f"xmm{i}" / Bytes(16) for i in range(16)),  # xmm_space
+    # bytes 464..511: the kernel keeps its software-reserved xstate info here
+    "padding" / Bytes(96),
+)
+
+_FXSAVE = fixed_format(user_fpregs_struct)
+FXSAVE_SIZE = _FXSAVE.size
+
+
+def fxsave_registers(data: bytes) -> dict[str, int]:
+    """The fxsave area (FXSAVE_SIZE bytes) -> arch.py's x86_64 fpr names.
+
+    ``ftw`` keeps its low byte (the abridged tag word; the high byte is reserved); the
+    software-reserved bytes at the end are not registers.
+    """
+    values = _FXSAVE.unpack_from(data, 0)
+    out: dict[str, int] = {}
+    for name, value in zip(X86_64_FPREGS, values):
+        out[name] = int.from_bytes(value, "little") if isinstance(value, bytes) else value
+    out["ftw"] &= 0xFF
+    return out
+
+
+#: the XSAVE area's register set: PTRACE_GETREGSET's id and its core note's n_type
+NT_X86_XSTATE = 0x202
+
+
+# -- the loaded program's ELF structures ------------------------------------------------------
+
+
+class SegmentType(enum.IntEnum):
+    PT_NULL = 0
+    PT_LOAD = 1
+    PT_DYNAMIC = 2
+    PT_INTERP = 3
+    PT_NOTE = 4
+    PT_SHLIB = 5
+    PT_PHDR = 6
+    PT_TLS = 7
+    PT_GNU_EH_FRAME = 0x6474E550
+    PT_GNU_STACK = 0x6474E551
+    PT_GNU_RELRO = 0x6474E552
+    PT_GNU_PROPERTY = 0x6474E553
+
+
+class SegmentFlags(enum.IntFlag):
+    PF_X = 1
+    PF_W = 2
+    PF_R = 4
+
+
+#: Elf64_Phdr: a program header, of the loaded program (at AT_PHDR) as of a core
+elf64_phdr = Struct(
+    "p_type" / EnumOrInt(Int32ul, SegmentType),
+    "p_flags" / Int32ul,  # SegmentFlags bits
+    "p_offset" / Int64ul,
+    "p_vaddr" / Int64ul,
+    "p_paddr" / Int64ul,
+    "p_filesz" / Int64ul,
+    "p_memsz" / Int64ul,
+    "p_align" / Int64ul,
+)
+
+
+class DynamicTag(enum.IntEnum):
+    """d_tag of the ``.dynamic`` entries the capture reads (the list ends at DT_NULL)."""
+
+    DT_NULL = 0
+    DT_DEBUG = 21  # the dynamic linker stores its r_debug's address here
+
+
+#: Elf64_Dyn: one entry of ``.dynamic``
+elf64_dyn = Struct(
+    "d_tag" / Int64sl,
+    "d_val" / Int64ul,
+)
+
+#: glibc's struct r_debug (40 bytes) as r_debug_extended (glibc 2.35+, r_version >= 2)
+#: extends it: ``r_next`` links the r_debug of the next link-map namespace
+r_debug_extended = Struct(
+    "r_version" / Int32sl,
+    "pad0" / Bytes(4),
+    "r_map" / Int64ul,  # the first link_map
+    "r_brk" / Int64ul,
+    "r_state" / Int32sl,
+    "pad1" / Bytes(4),
+    "r_ldbase" / Int64ul,
+    "r_next" / Int64ul,
+)
+#: the bytes of struct r_debug before r_next
+R_DEBUG_SIZE = 40
+
+#: the public head of glibc's struct link_map: one loaded object
+link_map = Struct(
+    "l_addr" / Int64ul,  # the load bias
+    "l_name" / Int64ul,  # its path (a C string; "" for the executable)
+    "l_ld" / Int64ul,  # its .dynamic
+    "l_next" / Int64ul,
+    "l_prev" / Int64ul,
+)
