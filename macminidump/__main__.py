@@ -1,3 +1,5 @@
+"""``python -m macminidump``: the command line (``cli.main``)."""
+
 from .cli import main
 
 raise SystemExit(main())

@@ -143,3 +143,16 @@ def test_the_version_is_written_once() -> None:
     ]
     assert literals == [macminidump.__version__]
     assert re.fullmatch(r"\d+\.\d+\.\d+", macminidump.__version__)
+
+
+def test_every_module_says_what_it_owns() -> None:
+    """Each module of the package opens with a docstring (the project's rule)."""
+    package = ROOT / "macminidump"
+    modules = sorted(package.rglob("*.py"))
+    assert len(modules) > 20
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in modules
+        if not (ast.get_docstring(ast.parse(path.read_text(), str(path))) or "").strip()
+    ]
+    assert not missing, f"modules without a docstring: {missing}"
