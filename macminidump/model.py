@@ -53,7 +53,8 @@ def _to_protection(value: Any) -> Protection:
     if type(value) is int and 0 <= value <= 7:
         return PROTECTIONS[value]  # Protection(value) costs microseconds per region
     if isinstance(value, str):
-        return Protection.parse(value)
+        known = _PROTECTION_TEXTS.get(value)
+        return known if known is not None else Protection.parse(value)
     if isinstance(value, int) and 0 <= value <= 7:
         return Protection(value)
     raise ModelError(f"protection {value!r} is neither 'rwx' text nor an int 0-7")
@@ -61,6 +62,8 @@ def _to_protection(value: Any) -> Protection:
 
 #: Protection(n) for n in 0..7, looked up instead of built (an enum call costs microseconds)
 PROTECTIONS = tuple(Protection(i) for i in range(8))
+#: "rw-" -> Protection, for specs of many regions
+_PROTECTION_TEXTS = {p.text(): p for p in PROTECTIONS}
 
 # --------------------------------------------------------------------------- memory data
 

@@ -7,6 +7,7 @@ of the offending key, e.g. ``$.threads[0].regsets[1].registers[2].name``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -14,7 +15,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
-import yaml
 
 from .arch import Arch, RegKind, arch_info
 from .errors import MacMiniDumpError, SpecError
@@ -44,16 +44,35 @@ _OTHER_CPUS = ("armv7m", "armv7", "riscv", "arm", "i386", "x86")
 
 
 class _Path:
-    """The JSONPath-like location of a value, for error messages."""
+    """The JSONPath-like location of a value, for error messages.
 
-    def __init__(self, text: str = "$"):
-        self.text = text
+    Its text is built only when an error needs it: a large spec makes hundreds of
+    thousands of paths and fails at most once.
+    """
+
+    __slots__ = ("_parent", "_part")
+
+    def __init__(self, parent: _Path | None = None, part: str | int = "$"):
+        self._parent = parent
+        self._part = part
+
+    @property
+    def text(self) -> str:
+        parts: list[str] = []
+        node: _Path | None = self
+        while node is not None:
+            part = node._part
+            parts.append(
+                f"[{part}]" if type(part) is int else f".{part}" if node._parent else str(part)
+            )
+            node = node._parent
+        return "".join(reversed(parts))
 
     def key(self, name: str) -> _Path:
-        return _Path(f"{self.text}.{name}")
+        return _Path(self, name)
 
     def index(self, i: int) -> _Path:
-        return _Path(f"{self.text}[{i}]")
+        return _Path(self, i)
 
     def fail(self, message: str) -> SpecError:
         return SpecError(message, self.text)
@@ -87,6 +106,8 @@ def _each(
 
 
 def _int(value: Any, path: _Path, bits: int = 64) -> int:
+    if type(value) is int and 0 <= value < (1 << bits):
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, str):
             try:
@@ -134,7 +155,7 @@ def _guard(path: _Path, build: Callable[[], Any]) -> Any:
 
 
 def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML or JSON spec file (JSON is YAML) into a dict."""
+    """Read a YAML or JSON spec file into a dict."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -144,23 +165,54 @@ def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def parse_spec_text(text: str | bytes, where: str = "$") -> dict[str, Any]:
-    """YAML or JSON text → the spec as a dict; every failure is one SpecError."""
+    """YAML or JSON text → the spec as a dict; every failure is one SpecError.
+
+    JSON is read by the JSON parser (tens of times faster than any YAML parser, and
+    yaml is not even imported); anything else, YAML flow mappings included, by PyYAML's
+    libyaml-based loader when it is built with it.
+    """
     try:
-        data = yaml.safe_load(text)
+        data = _load_json(text)
+        if data is _NOT_JSON:
+            data = _load_yaml(text, where)
+    except SpecError:
+        raise
     except UnicodeDecodeError as e:
         raise SpecError(f"not UTF-8 text (byte {e.start})", where) from None
     except (RecursionError, ValueError) as e:
         # PyYAML lets these through: nesting deeper than Python's stack, ints over 4300 digits
         what = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
         raise SpecError(f"not a spec this reader accepts: {what}", where) from None
+    if not isinstance(data, dict):
+        raise SpecError("a spec is a mapping with at least a 'cpu' key", where)
+    return data
+
+
+_NOT_JSON = object()
+
+
+def _load_json(text: str | bytes) -> Any:
+    """The document if ``text`` is a JSON object, else ``_NOT_JSON`` (YAML will say why)."""
+    if text.lstrip()[:1] not in (b"{", "{"):
+        return _NOT_JSON
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return _NOT_JSON  # e.g. a YAML flow mapping, {cpu: arm64}
+
+
+def _load_yaml(text: str | bytes, where: str) -> Any:
+    import yaml
+
+    # libyaml's parser with the safe constructor: the same documents, several times faster
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"not valid YAML{at}: {problem}", where) from None
-    if not isinstance(data, dict):
-        raise SpecError("a spec is a mapping with at least a 'cpu' key", where)
-    return data
 
 
 def load_spec(path: str | os.PathLike[str]) -> Snapshot:
@@ -365,7 +417,16 @@ def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
             raise rpath.key("flavor").fail(f"unknown flavor {flavor!r} (expected gpr, fpr or exc)")
         kind = RegKind(flavor)
         values: dict[str, int] = {}
+        widths = info.registers[kind]
         for j, reg in enumerate(_list(rs.get("registers"), rpath.key("registers"))):
+            # the common case, checked without building a path: {name: known, value: int}
+            if type(reg) is dict and len(reg) == 2:
+                known, number = reg.get("name"), reg.get("value")
+                if type(known) is str and known not in values and type(number) is int:
+                    width = widths.get(known)
+                    if width and 0 <= number < (1 << (8 * width)):
+                        values[known] = number
+                        continue
             gpath = rpath.key("registers").index(j)
             reg = _mapping(reg, gpath, ("name", "value"))
             name = _str(reg.get("name"), gpath.key("name"))
@@ -406,11 +467,14 @@ def _region(value: Any, path: _Path) -> Region:
         data = _hex(r[key], path.key(key))
     else:
         width, code = _DATA_KEYS[key]
-        items = [
-            _int(v, path.key(key).index(i), 8 * width)
-            for i, v in enumerate(_list(r[key], path.key(key)))
-        ]
-        data = struct.pack(f"<{len(items)}{code}", *items)
+        values = _list(r[key], path.key(key))
+        data = b""
+        if set(map(type, values)) <= {int}:  # the common case, checked in bulk
+            with contextlib.suppress(struct.error):
+                data = struct.pack(f"<{len(values)}{code}", *values)
+        if not data:  # one by one, to name the value that does not fit
+            items = [_int(v, path.key(key).index(i), 8 * width) for i, v in enumerate(values)]
+            data = struct.pack(f"<{len(items)}{code}", *items)
     if not data:
         raise path.key(key).fail("a memory region needs at least one byte")
     kwargs: dict[str, Any] = {"address": _int(r.get("addr"), path.key("addr")), "data": data}
@@ -604,20 +668,19 @@ def _raw_spec(item: RawItem) -> dict[str, Any]:
     return out
 
 
-class _HexDumper(yaml.SafeDumper):
-    """Writes integers in hex, as addresses and registers read best."""
-
-
-_HexDumper.add_representer(
-    int, lambda dumper, v: dumper.represent_scalar("tag:yaml.org,2002:int", hex(v))
-)
-_HexDumper.add_representer(
-    bool, lambda dumper, v: dumper.represent_scalar("tag:yaml.org,2002:bool", str(v).lower())
-)
-
-
 def dump_spec(snapshot: Snapshot, fmt: str = "macho", as_json: bool = False) -> str:
     spec = spec_from_snapshot(snapshot, fmt)
     if as_json:
         return json.dumps(spec, indent=2) + "\n"
-    return yaml.dump(spec, Dumper=_HexDumper, sort_keys=False, width=100)
+    import yaml
+
+    class HexDumper(yaml.SafeDumper):
+        """Writes integers in hex, as addresses and registers read best."""
+
+    HexDumper.add_representer(
+        int, lambda dumper, v: dumper.represent_scalar("tag:yaml.org,2002:int", hex(v))
+    )
+    HexDumper.add_representer(
+        bool, lambda dumper, v: dumper.represent_scalar("tag:yaml.org,2002:bool", str(v).lower())
+    )
+    return yaml.dump(spec, Dumper=HexDumper, sort_keys=False, width=100)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -21,6 +21,9 @@ from .model import Region
 
 #: bytes of region memory written per call: peak memory does not grow with the core
 CHUNK = 1 << 20
+
+#: zero bytes ``write_placements`` writes rather than start another write
+GATHER_GAP = 4096
 
 #: write ``data`` at file offset ``offset``
 Pwrite = Callable[[bytes | memoryview, int], None]
@@ -62,6 +65,35 @@ def write_region(pwrite: Pwrite, region: Region, offset: int) -> None:
         raise RenderError(
             f"region at {region.address:#x} gave {position - offset} bytes, not {region.size}"
         )
+
+
+def write_placements(pwrite: Pwrite, placements: Iterable[SegmentPlacement]) -> None:
+    """Every placement's bytes; near neighbours (at most ``GATHER_GAP`` apart: the gap is
+    zeros in the file anyway) are gathered into one write of up to ``CHUNK`` bytes, so
+    10,000 small stacks cost a few writes, not 10,000."""
+    batch = bytearray()
+    batch_at = 0
+    for placement in placements:
+        region, offset = placement.region, placement.offset
+        size = region.data.size
+        if batch:
+            gap = offset - (batch_at + len(batch))
+            if 0 <= gap <= GATHER_GAP and len(batch) + gap + size <= CHUNK:
+                batch += bytes(gap)
+            else:
+                pwrite(memoryview(batch), batch_at)
+                batch = bytearray()
+        if size > CHUNK // 4:
+            write_region(pwrite, region, offset)
+            continue
+        if not batch:
+            batch_at = offset
+        data = region.data.read(0, size)
+        if len(data) != size:
+            raise RenderError(f"region at {region.address:#x} gave {len(data)} bytes, not {size}")
+        batch += data
+    if batch:
+        pwrite(memoryview(batch), batch_at)
 
 
 def write_bytes(file_size: int, fill: Callable[[Pwrite], None]) -> bytes:

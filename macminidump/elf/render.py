@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ..model import Snapshot
-from ..writer import Pwrite, write_bytes, write_file, write_region
+from ..writer import Pwrite, write_bytes, write_file, write_placements
 from .layout import Layout, layout_elf
 
 __all__ = ["render_elf", "render_elf_bytes"]
@@ -19,8 +19,7 @@ __all__ = ["render_elf", "render_elf_bytes"]
 
 def _write_layout(layout: Layout, pwrite: Pwrite) -> None:
     pwrite(layout.head, 0)
-    for placement in layout.segments:
-        write_region(pwrite, placement.region, placement.offset)
+    write_placements(pwrite, layout.segments)
 
 
 def render_elf_bytes(snapshot: Snapshot) -> bytes:

@@ -27,8 +27,8 @@ class FlatCodec:
         self.size = self.struct.size
         self._codes = re.findall(r"\d*[a-zA-Z?]", self.struct.format[1:])
         # 16-byte names travel as latin-1 text in the model, as name16 decodes them
-        self._text = frozenset(
-            sc.name for sc in decl.subcons if isinstance(sc.subcon, schema.Name16Adapter)
+        self._text_at = tuple(
+            i for i, sc in enumerate(decl.subcons) if isinstance(sc.subcon, schema.Name16Adapter)
         )
 
     def unpack(self, buffer: Any, offset: int) -> dict[str, Any]:
@@ -36,17 +36,16 @@ class FlatCodec:
 
     def pack(self, values: Mapping[str, Any]) -> bytes:
         """Raises ValueError naming the field when a value does not fit."""
-        items = []
-        for name in self.names:
-            value = values[name]
-            if name in self._text:
-                try:
-                    value = value.encode("latin-1")
-                except UnicodeEncodeError:
-                    raise ValueError(f"{name} {value!r} is not latin-1 text") from None
-                if len(value) > schema.NAME_SIZE or value.endswith(b"\0"):
-                    raise ValueError(f"{name} {values[name]!r} does not fit in 16 bytes")
-            items.append(value)
+        items = [values[name] for name in self.names]
+        for i in self._text_at:
+            name, value = self.names[i], items[i]
+            try:
+                value = value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(f"{name} {value!r} is not latin-1 text") from None
+            if len(value) > schema.NAME_SIZE or value.endswith(b"\0"):
+                raise ValueError(f"{name} {values[name]!r} does not fit in 16 bytes")
+            items[i] = value
         try:
             return self.struct.pack(*items)
         except struct.error:

@@ -217,34 +217,29 @@ def layout_macho(snapshot: Snapshot) -> Layout:
     offset = align(offset, FIRST_SEGMENT_ALIGN)
     seg_cmds = bytearray()
     placements = []
-    for region in snapshot.regions:
-        prot = int(region.protection)
-        maxprot = int(region.max_protection)
-        seg_cmds += _pack(
-            codec.SEGMENT,
-            f"region at {region.address:#x}",
-            dict(
-                cmd=LoadCommand.LC_SEGMENT_64,
-                cmdsize=seg_size,
-                segname=region.name,
-                vmaddr=region.address,
-                # vmsize == filesize: for a larger vmsize LLDB serves the next file bytes
-                vmsize=region.size,
-                fileoff=offset,
-                filesize=region.size,
-                maxprot=maxprot,
-                initprot=prot,
-                nsects=0,
-                flags=0,
-            ),
-        )
-        placements.append(SegmentPlacement(region, offset))
-        offset += region.size
-    end = max(
-        [HEADER_SIZE + sizeofcmds]
-        + [o + len(d) for o, d in payloads]
-        + [p.offset + p.region.size for p in placements]
+    segment: dict[str, Any] = dict(
+        cmd=int(LoadCommand.LC_SEGMENT_64), cmdsize=seg_size, nsects=0, flags=0
     )
+    for region in snapshot.regions:
+        size = region.data.size
+        segment.update(
+            segname=region.name,
+            vmaddr=region.address,
+            # vmsize == filesize: for a larger vmsize LLDB serves the next file bytes
+            vmsize=size,
+            fileoff=offset,
+            filesize=size,
+            maxprot=int(region.max_protection),
+            initprot=int(region.protection),
+        )
+        try:
+            seg_cmds += codec.SEGMENT.pack(segment)
+        except ValueError as e:
+            raise RenderError(f"region at {region.address:#x}: {e}") from None
+        placements.append(SegmentPlacement(region, offset))
+        offset += size
+    end = max([HEADER_SIZE + sizeofcmds, offset if placements else 0])
+    end = max([end] + [o + len(d) for o, d in payloads])
 
     cputype, cpusubtype = CPU[snapshot.arch]
     header = build(

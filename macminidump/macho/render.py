@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ..model import Snapshot
-from ..writer import CHUNK, Pwrite, write_bytes, write_file, write_region
+from ..writer import CHUNK, Pwrite, write_bytes, write_file, write_placements
 from .layout import Layout, layout_macho
 
 __all__ = ["CHUNK", "render_macho", "render_macho_bytes"]
@@ -21,8 +21,7 @@ def _write_layout(layout: Layout, pwrite: Pwrite) -> None:
     pwrite(layout.head, 0)
     for offset, payload in layout.note_payloads:
         pwrite(payload, offset)
-    for placement in layout.segments:
-        write_region(pwrite, placement.region, placement.offset)
+    write_placements(pwrite, layout.segments)
 
 
 def render_macho_bytes(snapshot: Snapshot) -> bytes:
