@@ -141,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  macminidump run -o crash.core -- ./myprogram --flag\n"
-        "  gdb ./myprogram crash.core",
+        "  gdb ./myprogram crash.core        # Linux (ptrace)\n"
+        "  lldb --core crash.core            # macOS (the program's exception port)",
     )
     run.add_argument("-o", "--output", required=True, help="core file to write on a crash")
     add_policy_arguments(run)
@@ -336,11 +337,20 @@ def _dump(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .capture.supervise import run_supervised
-
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise TargetError("no program given: macminidump run -o CORE -- PROGRAM [ARGS...]")
+    if sys.platform == "darwin":
+        from .capture.mach.supervise import run_supervised as run_mach
+
+        return run_mach(
+            argv,
+            args.output,
+            capture_options(args),
+            report=lambda line: print(line, file=sys.stderr),
+        )
+    from .capture.supervise import run_supervised
+
     return run_supervised(argv, args.output, capture_options(args))
 
 

@@ -62,7 +62,35 @@ HEADERS = (
     "sys/sysctl.h",
     "sys/proc.h",
     "mach/mach_traps.h",
+    "mach/ndr.h",
+    "mach/exception_types.h",
+    "spawn.h",
 )
+#: MIG's layouts of mach_exc.defs' messages (no SDK header declares them), written with
+#: the SDK's own types: the ctypes declarations must lay out as clang does
+MIG_PRELUDE = """
+#pragma pack(push, 4)
+typedef struct {
+    mach_msg_header_t Head;
+    mach_msg_body_t msgh_body;
+    mach_msg_port_descriptor_t thread;
+    mach_msg_port_descriptor_t task;
+    NDR_record_t NDR;
+    exception_type_t exception;
+    mach_msg_type_number_t codeCnt;
+    int64_t code[2];
+} mmd_mach_exception_raise_request;
+typedef struct {
+    mach_msg_header_t Head;
+    NDR_record_t NDR;
+    kern_return_t RetCode;
+} mmd_mach_exception_raise_reply;
+#pragma pack(pop)
+"""
+MIG_STRUCTURES = {
+    "mach_exception_raise_request": "mmd_mach_exception_raise_request",
+    "mach_exception_raise_reply": "mmd_mach_exception_raise_reply",
+}
 #: functions the SDK declares only as a macro (``#define mach_task_self() mach_task_self_``):
 #: their return type is checked, from a call
 SDK_MACROS = frozenset({"mach_task_self"})
@@ -240,6 +268,13 @@ def probe_items(arch: Arch) -> tuple[ProbeItem, ...]:
                 )
             )
     items += macho_items()
+    for py_name, c_name in MIG_STRUCTURES.items():
+        mig = getattr(mach_abi, py_name)
+        items.append(ProbeItem("mig", f"size:{py_name}", f"sizeof({c_name})", ctypes.sizeof(mig)))
+        for field_name, *_ in mig._fields_:
+            offset = getattr(mig, field_name).offset
+            expr = f"offsetof({c_name}, {field_name})"
+            items.append(ProbeItem("mig", f"offset:{py_name}.{field_name}", expr, offset))
     for fn, prototype in sorted(PROTOTYPES.items()):
         if fn in NOT_IN_ZIG_SDK:
             continue
@@ -258,7 +293,7 @@ def probe_items(arch: Arch) -> tuple[ProbeItem, ...]:
 
 
 def probe_source(arch: Arch) -> str:
-    includes = "\n".join(f"#include <{h}>" for h in HEADERS)
+    includes = "\n".join(f"#include <{h}>" for h in HEADERS) + MIG_PRELUDE
     rows = "\n".join(
         f'    {{"{item.name}", (unsigned long long)({item.c_expr})}},' for item in probe_items(arch)
     )
@@ -474,6 +509,14 @@ def test_function_prototype_check_can_fail(sdk: Callable[[Arch], Probe]) -> None
 
 
 @pytest.mark.parametrize("arch", ARCHES, ids=str)
+def test_exception_messages_match_mig(sdk: Callable[[Arch], Probe], arch: Arch) -> None:
+    """The exception request and reply as MIG lays them out with the SDK's types."""
+    items = [i for i in probe_items(arch) if i.group == "mig"]
+    assert len(items) == 2 + sum(len(getattr(mach_abi, n)._fields_) for n in MIG_STRUCTURES)
+    _check(sdk(arch), items)
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=str)
 def test_type_aliases_match_sdk(sdk: Callable[[Arch], Probe], arch: Arch) -> None:
     _check(sdk(arch), [i for i in probe_items(arch) if i.group == "alias"])
 
@@ -567,8 +610,7 @@ def test_kern_return_names() -> None:
     codes = {
         n: v
         for n, v in public_constants().items()
-        if n.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_"))
-        and n not in mach_abi.SYSCTL_KERN_NAMES
+        if n.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_")) and n not in mach_abi.NOT_RETURN_CODES
     }
     # one name per value: a colliding KERN_* (e.g. a sysctl name) would drop a code
     assert len(mach_abi.KERN_RETURN_NAMES) == len(codes)

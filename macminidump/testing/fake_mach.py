@@ -275,6 +275,8 @@ class FakeMachKernel:
         inherited_slots: Iterable[Any] = (),
         translated: bool = False,
         caller_translated: bool = False,
+        crash_on_run: tuple[int, int, int, int, int] | None = None,
+        exit_code_on_run: int = 0,
         fail_at: str | None = None,
         fail_on: int | None = 0,
         fail_with: str = "kern",
@@ -298,6 +300,14 @@ class FakeMachKernel:
         self.spawned: list[list[Any]] = []
         self.translated = translated
         self.caller_translated = caller_translated
+        #: ``run`` of a child: (thread id, exception, code, subcode, signal) of its crash,
+        #: delivered as EXC_CRASH to its exception port; else it exits with exit_code_on_run
+        self.crash_on_run = crash_on_run
+        self.exit_code_on_run = exit_code_on_run
+        self._spawn_attrs: dict[int, dict[str, Any]] = {}
+        self._queues: dict[Any, list[bytes]] = {}
+        self.child: dict[str, Any] | None = None
+        self.replies: list[int] = []
         self.task_for_pid_allowed = task_for_pid_allowed
         self.addressable_bits = addressable_bits
         self.unreadable = {_align_down(p, 0x1000) for p in unreadable}
@@ -706,6 +716,162 @@ class FakeMachKernel:
         self.spawned.append(list(self.registered))
         return self.spawned[-1]
 
+    # ---- ports, messages and posix_spawn (the `run` supervisor)
+
+    def mach_port_allocate(self, task: Any, right: Any, name: Any) -> int:
+        if kr := self._enter("mach_port_allocate", (task, right, name)):
+            return kr
+        if not self._is_self_space(task) or _value(right) != abi.MACH_PORT_RIGHT_RECEIVE:
+            return abi.KERN_INVALID_ARGUMENT
+        obj = ("receive", len(self._queues))
+        self._queues[obj] = []
+        _store(name, abi.mach_port_name_t, self._grant(obj))
+        return abi.KERN_SUCCESS
+
+    def mach_port_insert_right(self, task: Any, name: Any, poly: Any, poly_poly: Any) -> int:
+        if kr := self._enter("mach_port_insert_right", (task, name, poly, poly_poly)):
+            return kr
+        obj = self._object(name)
+        if _value(poly_poly) != abi.MACH_MSG_TYPE_MAKE_SEND or obj not in self._queues:
+            return abi.KERN_INVALID_RIGHT
+        self._rights[_value(name)].urefs += 1  # the send right shares the receive's name
+        return abi.KERN_SUCCESS
+
+    def mach_port_mod_refs(self, task: Any, name: Any, right: Any, delta: Any) -> int:
+        if kr := self._enter("mach_port_mod_refs", (task, name, right, delta)):
+            return kr
+        obj = self._object(name)
+        if _value(right) != abi.MACH_PORT_RIGHT_RECEIVE or obj not in self._queues:
+            return abi.KERN_INVALID_RIGHT
+        del self._queues[obj]
+        self._rights[_value(name)].urefs += _value(delta)
+        return abi.KERN_SUCCESS
+
+    def posix_spawnattr_init(self, attr: Any) -> int:
+        self._enter("posix_spawnattr_init", (attr,))
+        token = 0x5A000 + len(self._spawn_attrs) * 0x10 + 0x10
+        self._spawn_attrs[token] = {}
+        _store(attr, ctypes.c_void_p, token)
+        return 0
+
+    def posix_spawnattr_destroy(self, attr: Any) -> int:
+        self._enter("posix_spawnattr_destroy", (attr,))
+        token = _load(attr, ctypes.c_void_p)
+        if self._spawn_attrs.pop(token, None) is None:
+            raise FakeKernelViolation(f"posix_spawnattr_destroy of {token:#x}: not initialized")
+        return 0
+
+    def posix_spawnattr_setexceptionports_np(
+        self, attr: Any, mask: Any, new_port: Any, behavior: Any, flavor: Any
+    ) -> int:
+        args = (attr, mask, new_port, behavior, flavor)
+        self._enter("posix_spawnattr_setexceptionports_np", args)
+        token = _load(attr, ctypes.c_void_p)
+        self._spawn_attrs[token]["exception"] = (
+            _value(mask),
+            self._object(new_port),
+            _value(behavior) & 0xFFFFFFFF,
+            _value(flavor),
+        )
+        return 0
+
+    def posix_spawnp(
+        self, pid: Any, path: Any, file_actions: Any, attrp: Any, argv: Any, envp: Any
+    ) -> int:
+        if self._enter("posix_spawnp", (pid, path, file_actions, attrp, argv, envp)):
+            return errno.EIO
+        if not os.path.basename(path.decode()).startswith("prog"):
+            return errno.ENOENT
+        words = ctypes.cast(argv, ctypes.POINTER(ctypes.c_char_p))
+        args: list[str] = []
+        while words[len(args)] is not None:
+            args.append(words[len(args)].decode())
+        config = self._spawn_attrs[_load(attrp, ctypes.c_void_p)].get("exception")
+        self.child = {"argv": args, "exception": config, "status": None, "polls": 0}
+        _store(pid, abi.pid_t, self.pid)
+        return 0
+
+    def _child_runs(self) -> None:
+        """The child, given one more poll: it crashes (EXC_CRASH to its port) or exits."""
+        child = self.child
+        assert child is not None
+        child["polls"] += 1
+        if child["status"] is not None or child["polls"] < 2 or child.get("crashed"):
+            return
+        if self.crash_on_run is None:
+            child["status"] = self.exit_code_on_run << 8
+            return
+        tid, exception, code, subcode, signo = self.crash_on_run
+        mask, port, behavior, _flavor = child["exception"] or (0, None, 0, 0)
+        child["crashed"] = True
+        if not mask & abi.EXC_MASK_CRASH or port not in self._queues:
+            child["status"] = signo  # nobody listens: it dies at once
+            return
+        assert behavior == abi.EXCEPTION_DEFAULT | abi.MACH_EXCEPTION_CODES, behavior
+        child["signo"] = signo
+        self._queues[port].append(
+            _exc_crash(
+                self._grant(("reply", tid)),
+                self._grant(("thread", tid)),
+                self._grant("task"),
+                ((signo & 0xFF) << 24) | ((exception & 0xF) << 20) | (code & 0xFFFFF),
+                subcode,
+            )
+        )
+
+    def waitpid(self, pid: int, options: int) -> tuple[int, int]:
+        """os.waitpid for the spawned child (the supervisor's ``wait``)."""
+        if self.child is None or pid != self.pid or options != os.WNOHANG:
+            raise ChildProcessError(f"waitpid({pid}, {options}): not the fake's child")
+        self._child_runs()
+        status = self.child["status"]
+        return (pid, status) if status is not None else (0, 0)
+
+    def mach_msg(
+        self,
+        msg: Any,
+        option: Any,
+        send_size: Any,
+        rcv_size: Any,
+        rcv_name: Any,
+        timeout: Any,
+        notify: Any,
+    ) -> int:
+        args = (msg, option, send_size, rcv_size, rcv_name, timeout, notify)
+        if kr := self._enter("mach_msg", args):
+            return kr
+        option = _value(option)
+        address = _address(msg)
+        if option & abi.MACH_SEND_MSG:
+            head = abi.mach_msg_header_t.from_address(address)
+            reply = self._object(head.msgh_remote_port)
+            if not (isinstance(reply, tuple) and reply[0] == "reply"):
+                return abi.MACH_SEND_INVALID_DEST
+            if _value(send_size) != head.msgh_size or head.msgh_size < ctypes.sizeof(
+                abi.mach_exception_raise_reply
+            ):
+                return abi.MACH_SEND_MSG_TOO_SMALL
+            body = abi.mach_exception_raise_reply.from_address(address)
+            if body.Head.msgh_id != abi._MACH_EXCEPTION_RAISE_REPLY_ID:
+                raise FakeKernelViolation(f"reply with msgh_id {body.Head.msgh_id}")
+            self.replies.append(body.RetCode)
+            del self._rights[head.msgh_remote_port]  # a send-once right is used up
+            assert self.child is not None
+            self.child["status"] = self.child["signo"]  # the process goes on dying
+            return abi.KERN_SUCCESS
+        if option & abi.MACH_RCV_MSG:
+            queue = self._queues.get(self._object(rcv_name))
+            if queue is None:
+                return abi.MACH_RCV_INVALID_NAME
+            if not queue:
+                return abi.MACH_RCV_TIMED_OUT
+            data = queue.pop(0)
+            if _value(rcv_size) < len(data):
+                return abi.MACH_RCV_TOO_LARGE
+            ctypes.memmove(address, data, len(data))
+            return abi.KERN_SUCCESS
+        return abi.KERN_INVALID_ARGUMENT
+
     def sysctl(
         self, name: Any, namelen: Any, oldp: Any, oldlenp: Any, newp: Any, newlen: Any
     ) -> int:
@@ -923,6 +1089,22 @@ class FakeMachKernel:
         _write(oldp, bytes(ctypes.c_int(self.addressable_bits)))
         _store(oldlenp, ctypes.c_size_t, 4)
         return 0
+
+
+def _exc_crash(reply: int, thread: int, task: int, code: int, subcode: int) -> bytes:
+    """The EXC_CRASH message the kernel sends an EXCEPTION_DEFAULT|MACH_EXCEPTION_CODES port."""
+    request = abi.mach_exception_raise_request()
+    request.Head.msgh_bits = abi.MACH_MSGH_BITS_COMPLEX | abi.MACH_MSG_TYPE_MOVE_SEND_ONCE
+    request.Head.msgh_size = ctypes.sizeof(request)
+    request.Head.msgh_remote_port = reply
+    request.Head.msgh_id = abi._MACH_EXCEPTION_RAISE_ID
+    request.msgh_body.msgh_descriptor_count = 2
+    request.thread.name, request.task.name = thread, task
+    request.NDR.int_rep = abi.NDR_INT_LITTLE_ENDIAN
+    request.exception = abi.EXC_CRASH
+    request.codeCnt = 2
+    request.code[0], request.code[1] = code, subcode
+    return bytes(request)
 
 
 # ------------------------------------------------------------------ writing the caller's memory

@@ -53,6 +53,24 @@ thread_act_t = mach_port_t
 vm_map_t = mach_port_t
 vm_map_read_t = mach_port_t
 mach_msg_type_number_t = natural_t
+# Mach messages and ports (mach/message.h, mach/port.h)
+mach_msg_return_t = kern_return_t
+mach_msg_option_t = integer_t
+mach_msg_size_t = natural_t
+mach_msg_timeout_t = natural_t
+mach_msg_id_t = integer_t
+mach_msg_bits_t = ctypes.c_uint
+mach_msg_type_name_t = ctypes.c_uint
+mach_port_right_t = natural_t
+mach_port_delta_t = integer_t
+ipc_space_t = mach_port_t
+# exceptions (mach/exception_types.h) and posix_spawn (spawn.h: opaque pointers)
+exception_type_t = ctypes.c_int
+exception_mask_t = ctypes.c_uint
+exception_behavior_t = ctypes.c_int
+mach_exception_data_type_t = ctypes.c_int64
+posix_spawnattr_t = ctypes.c_void_p
+posix_spawn_file_actions_t = ctypes.c_void_p
 #: out-array of ``task_threads``: free it with ``mach_vm_deallocate``
 thread_act_array_t = ctypes.POINTER(thread_act_t)
 #: what mach_ports_register takes and mach_ports_lookup allocates (free: vm_deallocate)
@@ -82,7 +100,7 @@ uuid_t = ctypes.c_uint8 * 16
 # --------------------------------------------------------------------------------------
 
 # kern_return_t (mach/kern_return.h). KERN_RETURN_NAMES is built from every KERN_*
-# name below but the sysctl names of SYSCTL_KERN_NAMES.
+# name below but those of NOT_RETURN_CODES (sysctl names, mach_msg options).
 KERN_SUCCESS = 0
 KERN_INVALID_ADDRESS = 1
 KERN_PROTECTION_FAILURE = 2
@@ -147,10 +165,34 @@ MACH_SEND_INVALID_DEST = 0x10000003
 MACH_SEND_TIMED_OUT = 0x10000004
 MACH_SEND_INTERRUPTED = 0x10000007
 MACH_SEND_INVALID_RIGHT = 0x1000000A
+MACH_SEND_MSG_TOO_SMALL = 0x10000008
+MACH_RCV_INVALID_NAME = 0x10004002
 MACH_RCV_TIMED_OUT = 0x10004003
+MACH_RCV_TOO_LARGE = 0x10004004
 MACH_RCV_INTERRUPTED = 0x10004005
 
 MACH_PORT_NULL = 0
+MACH_PORT_RIGHT_RECEIVE = 1
+
+# mach_msg (mach/message.h)
+MACH_SEND_MSG = 0x00000001
+MACH_RCV_MSG = 0x00000002
+MACH_RCV_TIMEOUT = 0x00000100
+MACH_MSGH_BITS_COMPLEX = 0x80000000
+MACH_MSGH_BITS_REMOTE_MASK = 0x0000001F
+MACH_MSG_TYPE_MOVE_SEND_ONCE = 18
+MACH_MSG_TYPE_MAKE_SEND = 20
+MACH_MSG_PORT_DESCRIPTOR = 0
+
+# exceptions (mach/exception_types.h)
+EXC_BAD_ACCESS = 1
+EXC_BAD_INSTRUCTION = 2
+EXC_ARITHMETIC = 3
+EXC_BREAKPOINT = 6
+EXC_CRASH = 10
+EXC_MASK_CRASH = 1 << EXC_CRASH
+EXCEPTION_DEFAULT = 1
+MACH_EXCEPTION_CODES = 0x80000000
 
 # task_info (mach/task_info.h)
 TASK_DYLD_INFO = 17
@@ -203,8 +245,10 @@ CTL_KERN = 1
 # the MIB {CTL_KERN, KERN_PROC, KERN_PROC_PID, pid} gives one process's kinfo_proc
 KERN_PROC = 14
 KERN_PROC_PID = 1
-#: sysctl names that share the KERN_ prefix of kern_return_t codes
-SYSCTL_KERN_NAMES = frozenset({"KERN_PROC", "KERN_PROC_PID"})
+#: names that share the prefixes of kern_return_t/mach_msg_return_t codes but are not codes
+NOT_RETURN_CODES = frozenset(
+    {"KERN_PROC", "KERN_PROC_PID", "MACH_SEND_MSG", "MACH_RCV_MSG", "MACH_RCV_TIMEOUT"}
+)
 #: kinfo_proc.kp_proc.p_flag: the process is an x86_64 one run by Rosetta (sys/proc.h)
 P_TRANSLATED = 0x00020000
 #: sysctlbyname name that is 1 in a process Rosetta translates (absent on Intel Macs)
@@ -423,6 +467,89 @@ class kinfo_proc(SDKStructure):
         ("p_flag", ctypes.c_int),
         ("_rest", ctypes.c_uint8 * 612),
     ]
+
+
+# ---- Mach messages (exception delivery) -------------------------------------------
+
+
+class mach_msg_header_t(SDKStructure):
+    _c_type_ = "mach_msg_header_t"
+    _fields_ = [
+        ("msgh_bits", mach_msg_bits_t),
+        ("msgh_size", mach_msg_size_t),
+        ("msgh_remote_port", mach_port_t),
+        ("msgh_local_port", mach_port_t),
+        ("msgh_voucher_port", mach_port_name_t),
+        ("msgh_id", mach_msg_id_t),
+    ]
+
+
+class mach_msg_body_t(SDKStructure):
+    _c_type_ = "mach_msg_body_t"
+    _fields_ = [("msgh_descriptor_count", mach_msg_size_t)]
+
+
+class mach_msg_port_descriptor_t(SDKStructure):
+    """Under ``#pragma pack(4)``, 12 bytes: ``name``, ``pad1``, then one word of bit
+    fields (``pad2:16, disposition:8, type:8``), here ``_bits`` (ctypes declares it whole;
+    bit fields have no offsetof to check)."""
+
+    _c_type_ = "mach_msg_port_descriptor_t"
+    _padding_ = ("_bits",)
+    _fields_ = [("name", mach_port_t), ("pad1", mach_msg_size_t), ("_bits", ctypes.c_uint32)]
+
+
+class NDR_record_t(SDKStructure):
+    _c_type_ = "NDR_record_t"
+    _fields_ = [
+        (name, ctypes.c_uint8)
+        for name in (
+            "mig_vers",
+            "if_vers",
+            "reserved1",
+            "mig_encoding",
+            "int_rep",
+            "char_rep",
+            "float_rep",
+            "reserved2",
+        )
+    ]
+
+
+#: MIG message ids of mach_exc.defs (subsystem 2405; no SDK header has them): the request
+#: and its reply
+_MACH_EXCEPTION_RAISE_ID = 2405
+_MACH_EXCEPTION_RAISE_REPLY_ID = _MACH_EXCEPTION_RAISE_ID + 100
+#: NDR_record's int_rep on every Mac (NDR_INT_LITTLE_ENDIAN)
+NDR_INT_LITTLE_ENDIAN = 1
+
+
+class mach_exception_raise_request(ctypes.Structure):
+    """What the kernel sends an ``EXCEPTION_DEFAULT | MACH_EXCEPTION_CODES`` exception port:
+    MIG's ``__Request__mach_exception_raise_t`` from ``mach_exc.defs`` (``#pragma pack(4)``).
+    The SDK ships no header declaring it; its parts are SDK-checked, and
+    tests/test_mach_abi.py compiles this layout from the SDK's parts and compares."""
+
+    _pack_ = 4
+    _layout_ = "ms"
+    _fields_ = [
+        ("Head", mach_msg_header_t),
+        ("msgh_body", mach_msg_body_t),
+        ("thread", mach_msg_port_descriptor_t),
+        ("task", mach_msg_port_descriptor_t),
+        ("NDR", NDR_record_t),
+        ("exception", exception_type_t),
+        ("codeCnt", mach_msg_type_number_t),
+        ("code", mach_exception_data_type_t * 2),
+    ]
+
+
+class mach_exception_raise_reply(ctypes.Structure):
+    """MIG's ``__Reply__mach_exception_raise_t`` (``#pragma pack(4)``): header, NDR, RetCode."""
+
+    _pack_ = 4
+    _layout_ = "ms"
+    _fields_ = [("Head", mach_msg_header_t), ("NDR", NDR_record_t), ("RetCode", kern_return_t)]
 
 
 # ---- signal context (crash-handler side) --------------------------------------------
@@ -645,6 +772,10 @@ _COMMON_STRUCTURES: tuple[type[SDKStructure], ...] = (
     dyld_image_info,
     dyld_all_image_infos,
     kinfo_proc,
+    mach_msg_header_t,
+    mach_msg_body_t,
+    mach_msg_port_descriptor_t,
+    NDR_record_t,
     sigaltstack,
     ucontext64,
 )
@@ -764,7 +895,7 @@ KERN_RETURN_NAMES: Mapping[int, str] = MappingProxyType(
         value: name
         for name, value in sorted(globals().items())
         if name.startswith(("KERN_", "MACH_SEND_", "MACH_RCV_"))
-        and name not in SYSCTL_KERN_NAMES
+        and name not in NOT_RETURN_CODES
         and isinstance(value, int)
     }
 )

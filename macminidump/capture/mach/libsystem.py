@@ -57,6 +57,27 @@ PROTOTYPES: Mapping[str, str] = MappingProxyType(
         "task_info": (
             "kern_return_t (task_name_t, task_flavor_t, task_info_t, mach_msg_type_number_t *)"
         ),
+        "mach_port_allocate": "kern_return_t (ipc_space_t, mach_port_right_t, mach_port_name_t *)",
+        "mach_port_insert_right": (
+            "kern_return_t (ipc_space_t, mach_port_name_t, mach_port_t, mach_msg_type_name_t)"
+        ),
+        "mach_port_mod_refs": (
+            "kern_return_t (ipc_space_t, mach_port_name_t, mach_port_right_t, mach_port_delta_t)"
+        ),
+        "mach_msg": (
+            "mach_msg_return_t (mach_msg_header_t *, mach_msg_option_t, mach_msg_size_t, "
+            "mach_msg_size_t, mach_port_name_t, mach_msg_timeout_t, mach_port_name_t)"
+        ),
+        "posix_spawnattr_init": "int (posix_spawnattr_t *)",
+        "posix_spawnattr_destroy": "int (posix_spawnattr_t *)",
+        "posix_spawnattr_setexceptionports_np": (
+            "int (posix_spawnattr_t *, exception_mask_t, mach_port_t, exception_behavior_t, "
+            "thread_state_flavor_t)"
+        ),
+        "posix_spawnp": (
+            "int (pid_t *, const char *, const posix_spawn_file_actions_t *, "
+            "const posix_spawnattr_t *, char *const *, char *const *)"
+        ),
         "sysctl": "int (int *, u_int, void *, size_t *, void *, size_t)",
         "sysctlbyname": "int (const char *, void *, size_t *, void *, size_t)",
     }
