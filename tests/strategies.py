@@ -11,8 +11,9 @@ from __future__ import annotations
 import hypothesis.strategies as st
 
 from macminidump.arch import Arch, RegKind
+from macminidump.mach_flavors import MACH_ARCHES
 from macminidump.macho import schema
-from macminidump.macho.constants import CpuType, LoadCommand, NoteOwner
+from macminidump.macho.constants import LoadCommand, NoteOwner
 from macminidump.macho.layout import FLAVORS
 from macminidump.model import (
     AddressableBits,
@@ -30,7 +31,7 @@ from macminidump.model import (
 )
 
 U64 = st.integers(0, (1 << 64) - 1)
-CPU = {Arch.ARM64: CpuType.ARM64, Arch.X86_64: CpuType.X86_64}
+CPU = {arch: m.cputype for arch, m in MACH_ARCHES.items()}
 protections = st.integers(0, 7).map(Protection)
 # names as Mach-O stores them: 16 bytes, NUL padded (so no trailing NUL of their own)
 names16 = st.text(st.characters(min_codepoint=1, max_codepoint=255), max_size=16)

@@ -17,6 +17,7 @@ import attrs
 from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import RenderError
+from ..mach_flavors import MACH_ARCHES
 from ..model import Snapshot, Thread
 from ..schema_io import build
 from ..writer import CoreCost, SegmentPlacement, align
@@ -25,14 +26,14 @@ from .constants import (
     MH_MAGIC_64,
     X86_WRAPPER_OF,
     ArmFlavor,
-    CpuType,
     FileType,
     LoadCommand,
     NoteOwner,
     X86Flavor,
 )
 
-CPU = {Arch.ARM64: (CpuType.ARM64, 0), Arch.X86_64: (CpuType.X86_64, 3)}
+#: arch -> (cputype, cpusubtype)
+CPU = {arch: (m.cputype, m.cpusubtype) for arch, m in MACH_ARCHES.items()}
 
 #: The flavors written per register kind, in the order written. GPR must come first:
 #: LLDB 16 reads only the first recognized x86_64 flavor.

@@ -15,8 +15,9 @@ from typing import Any, NamedTuple
 import attrs
 
 from .. import memory_note
-from ..arch import Arch, RegKind
+from ..arch import RegKind
 from ..errors import MacMiniDumpError, ParseError
+from ..mach_flavors import MACH_ARCHES
 from ..model import (
     PROTECTIONS,
     AddressableBits,
@@ -43,7 +44,7 @@ from .constants import (
     NoteOwner,
 )
 
-ARCH_OF_CPU = {int(CpuType.ARM64): Arch.ARM64, int(CpuType.X86_64): Arch.X86_64}
+ARCH_OF_CPU = {int(m.cputype): arch for arch, m in MACH_ARCHES.items()}
 _SEGMENT = codec.SEGMENT.struct
 _NOTE = codec.NOTE.struct
 _LC = codec.LOAD_COMMAND.struct
