@@ -9,6 +9,8 @@ Rooms:
   handler's ``ucontext``/``mcontext``;
 - :mod:`.dyld`: dyld's image list and each image's headers, read from the target;
 - :mod:`.target`: ``MachTarget`` (stop, threads, memory, images) and ``capture_mach``.
+- :mod:`.handover`: the self dump, through a helper process given this task's port;
+- :mod:`.supervise`: ``macminidump run`` on macOS (the child's ``EXC_CRASH`` port).
 
 Importing this package loads no library, on any OS.
 """
