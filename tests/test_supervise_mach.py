@@ -138,3 +138,16 @@ def test_a_program_that_cannot_start(tmp_path: Path) -> None:
 def test_no_program() -> None:
     with pytest.raises(TargetError, match="no program given"):
         run_supervised([], "core", lib=object(), wait=os.waitpid)
+
+
+def test_a_grandchilds_crash_is_left_alone(tmp_path: Path) -> None:
+    """A child of the program inherits its exception port: its crash is not the program's."""
+    k = kernel("arm64", "bad-access", crash_in_grandchild=True)
+    core = tmp_path / "run.core"
+    reports: list[str] = []
+    status = run_supervised(["prog"], str(core), lib=k, wait=k.waitpid, report=reports.append)
+    assert not core.exists() and reports == []
+    assert k.replies == [abi.KERN_SUCCESS]
+    assert status == 139  # the fake's child dies with the grandchild's signal; nothing captured
+    assert "task_suspend" not in k.calls
+    mach_tests.assert_books_balance(k)

@@ -277,6 +277,7 @@ class FakeMachKernel:
         caller_translated: bool = False,
         crash_on_run: tuple[int, int, int, int, int] | None = None,
         exit_code_on_run: int = 0,
+        crash_in_grandchild: bool = False,
         fail_at: str | None = None,
         fail_on: int | None = 0,
         fail_with: str = "kern",
@@ -304,6 +305,8 @@ class FakeMachKernel:
         #: delivered as EXC_CRASH to its exception port; else it exits with exit_code_on_run
         self.crash_on_run = crash_on_run
         self.exit_code_on_run = exit_code_on_run
+        #: the crash is a grandchild's (it inherited the exception port): pid + 1
+        self.crash_in_grandchild = crash_in_grandchild
         self._spawn_attrs: dict[int, dict[str, Any]] = {}
         self._queues: dict[Any, list[bytes]] = {}
         self.child: dict[str, Any] | None = None
@@ -664,6 +667,9 @@ class FakeMachKernel:
     def pid_for_task(self, t: Any, x: Any) -> int:
         if kr := self._enter("pid_for_task", (t, x)):
             return kr
+        if self._object(t) == "grandchild-task":
+            _store(x, ctypes.c_int, self.pid + 1)
+            return abi.KERN_SUCCESS
         if not self._is_task(t):
             return abi.KERN_FAILURE
         _store(x, ctypes.c_int, self.pid)
@@ -813,7 +819,7 @@ class FakeMachKernel:
             _exc_crash(
                 self._grant(("reply", tid)),
                 self._grant(("thread", tid)),
-                self._grant("task"),
+                self._grant("grandchild-task" if self.crash_in_grandchild else "task"),
                 ((signo & 0xFF) << 24) | ((exception & 0xF) << 20) | (code & 0xFFFFF),
                 subcode,
             )

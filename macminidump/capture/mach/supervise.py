@@ -201,11 +201,14 @@ def _thread_id(lib: _Lib, thread: int) -> int:
 def _handle(
     lib: _Lib,
     request: abi.mach_exception_raise_request,
+    child: int,
     core_path: str,
     options: CaptureOptions | None,
     lib_raw: Any,
 ) -> str | None:
-    """Write the core of the crash the message reports; an error message if that failed."""
+    """Write the core of the crash the message reports; an error message if that failed.
+    A crash of another process (a child of the program inherits its exception port) is
+    left alone, as the Linux supervisor leaves the program's children alone."""
     from ...streaming import write_captured
 
     task, thread = request.task.name, request.thread.name
@@ -214,6 +217,10 @@ def _handle(
             return f"unexpected exception message (id {request.Head.msgh_id})"
         if request.exception != abi.EXC_CRASH:
             return f"unexpected exception {request.exception} (only EXC_CRASH is asked for)"
+        pid = ctypes.c_int(-1)
+        lib.check("pid_for_task", task, ctypes.byref(pid))
+        if pid.value != child:
+            return None
         crash = decode_exc_crash(request.code[0], request.code[1], _thread_id(lib, thread))
         context = CrashContext(
             thread_id=crash.thread_id,
@@ -263,7 +270,7 @@ def run_supervised(
             if not _receive(calls, port, buffer):
                 continue
             request = abi.mach_exception_raise_request.from_buffer_copy(buffer)
-            error = _handle(calls, request, core_path, options, raw)
+            error = _handle(calls, request, pid, core_path, options, raw)
             if error is not None and report is not None:
                 report(f"no core written: {error}")
             # KERN_SUCCESS: EXC_CRASH handled; the process goes on dying of its signal
