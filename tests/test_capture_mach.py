@@ -29,6 +29,7 @@ import pytest
 import stacks
 import test_lldb_macho as lldb_tests
 
+from macminidump import parse_core
 from macminidump.arch import Arch, RegKind
 from macminidump.capture.base import CrashContext, capture
 from macminidump.capture.mach import (
@@ -713,3 +714,44 @@ def test_every_macos_test_is_in_the_live_file() -> None:
         and re.search(r"^(@pytest\.mark\.macos|pytestmark = .*mark\.macos)", p.read_text(), re.M)
     ]
     assert elsewhere == [], elsewhere
+
+
+@pytest.mark.parametrize("to", ["core", "snapshot"])
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_self_dump_helper_end_to_end(
+    arch: str, to: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsysbinary: Any
+) -> None:
+    """``python -m macminidump._selfdump``'s macOS path, run here: the parent (a signal
+    handler, blocked waiting) offers its port and sends go + its crash context as JSON; the
+    helper takes the port, checks whose it is, captures with the crash applied, writes
+    the core (or pickles the Snapshot to stdout), and releases the port."""
+    import io
+    import pickle
+
+    from macminidump import _selfdump
+    from macminidump.capture.base import CaptureOptions
+    from macminidump.capture.mach import libsystem
+
+    parent = kernel(arch, "crash", self_capture=True)
+    inherited = offer_task_port(parent, parent.spawn)
+    helper = kernel(arch, "crash", inherited_slots=inherited)
+    monkeypatch.setattr(libsystem, "load_libsystem", lambda: helper)
+    monkeypatch.setattr(libsystem.platform, "machine", lambda: arch)
+    request = b"go" + _selfdump.crash_to_json(crash_context(arch)).encode()
+    monkeypatch.setattr(sys, "stdin", type("In", (), {"buffer": io.BytesIO(request)})())
+    core = tmp_path / "self.core"
+    path = str(core) if to == "core" else _selfdump.TO_STDOUT
+    assert _selfdump._capture_darwin(parent.pid, path, CaptureOptions()) == ()
+    if to == "core":
+        snapshot = parse_core(core)
+    else:
+        snapshot = pickle.loads(capsysbinary.readouterr().out)
+    crashed = snapshot.threads[0]
+    assert crashed.id == CRASHED and crashed.crashed
+    assert dict(crashed.gpr) == {
+        **registers_zero(arch, RegKind.GPR),
+        **crash_state(arch)[RegKind.GPR],
+    }
+    assert "thread_suspend" not in helper.calls and helper.task_suspend_count == 0
+    assert_books_balance(helper)
+    assert_books_balance(parent)
