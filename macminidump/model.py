@@ -334,10 +334,15 @@ class Image:
     slide: int | None = None
     segments: tuple[ImageSegment, ...] = attrs.field(default=(), converter=_as_tuple)
     main: bool = False
+    #: the identifier the linker wrote into an ELF binary (its GNU build-id, 8 to 64
+    #: bytes): what debuginfod and symbol servers look binaries up by (Mach-O: ``uuid``)
+    build_id: bytes | None = attrs.field(default=None, converter=attrs.converters.optional(bytes))
 
     def __attrs_post_init__(self) -> None:
         if self.load_address is None and self.slide is None and not self.segments:
             raise ModelError(f"image {self.path!r} has no load address, slide or segments")
+        if self.build_id is not None and not 1 <= len(self.build_id) <= 64:
+            raise ModelError(f"image {self.path!r}: a build-id of {len(self.build_id)} bytes")
         for name in ("load_address", "slide"):
             value = getattr(self, name)
             if value is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import attrs
 import pytest
 
 from macminidump import CaptureError, Image, Region, RegKind, Snapshot, Thread
@@ -140,8 +141,30 @@ def test_extra_ranges_and_options() -> None:
         FakeTarget(world(), extra=[(0x600010, 0x600020)]),
         CaptureOptions(max_stack=0x100, include=((0x600100, 8),)),
     )
-    assert (0x600010, 0x600020) in spans(snap) and (0x600100, 0x600108) in spans(snap)
+    # two ranges in one page become one region, the gap between them read too: elfutils
+    # finds segments by page and reads the second through the first
+    assert (0x600010, 0x600108) in spans(snap)
     assert (STACK + 0x800 - 128, STACK + 0x900) in spans(snap)
+
+
+def test_dont_dump_and_environment_are_never_saved() -> None:
+    """A MADV_DONTDUMP range and the environment strings are absent from the core (not
+    zeroed), whatever asked for them; keep_environment keeps the environment only."""
+    from macminidump.capture.base import CaptureOptions
+
+    env = (STACK + 0x840, STACK + 0x860)
+    marked = (0x600000, 0x600100)
+
+    def target() -> FakeTarget:
+        return FakeTarget(world(), extra=[marked], dont_dump=[marked], environment=env)
+
+    options = CaptureOptions(max_stack=0x100, include=((0x600080, 8),))
+    snap = capture(target(), options)
+    assert not any(a < marked[1] and marked[0] < b for a, b in spans(snap)), spans(snap)
+    assert (STACK + 0x800 - 128, env[0]) in spans(snap) and (env[1], STACK + 0x900) in spans(snap)
+    kept = capture(target(), attrs.evolve(options, keep_environment=True))
+    assert (STACK + 0x800 - 128, STACK + 0x900) in spans(kept)
+    assert not any(a < marked[1] and marked[0] < b for a, b in spans(kept))
 
 
 def test_stack_is_scanned_when_there_is_no_frame_chain() -> None:

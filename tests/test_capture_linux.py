@@ -372,7 +372,11 @@ def test_four_threads(programs: dict[str, Path], run: Callable[..., Target]) -> 
         assert len(t.raw_states) == 1 and t.raw_states[0].kind == 0x202
         assert 576 <= len(t.raw_states[0].data) <= 2696
 
-    # stacks: from sp - 128 to the end of the stack's mapping, rip in executable code
+    # stacks: from the page holding sp - 128 to the end of the stack's mapping (the main
+    # thread's to its environment strings, left out), rip in executable code
+    stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    env_start, env_end = int(stat[47]), int(stat[48])
+    assert env_start and not saved(snap, env_start, 1) and not saved(snap, env_end - 1, 1)
     exe_start = next(s for s, _, _, off, p in before if p == str(programs["four"]) and off == 0)
     syms = symbols(programs["four"])
     for t in snap.threads:
@@ -380,8 +384,8 @@ def test_four_threads(programs: dict[str, Path], run: Callable[..., Target]) -> 
         stack = next(m for m in before if m[0] <= rsp < m[1])
         assert "w" in stack[2]
         region = next(r for r in snap.regions if r.contains(rsp))
-        assert region.address == max(stack[0], rsp - 128)
-        assert region.end == stack[1]
+        assert region.address == max(stack[0], (rsp - 128) & ~0xFFF)
+        assert region.end == (env_start if stack[0] <= env_start < stack[1] else stack[1])
         code = next(m for m in before if m[0] <= rip < m[1])
         assert "x" in code[2]
         assert saved(snap, rip - 16, 32), "no code around the pc"

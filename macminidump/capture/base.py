@@ -131,6 +131,15 @@ class TargetOS(Protocol):
         what the ``dirty`` policy saves. Asked only by that policy (it may cost a walk)."""
         ...
 
+    def dont_dump(self, mappings: Sequence[MemoryMapping]) -> Sequence[tuple[int, int]]:
+        """Ranges the process marked never to be dumped (Linux: MADV_DONTDUMP): no policy
+        saves them, whatever asked for them."""
+        ...
+
+    def environment(self, mappings: Sequence[MemoryMapping]) -> tuple[int, int] | None:
+        """Where the environment strings lie (left out unless ``keep_environment``)."""
+        ...
+
     def process_info(self) -> ProcessInfo | None: ...
 
     def auxv(self) -> Sequence[tuple[int, int]]: ...
@@ -391,7 +400,7 @@ def _read_regions(
     return tuple(regions)
 
 
-PAGE = 4096
+PAGE = policy.PAGE
 
 
 def _readable_length(target: TargetOS, start: int, size: int) -> int:

@@ -57,6 +57,8 @@ REFERENCED_BEFORE, REFERENCED_AFTER = 128, 1024
 #: stack bytes scanned for pointers per thread, and pointers followed per thread
 REFERENCED_SCAN = 64 << 10
 REFERENCED_MAX = 1024
+#: 4 KiB: the x86_64 Linux page, the granule elfutils rounds a core's segments to
+PAGE = 4096
 #: ranges at least this large are read while the file is written, not before
 LAZY_MIN = 64 << 10
 #: ranges listed one by one in the core's record of what was cut (the total is exact)
@@ -165,6 +167,8 @@ class CaptureOptions:
     #: a thread's stack is saved from sp up to this many bytes (None: to its mapping's end)
     max_stack: int | None = attrs.field(default=DEFAULT_MAX_STACK, converter=_to_max_stack)
     code_window: int = 256
+    #: save the environment strings too (left out by default: they hold tokens, keys)
+    keep_environment: bool = False
 
     def to_argv(self) -> list[str]:
         """The command-line options that give these options back (the self-dump helper)."""
@@ -175,6 +179,8 @@ class CaptureOptions:
             argv += ["--include", f"{address:#x}:{size}"]
         argv += ["--max-stack", "0" if self.max_stack is None else str(self.max_stack)]
         argv += ["--code-window", str(self.code_window)]
+        if self.keep_environment:
+            argv.append("--keep-environment")
         return argv
 
 
@@ -279,9 +285,15 @@ def never_saved(
 ) -> list[tuple[int, int]]:
     """Memory no policy saves, whatever asked for it: the final filter (see the module doc).
 
-    Issue 8 fills this in (MADV_DONTDUMP regions, environment strings by default).
+    What the process marked MADV_DONTDUMP, and the environment strings unless the caller
+    keeps them. Left out means absent from the core, not zeroed: a debugger reports that
+    memory unreadable.
     """
-    return []
+    excluded = list(target.dont_dump(mappings))
+    environment = None if options.keep_environment else target.environment(mappings)
+    if environment is not None:
+        excluded.append(environment)
+    return excluded
 
 
 # ----------------------------------------------------------------- choosing within a budget
@@ -389,6 +401,7 @@ def fit(
                 a, b = max(start, mapping.start), min(end, mapping.end)
                 if not mapping.protection & Protection.READ:
                     continue
+                a, b = _fill_shared_pages(claimed, holes, mapping, a, b)
                 claimed.add(a, b)
                 keep = b - a
                 if budget is not None and cost is not None:
@@ -414,6 +427,35 @@ def fit(
         omitted=tuple(sorted(omitted[:OMITTED_LISTED], key=lambda o: o.address)),
     )
     return Choice(tuple(_merge_pieces(pieces)), selection)
+
+
+def _fill_shared_pages(
+    claimed: _Claimed,
+    holes: Sequence[tuple[int, int]],
+    mapping: MemoryMapping,
+    a: int,
+    b: int,
+) -> tuple[int, int]:
+    """[a, b) grown over the gap to a saved neighbour that ends (starts) in its first
+    (last) page, unless that gap is excluded. elfutils finds a core's segment for an
+    address by whole pages: of two segments in one page it reads through the first, at
+    the wrong file offset for the second (a misread return address, no library list)."""
+    i = bisect.bisect_right(claimed.starts, a) - 1
+    if i >= 0:
+        end = claimed.ends[i]
+        if mapping.start <= end < a and end // PAGE == a // PAGE and not _hit(holes, end, a):
+            a = end
+    j = bisect.bisect_left(claimed.starts, b)
+    if j < len(claimed.starts):
+        start = claimed.starts[j]
+        if b < start <= mapping.end and (b - 1) // PAGE == start // PAGE:
+            if not _hit(holes, b, start):
+                b = start
+    return a, b
+
+
+def _hit(holes: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    return any(x < end and start < y for x, y in holes)
 
 
 def _check_floor(

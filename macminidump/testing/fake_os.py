@@ -34,6 +34,8 @@ class FakeTarget:
         fail_at: str | None = None,
         extra: Iterable[tuple[int, int]] = (),
         unreadable: Iterable[tuple[int, int]] = (),
+        dont_dump: Iterable[tuple[int, int]] = (),
+        environment: tuple[int, int] | None = None,
     ):
         self.world = world
         self.arch = world.arch
@@ -43,6 +45,8 @@ class FakeTarget:
         self.exited = False
         self._extra = tuple(extra)
         self._unreadable = tuple(unreadable)
+        self._dont_dump = tuple(dont_dump)
+        self._environment = environment
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -107,6 +111,14 @@ class FakeTarget:
         """The world's writable regions stand for the memory the process wrote."""
         self._call("modified_mappings")
         return [m for m in mappings if m.protection & Protection.WRITE]
+
+    def dont_dump(self, mappings: Sequence[MemoryMapping]) -> Sequence[tuple[int, int]]:
+        self._call("dont_dump")
+        return self._dont_dump
+
+    def environment(self, mappings: Sequence[MemoryMapping]) -> tuple[int, int] | None:
+        self._call("environment")
+        return self._environment
 
     def process_info(self) -> ProcessInfo | None:
         self._call("process_info")

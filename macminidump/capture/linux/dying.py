@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
-from ...arch import Arch
+from ...arch import Arch, RegKind
 from ...errors import CaptureError, TargetError
 from ...model import FileMapping, Image, ProcessInfo
 from ..base import CapturedThread, MemoryMapping
 from . import procfs
 from .dynlinker import LibraryList
-from .target import debugger_file_mappings
+from .target import consumer_ranges, debugger_file_mappings
 
 
 class DyingTarget:
@@ -85,7 +85,9 @@ class DyingTarget:
         return bytes(out)
 
     def images(self) -> Sequence[Image]:
-        return self._library_list().images(self.mappings(), procfs.executable(self._where))
+        libraries = self._library_list()
+        images = libraries.images(self.mappings(), procfs.executable(self._where))
+        return libraries.with_build_ids(images)
 
     def _library_list(self) -> LibraryList:
         if self._libraries is None:
@@ -96,7 +98,14 @@ class DyingTarget:
         return None
 
     def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
-        return self._library_list().debugger_ranges(mappings)
+        sps = [t.regsets.get(RegKind.GPR, {}).get("rsp", 0) for t in self._threads]
+        return consumer_ranges(self._library_list(), self.read, mappings, self._auxv, sps)
+
+    def dont_dump(self, mappings: Sequence[MemoryMapping]) -> Sequence[tuple[int, int]]:
+        return procfs.dont_dump(self._where) or []
+
+    def environment(self, mappings: Sequence[MemoryMapping]) -> tuple[int, int] | None:
+        return procfs.environment(self._where)
 
     def modified_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[MemoryMapping]:
         written = procfs.written_mappings(self._where) or set()

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import attrs
+
+from ...elf_headers import ElfHeaders, read_headers
+from ...errors import ParseError
 from ...linux_abi import (
     R_DEBUG_SIZE,
     AuxvType,
@@ -25,6 +29,7 @@ from ...linux_abi import (
 from ...model import Image
 from ...schema_io import fixed_format
 from ..base import MemoryMapping
+from ..policy import PAGE
 
 _PHDR = fixed_format(elf64_phdr)
 _DYN = fixed_format(elf64_dyn)
@@ -115,11 +120,10 @@ class LibraryList:
         for i in range(0, len(entries) - _DYN.size + 1, _DYN.size):
             tag, value = _DYN.unpack_from(entries, i)
             if tag == DynamicTag.DT_NULL:
-                entries = entries[: i + _DYN.size]
                 break
             if tag == DynamicTag.DT_DEBUG:
                 r_debug = value
-        # the whole .dynamic (a few hundred bytes, the DT_DEBUG slot among them)
+        # the whole PT_DYNAMIC, spare DT_NULL slots too: drgn reads all of it or nothing
         self.ranges.append((dyn_address, dyn_address + len(entries)))
         self._walk(r_debug)
 
@@ -189,6 +193,19 @@ class LibraryList:
                 images.append(Image(path="[vdso]", load_address=self.vdso))
         return images
 
+    def with_build_ids(self, images: list[Image]) -> list[Image]:
+        """Each image with the GNU build-id its header in memory names (a symbol server's
+        and debuginfod's key to the exact binary)."""
+        out = []
+        for image in images:
+            headers = None
+            if image.load_address is not None:
+                headers = loaded_headers(self._read, image.load_address)
+            if headers is not None and headers.build_id is not None:
+                image = attrs.evolve(image, build_id=headers.build_id)
+            out.append(image)
+        return out
+
     def debugger_ranges(self, mappings: Sequence[MemoryMapping]) -> list[tuple[int, int]]:
         """What gdb and LLDB read to list the libraries: these structures and the vDSO."""
         ranges = list(self.ranges)
@@ -211,3 +228,32 @@ def _header_address(mappings: Sequence[MemoryMapping], dynamic: int, bias: int) 
         if first:
             return max(m.start for m in first)
     return bias
+
+
+def loaded_headers(read: Reader, address: int) -> ElfHeaders | None:
+    """The headers of the ELF object loaded at ``address``; None where there is none or
+    its headers cannot be read (left out of the core, never an error)."""
+    try:
+        return read_headers(lambda offset, size: read(address + offset, size))
+    except ParseError:
+        return None
+
+
+def header_pages(read: Reader, mappings: Sequence[MemoryMapping]) -> list[tuple[int, int]]:
+    """The first page of every mapped ELF file (its ELF header, program headers and
+    build-id note, as the kernel dumps it) and its whole PT_DYNAMIC: elfutils finds
+    modules and build-ids there, pwntools names a mapping only where a saved segment
+    starts, drgn reads a library's dynamic section whole."""
+    ranges = []
+    for m in mappings:
+        if m.offset != 0 or not m.path.startswith("/") or not m.protection & 1:
+            continue
+        headers = loaded_headers(read, m.start)
+        if headers is None:
+            continue
+        ranges.append((m.start, min(m.end, m.start + max(PAGE, headers.header_size))))
+        dynamic = headers.dynamic
+        if dynamic is not None and dynamic.memsz <= MAX_DYNAMIC:
+            start = (headers.bias_for(m.start) + dynamic.vaddr) & ((1 << 64) - 1)
+            ranges.append((start, start + dynamic.memsz))
+    return ranges

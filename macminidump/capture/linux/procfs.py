@@ -139,6 +139,38 @@ def written_mappings(where: str) -> set[int] | None:
     return written
 
 
+def dont_dump(where: str) -> list[tuple[int, int]] | None:
+    """The mappings the process marked MADV_DONTDUMP (``dd`` in smaps VmFlags: keys,
+    secrets; the kernel and gcore never dump them); None when smaps cannot be read."""
+    text = read_text(f"{where}/smaps")
+    if not text:
+        return None
+    marked = []
+    span = (0, 0)
+    for line in text.splitlines():
+        head = line.split(maxsplit=2)
+        if len(head) >= 2 and "-" in head[0] and not head[0].endswith(":"):
+            start, _, end = head[0].partition("-")
+            span = (int(start, 16), int(end, 16))
+        elif head[:1] == ["VmFlags:"] and "dd" in line.split()[1:]:
+            marked.append(span)
+    return marked
+
+
+#: /proc/PID/stat fields (1-based) of the environment strings' start and end
+STAT_ENV_START, STAT_ENV_END = 50, 51
+
+
+def environment(where: str) -> tuple[int, int] | None:
+    """[env_start, env_end): where the environment strings lie (the top of the main
+    thread's stack); None when unknown (a kernel that hides them from this caller)."""
+    fields = stat(where)
+    if fields is None or len(fields[1]) < STAT_ENV_END - 2:
+        return None
+    start, end = (int(fields[1][n - 3]) for n in (STAT_ENV_START, STAT_ENV_END))
+    return (start, end) if 0 < start < end else None
+
+
 def auxv(where: str) -> list[tuple[int, int]] | None:
     """The auxiliary vector's (type, value) pairs before AT_NULL; None when unreadable."""
     data = _read_bytes(f"{where}/auxv")

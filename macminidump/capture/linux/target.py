@@ -12,13 +12,18 @@ import platform
 import time
 from collections.abc import Iterable, Sequence
 
-from ...arch import Arch
+from ...arch import Arch, RegKind, arch_info
 from ...errors import CaptureError, TargetError
-from ...linux_abi import NT_X86_XSTATE
+from ...linux_abi import NT_X86_XSTATE, AuxvType
 from ...model import FileMapping, Image, ProcessInfo, RawItem, Snapshot
+from .. import policy
 from ..base import CapturedThread, CaptureOptions, MemoryMapping, capture
 from . import procfs, ptrace, registers
-from .dynlinker import LibraryList
+from .dynlinker import LibraryList, Reader, header_pages
+
+PAGE = policy.PAGE
+ENTRY_WINDOW = 64
+RED_ZONE = arch_info(Arch.X86_64).red_zone
 
 
 class LinuxTarget:
@@ -37,6 +42,8 @@ class LinuxTarget:
         self._auxv: list[tuple[int, int]] | None = None
         self._libraries: LibraryList | None = None
         self._registers = registers.ThreadRegisters()
+        #: each thread's sp, as threads() read it (its stack is saved from a page start)
+        self._stack_pointers: dict[int, int] = {}
         #: how long the last stop() took, in seconds
         self.stop_seconds = 0.0
 
@@ -110,6 +117,7 @@ class LinuxTarget:
         if read is None:
             raise self.tracee.gone()
         regsets, xsave = read
+        self._stack_pointers[tid] = regsets[RegKind.GPR]["rsp"]
         raw: tuple[RawItem, ...] = ()
         if xsave is not None:
             raw = (RawItem("elf", NT_X86_XSTATE, registers.trim_xstate(xsave), owner="LINUX"),)
@@ -161,10 +169,22 @@ class LinuxTarget:
     def images(self) -> Sequence[Image]:
         self.tracee.check_alive()
         libraries = self._library_list()
-        return libraries.images(self.mappings(), procfs.executable(self._proc()))
+        images = libraries.images(self.mappings(), procfs.executable(self._proc()))
+        return libraries.with_build_ids(images)
 
     def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
-        return self._library_list().debugger_ranges(mappings)
+        return consumer_ranges(
+            self._library_list(), self.read, mappings, self.auxv(), self._stack_pointers.values()
+        )
+
+    def dont_dump(self, mappings: Sequence[MemoryMapping]) -> Sequence[tuple[int, int]]:
+        marked = procfs.dont_dump(self._proc())
+        if marked is None:
+            raise self.tracee.gone()
+        return marked
+
+    def environment(self, mappings: Sequence[MemoryMapping]) -> tuple[int, int] | None:
+        return procfs.environment(procfs.directory(self.pid))
 
     # -- process facts ----------------------------------------------------------------------
 
@@ -189,6 +209,33 @@ class LinuxTarget:
 
     def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]:
         return debugger_file_mappings(mappings)
+
+
+def consumer_ranges(
+    libraries: LibraryList,
+    read: Reader,
+    mappings: Sequence[MemoryMapping],
+    auxv: Sequence[tuple[int, int]],
+    stack_pointers: Iterable[int],
+) -> list[tuple[int, int]]:
+    """What the consumers of an ELF core read besides stacks and code: the library list's
+    structures and the vDSO (gdb, LLDB, drgn), the header page and PT_DYNAMIC of every
+    mapped ELF file (elfutils and pwntools find modules and build-ids there), a few bytes
+    at the entry point (pwntools' ``Corefile.exe``), and each stack from the start of the
+    page holding sp less the red zone (elfutils reads a segment counting from its page
+    start, so a stack segment must start on one)."""
+    ranges = libraries.debugger_ranges(mappings)
+    ranges += header_pages(read, mappings)
+    entry = dict(auxv).get(AuxvType.AT_ENTRY)
+    if entry:
+        ranges.append((entry, entry + ENTRY_WINDOW))
+    for sp in stack_pointers:
+        low = sp - RED_ZONE
+        page = low & -PAGE
+        stack = next((m for m in mappings if m.contains(low)), None)
+        if stack is not None and page >= stack.start:
+            ranges.append((page, low))
+    return ranges
 
 
 def debugger_file_mappings(mappings: Sequence[MemoryMapping]) -> list[FileMapping]:

@@ -35,12 +35,13 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from ...arch import Arch, RegKind
+from ...arch import Arch, RegKind, arch_info
 from ...errors import CaptureError, TargetError
 from ...mach_flavors import mach_arch
 from ...model import PROTECTIONS, AddressableBits, FileMapping, Image, ProcessInfo, Snapshot
 from ..base import CapturedThread, CaptureOptions, CrashContext, MemoryMapping, capture
 from ..policy import CostOf
+from ..startup_stack import environment_strings
 from . import abi, dyld
 from .libsystem import host_arch, load_libsystem, task_arch
 from .registers import state_to_registers
@@ -106,6 +107,8 @@ class MachTarget:
         self._self_task = self._port("mach_task_self")
         self._owns_task = False
         self._task_suspended = False
+        #: the main thread's sp, read by threads(): the environment lies above its stack
+        self._main_sp: int | None = None
         #: a task that dies shows as failing calls (CaptureError), never as a quiet stop
         self.exited = False
         #: what the capture left out and why (threads that exited while being read)
@@ -257,6 +260,8 @@ class MachTarget:
             self._release(ports)
         if ports and not out:
             raise CaptureError("the target process is gone: every thread exited during capture")
+        gpr = out[0].regsets.get(RegKind.GPR, {}) if out else {}
+        self._main_sp = gpr.get(arch_info(self.arch).sp)
         return out
 
     def _task_alive(self) -> bool:
@@ -440,6 +445,17 @@ class MachTarget:
 
     def extra_ranges(self, mappings: Sequence[MemoryMapping]) -> Iterable[tuple[int, int]]:
         return ()
+
+    def dont_dump(self, mappings: Sequence[MemoryMapping]) -> Sequence[tuple[int, int]]:
+        return ()  # macOS has no MADV_DONTDUMP
+
+    def environment(self, mappings: Sequence[MemoryMapping]) -> tuple[int, int] | None:
+        """The strings above the main thread's stack (task_threads lists it first)."""
+        sp = self._main_sp
+        stack = next((m for m in mappings if sp is not None and m.contains(sp)), None)
+        if stack is None:
+            return None
+        return environment_strings(self.read, stack.start, stack.end)
 
     def process_info(self) -> ProcessInfo | None:
         return None
