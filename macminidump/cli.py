@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import CaptureError, MacMiniDumpError, TargetError
@@ -198,6 +198,8 @@ memory saved (the same for dump, run, core-handler and write_core()):
                        thread's registers and stack near sp, other threads' stacks near
                        sp, module headers and code, --include ranges, referenced memory,
                        the rest. The core records what was cut (see `inspect`).
+never saved: memory the process marked MADV_DONTDUMP (keys), and the environment
+  strings unless --keep-environment (argv stays); left out, not zeroed
 """
 
 
@@ -225,6 +227,11 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="save at most SIZE of each stack from sp (default 8M; 0: the whole mapping)",
     )
+    group.add_argument(
+        "--keep-environment",
+        action="store_true",
+        help="also save the environment strings (left out by default: they hold tokens)",
+    )
     group.add_argument("--code-window", type=int, default=256, help=argparse.SUPPRESS)
     if parser.epilog is not None:
         parser.epilog = f"{_POLICY_HELP}\n{parser.epilog}"
@@ -237,7 +244,7 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
     """The CaptureOptions the policy options ask for (bad values: TargetError, exit 2)."""
     from .capture.policy import CaptureOptions
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if args.max_stack is not None:
         extra["max_stack"] = None if args.max_stack.strip() == "0" else args.max_stack
     return CaptureOptions(
@@ -245,6 +252,7 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
         max_size=args.max_size,
         include=args.include,
         code_window=args.code_window,
+        keep_environment=args.keep_environment,
         **extra,
     )
 
