@@ -220,9 +220,9 @@ def captured(
             # optional in TargetOS: a backend that can leave something out says so here
             warnings=tuple(getattr(target, "warnings", ())),
         )
-        choice = policy.fit(
-            wants, mappings, options, excluded, cost(skeleton) if cost is not None else None
-        )
+        # (the layout is computed only for a budget: it costs as much as the capture)
+        budget_cost = cost(skeleton) if cost is not None and options.max_size else None
+        choice = policy.fit(wants, mappings, options, excluded, budget_cost)
         regions = _read_regions(target, choice.pieces, lazy, progress)
         snapshot = attrs.evolve(skeleton, regions=regions, memory_selection=choice.selection)
         if target.exited:
@@ -443,12 +443,30 @@ class TargetSource:
             )
         return data
 
-    def chunks(self, chunk_size: int) -> Iterator[bytes]:
+    def chunks(self, chunk_size: int) -> Iterator[bytes | memoryview]:
+        """The bytes in order. A backend with ``read_into`` (optional in TargetOS) fills
+        one reused buffer: each chunk is then valid until the next is asked for, as the
+        writer uses them."""
+        read_into = getattr(self.target, "read_into", None)
+        if read_into is None:
+            for offset in range(0, self.length, chunk_size):
+                data = self.read(offset, chunk_size)
+                if self.progress is not None:
+                    self.progress.advance(len(data))
+                yield data
+            return
+        view = memoryview(bytearray(min(chunk_size, self.length)))
         for offset in range(0, self.length, chunk_size):
-            data = self.read(offset, chunk_size)
+            want = min(chunk_size, self.length - offset)
+            got = read_into(self.address + offset, view[:want])
+            if got != want:
+                raise CaptureError(
+                    f"memory at {self.address + offset + got:#x} could not be read "
+                    "while the core was written"
+                )
             if self.progress is not None:
-                self.progress.advance(len(data))
-            yield data
+                self.progress.advance(want)
+            yield view[:want]
 
     def __repr__(self) -> str:
         return f"TargetSource(<{self.length} bytes at {self.address:#x}>)"

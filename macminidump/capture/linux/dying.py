@@ -84,6 +84,19 @@ class DyingTarget:
             out += data
         return bytes(out)
 
+    def read_into(self, address: int, buffer: memoryview) -> int:
+        """``read`` into ``buffer``: how a large region streams without copies."""
+        done = 0
+        while done < len(buffer) and 0 <= address + done < 1 << 63:
+            try:
+                got = os.preadv(self._mem, [buffer[done:]], address + done)
+            except OSError:
+                break
+            if got <= 0:
+                break
+            done += got
+        return done
+
     def images(self) -> Sequence[Image]:
         libraries = self._library_list()
         images = libraries.images(self.mappings(), procfs.executable(self._where))

@@ -106,7 +106,21 @@ def read_memory(tid: int, address: int, size: int) -> bytes | None:
         return b""
     size = min(size, (1 << 64) - address)
     out = bytearray(size)
-    view = (ctypes.c_char * size).from_buffer(out)
+    got = read_memory_into(tid, address, out)
+    if got is None:
+        return None
+    if got < size:
+        del out[got:]
+    return bytes(out)
+
+
+def read_memory_into(tid: int, address: int, buffer: bytearray | memoryview) -> int | None:
+    """``read_memory`` into a writable buffer (no allocation, no copy): the count read,
+    None when the thread no longer exists."""
+    size = min(len(buffer), max(0, (1 << 64) - address))
+    if size <= 0 or address < 0:
+        return 0
+    view = (ctypes.c_char * size).from_buffer(buffer)
     local = IoVec(ctypes.addressof(view), size)
     remote = IoVec(address, size)
     ctypes.set_errno(0)
@@ -115,10 +129,8 @@ def read_memory(tid: int, address: int, size: int) -> bytes | None:
     if got < 0:
         if ctypes.get_errno() == errno.ESRCH:
             return None
-        return b""  # EFAULT, EIO, ENOMEM: unreadable memory
-    if got < size:
-        del out[got:]
-    return bytes(out)
+        return 0  # EFAULT, EIO, ENOMEM: unreadable memory
+    return int(got)
 
 
 def siginfo(tid: int) -> bytes | None:

@@ -148,6 +148,13 @@ class LinuxTarget:
             raise self.tracee.gone()
         return data
 
+    def read_into(self, address: int, buffer: memoryview) -> int:
+        """``read`` into ``buffer``: how a large region streams without copies."""
+        got = ptrace.read_memory_into(self.tracee.live_thread(), address, buffer)
+        if got is None:
+            raise self.tracee.gone()
+        return got
+
     # -- images and what debuggers need to find them ---------------------------------------
 
     def addressable_bits(self) -> None:
