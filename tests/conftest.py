@@ -7,6 +7,7 @@ terminal summary says how many and why, so their absence is never silent.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,3 +33,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
         for nodeid in _not_run:
             terminalreporter.write_line(f"  not run: macOS only: {nodeid}")
+
+
+CORE_PATTERN = "/proc/sys/kernel/core_pattern"
+#: held by every test that changes core_pattern: several test runs share this machine
+CORE_PATTERN_LOCK = "/tmp/macminidump-core-pattern.lock"
+
+
+@pytest.fixture
+def core_pattern() -> Iterator[str]:
+    """The machine's core_pattern (its text), held for this test alone and put back on
+    every path; fails loudly where it cannot be written (not root)."""
+    import fcntl
+
+    with open(CORE_PATTERN_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(CORE_PATTERN) as f:
+            old = f.read()
+        try:
+            yield old.rstrip("\n")
+        finally:
+            with open(CORE_PATTERN, "w") as f:
+                f.write(old)

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,13 +41,9 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def pattern() -> Iterator[str]:
-    """The machine's pattern, put back whatever the test does."""
-    old = PATTERN.read_text()
-    try:
-        yield old.rstrip("\n")
-    finally:
-        PATTERN.write_text(old)  # fails loudly if not permitted
+def pattern(core_pattern: str) -> str:
+    """The machine's pattern, held for this test and put back whatever it does."""
+    return core_pattern
 
 
 def macminidump(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -119,9 +114,7 @@ def test_handler_writes_the_core_of_a_real_crash(
 
 
 def uninstall_restores(directory: Path, pattern: str) -> None:
-    """--uninstall puts the previous pattern back. (Other engineers' tests on this shared
-    machine set core_pattern too: installed again just before, to keep the window small.)"""
-    macminidump("core-handler", "--install", str(directory))
+    """--uninstall puts the previous pattern back."""
     result = macminidump("core-handler", "--uninstall")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"core_pattern restored to {pattern!r}")
@@ -160,7 +153,7 @@ def test_a_pipe_that_is_not_a_core_is_drained_and_logged(tmp_path: Path) -> None
         core_handler.read_head(pipe)
 
 
-def test_install_without_root_is_refused(tmp_path: Path) -> None:
+def test_install_without_root_is_refused(tmp_path: Path, pattern: str) -> None:
     """As a user (the euid is faked: this machine's Python is not executable by another
     user), the CLI's one line and exit status 2, nothing changed."""
     before = PATTERN.read_text()
@@ -183,7 +176,7 @@ def test_install_without_root_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("directory", ["/proc/macminidump-crashes", "/dev/null/crashes"])
-def test_install_into_a_directory_that_cannot_be_written(directory: str) -> None:
+def test_install_into_a_directory_that_cannot_be_written(directory: str, pattern: str) -> None:
     before = PATTERN.read_text()
     result = macminidump("core-handler", "--install", directory)
     assert result.returncode == 2, result
