@@ -1,4 +1,5 @@
-"""Test-session hooks: tests marked ``macos`` run only on a Mac.
+"""Test-session hooks: tests marked ``macos`` run only on a Mac; hypothesis without
+wall-clock limits.
 
 Off macOS they are deselected (not skipped: nothing could make them pass here) and the
 terminal summary says how many and why, so their absence is never silent.
@@ -10,6 +11,15 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The machine is small and shared: a 200 ms deadline per example, or hypothesis's
+# "too slow" check, fails a correct test when another job takes the CPU. Speed is
+# checked by the benchmarks and the relative speed tests, not by these.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 _not_run: list[str] = []
 
