@@ -182,6 +182,7 @@ def _image(image: Image) -> dict[str, Any]:
     return {
         "path": image.path,
         "uuid": str(image.uuid).upper() if image.uuid else None,
+        "build_id": image.build_id.hex() if image.build_id is not None else None,
         "load_address": image.load_address,
         "slide": image.slide,
         "main": image.main,
@@ -276,7 +277,8 @@ def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
     for i in report["images"]:
         main = "  (main executable)" if i["main"] else ""
         slide = f" slide {_hex(i['slide'])}" if i["slide"] is not None else ""
-        lines.append(f"  {_hex(i['load_address'])}{slide} {i['uuid'] or '-'} {i['path']}{main}")
+        ident = i["uuid"] or (f"build-id {i['build_id']}" if i.get("build_id") else "-")
+        lines.append(f"  {_hex(i['load_address'])}{slide} {ident} {i['path']}{main}")
     lines.append("")
     lines.append(f"notes ({len(report['notes'])}):")
     for n in report["notes"]:

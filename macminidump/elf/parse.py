@@ -19,18 +19,22 @@ type (see ``notes.default_owner``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import attrs
 
 from .. import memory_note
 from ..arch import Arch, RegKind
+from ..elf_headers import ElfHeaders, read_headers
 from ..errors import MacMiniDumpError, ParseError
-from ..linux_abi import SegmentFlags, SegmentType
+from ..linux_abi import AuxvType, SegmentFlags, SegmentType
 from ..model import (
     PROTECTIONS,
+    AddressSpace,
     BufferSource,
     FileMapping,
+    Image,
     MemorySelection,
     ProcessInfo,
     RawItem,
@@ -320,6 +324,7 @@ class ElfCore(CoreReader):
             arch=Arch.X86_64,
             threads=tuple(threads),
             regions=tuple(self.regions),
+            images=loaded_images(AddressSpace(self.regions), mappings or (), auxv or ()),
             process=process,
             signal=signal,
             auxv=auxv or (),
@@ -337,3 +342,51 @@ def parse_elf(path: str | os.PathLike[str]) -> Snapshot:
 
 def parse_elf_bytes(data: bytes) -> Snapshot:
     return ElfCore(data).snapshot()
+
+
+def loaded_images(
+    memory: AddressSpace, files: Sequence[FileMapping], auxv: Sequence[tuple[int, int]]
+) -> tuple[Image, ...]:
+    """The ELF objects whose header the core's memory holds (the kernel's and gcore's
+    first page of each mapped ELF, macminidump's header pages): each with its path (from
+    NT_FILE; "[vdso]" for the vDSO), load address, bias and GNU build-id. The executable
+    is the one whose program headers are at AT_PHDR. An ELF core has no list of images:
+    this is how gdb, elfutils and drgn find them too."""
+    aux = dict(auxv)
+    names = {m.start: m.path for m in files if m.offset == 0}
+    vdso = aux.get(AuxvType.AT_SYSINFO_EHDR)
+    if vdso is not None:
+        names.setdefault(vdso, "[vdso]")
+    images = []
+    for address in sorted(names):
+        if memory.region_at(address) is None:
+            continue
+        headers = loaded_headers(memory, address)
+        if headers is None:
+            continue
+        images.append(
+            Image(
+                path=names[address],
+                load_address=address,
+                slide=headers.bias_for(address),
+                build_id=headers.build_id,
+                main=aux.get(AuxvType.AT_PHDR) == address + headers.phoff,
+            )
+        )
+    return tuple(images)
+
+
+def loaded_headers(memory: AddressSpace, address: int) -> ElfHeaders | None:
+    """The headers of the ELF object at ``address`` in a core's memory; None where they
+    are not all saved or are not an ELF object's."""
+
+    def read(offset: int, size: int) -> bytes:
+        try:
+            return memory.read(address + offset, size)
+        except MacMiniDumpError:
+            return b""
+
+    try:
+        return read_headers(read)
+    except ParseError:
+        return None
