@@ -359,7 +359,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     from .capture.supervise import run_supervised
 
-    return run_supervised(argv, args.output, capture_options(args))
+    # nothing else in this process forks or waits: the supervisor may wait for any child
+    return run_supervised(argv, args.output, capture_options(args), only_child=True)
 
 
 def _core_handler(args: argparse.Namespace) -> int:

@@ -649,3 +649,50 @@ def test_cli_run(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bare.returncode == 2 and "no program given" in bare.stderr
+
+
+CHURN = r"""
+#include <pthread.h>
+#include <unistd.h>
+static void *idle(void *a) { (void)a; for (;;) pause(); return 0; }
+static void *brief(void *a) { return a; }
+int main(void) {
+    pthread_t t;
+    for (int i = 0; i < 200; i++) pthread_create(&t, 0, idle, 0);
+    for (int i = 0; i < 300; i++) { pthread_create(&t, 0, brief, 0); pthread_join(t, 0); }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("only_child", [False, True])
+def test_a_thread_event_costs_the_same_with_many_threads_alive(
+    only_child: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 idle threads, 300 short-lived ones: the supervisor's waits stay in proportion
+    to the events (about 3 per thread created), not to events × threads alive."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "no C compiler: apt-get install gcc"
+    (tmp_path / "churn.c").write_text(CHURN)
+    subprocess.run(
+        [cc, "-O2", "-pthread", "-o", str(tmp_path / "churn"), str(tmp_path / "churn.c")],
+        check=True,
+    )
+    calls = {"waitpid": 0, "waitid": 0}
+    real_waitpid, real_waitid = os.waitpid, os.waitid
+
+    def waitpid(*args: int) -> tuple[int, int]:
+        calls["waitpid"] += 1
+        return real_waitpid(*args)
+
+    def waitid(*args: int) -> os.waitid_result | None:
+        calls["waitid"] += 1
+        return real_waitid(*args)
+
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    monkeypatch.setattr(os, "waitid", waitid)
+    status = run_supervised([str(tmp_path / "churn")], tmp_path / "core", only_child=only_child)
+    assert status == 0
+    threads = 200 + 300 + 1
+    # polling every traced thread after each event would make about 200 × 900 calls
+    assert calls["waitpid"] + calls["waitid"] < 10 * threads, calls

@@ -1,0 +1,154 @@
+"""`macminidump run`'s cost per thread event, against the floor any ptrace supervisor pays.
+
+    python bench/bench_run.py [--rounds 7] [--json]
+
+Two programs, built here with cc:
+
+* ``idle-churn``: starts 1,000 threads that sleep, then creates 5,000 short-lived
+  threads one after another, then exits. A supervisor that does work per live thread
+  on every event pays 1,000× per event here.
+* ``sequential``: creates and joins 10,000 threads, one at a time.
+
+Each runs directly, under ``floor`` (a minimal supervisor in C, built here: it seizes the
+program with PTRACE_O_TRACECLONE, waits for every thread's stops and resumes each, and
+does nothing else) and under ``macminidump run -o CORE -- PROGRAM`` (the installed
+command, as a user runs it). All three alternate, shuffled, every round. Target: `run`
+≤ 1.25× the floor on both programs (a miss must exceed the noise between rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _timing import interleave, macminidump_command, run_command, verdict
+
+PROGRAMS = {
+    "idle-churn": r"""
+#include <pthread.h>
+#include <unistd.h>
+static void *idle(void *a) { (void)a; for (;;) pause(); return 0; }
+static void *brief(void *a) { return a; }
+int main(void) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 << 10);
+    pthread_t t;
+    for (int i = 0; i < 1000; i++) pthread_create(&t, &attr, idle, 0);
+    for (int i = 0; i < 5000; i++) { pthread_create(&t, &attr, brief, 0); pthread_join(t, 0); }
+    return 0;  /* exit() ends the idle threads too */
+}
+""",
+    "sequential": r"""
+#include <pthread.h>
+static void *brief(void *a) { return a; }
+int main(void) {
+    pthread_t t;
+    for (int i = 0; i < 10000; i++) { pthread_create(&t, 0, brief, 0); pthread_join(t, 0); }
+    return 0;
+}
+""",
+}
+
+FLOOR = r"""
+/* The least a ptrace supervisor of every thread does: seize, then wait and resume. */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int go[2];
+    if (argc < 2 || pipe(go)) return 127;
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        close(go[1]);
+        if (read(go[0], &c, 1) != 1) _exit(127);
+        execvp(argv[1], argv + 1);
+        _exit(127);
+    }
+    close(go[0]);
+    if (ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL)) return 127;
+    if (write(go[1], "g", 1) != 1) return 127;
+    for (;;) {
+        int status;
+        pid_t tid = waitpid(-1, &status, __WALL);
+        if (tid < 0) return 127;
+        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            if (tid == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            continue;
+        }
+        int sig = WSTOPSIG(status);
+        /* event stops (clone, a new thread's first stop) resume with no signal */
+        ptrace(PTRACE_CONT, tid, 0, (status >> 16) || sig == SIGTRAP ? 0 : sig);
+    }
+}
+"""
+
+
+def build(directory: Path, name: str, source: str) -> str:
+    src = directory / f"{name}.c"
+    src.write_text(source)
+    exe = directory / name
+    subprocess.run(["cc", "-O2", "-pthread", str(src), "-o", str(exe)], check=True)
+    return str(exe)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    cli = macminidump_command()
+    env = dict(os.environ)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as d:
+        directory = Path(d)
+        floor = build(directory, "floor", FLOOR)
+        core = str(directory / "never.core")
+        for name, source in PROGRAMS.items():
+            exe = build(directory, name, source)
+            samples = interleave(
+                {
+                    "direct": lambda exe=exe: run_command([exe], env),
+                    "floor": lambda exe=exe: run_command([floor, exe], env),
+                    "macminidump run": lambda exe=exe: run_command(
+                        [*cli, "run", "-o", core, "--", exe], env
+                    ),
+                },
+                args.rounds,
+            )
+            results[name] = (samples, verdict(samples["macminidump run"], samples["floor"], 1.25))
+    if args.json:
+        out = {
+            name: {
+                "samples": {
+                    k: {"median": v.median, "min": v.low, "max": v.high} for k, v in s.items()
+                },
+                "ratio": v.ratio,
+                "noise": v.noise,
+                "missed": v.missed,
+            }
+            for name, (s, v) in results.items()
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{args.rounds} interleaved rounds; median (min–max)")
+        for name, (samples, v) in results.items():
+            print(f"{name}:")
+            for who, sample in samples.items():
+                print(f"  {who:<16} {sample.ms()}")
+            print(f"  run vs floor     {v.text()}")
+    return 1 if any(v.missed for _, v in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
