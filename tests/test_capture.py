@@ -187,3 +187,29 @@ def test_a_target_that_exits_while_stopped_is_an_error() -> None:
     with pytest.raises(CaptureError, match="exited during capture"):
         capture(target)
     assert target.calls[-1] == "resume"
+
+
+def test_environment_strings_found_above_the_main_stack() -> None:
+    """The start-up arrays (argc, argv, NULL, envp, NULL) and the strings above them, as
+    Linux and Darwin lay them out: the environment strings' range, found from memory."""
+    from macminidump.capture.startup_stack import environment_strings
+
+    top = 0x7FFF0000
+    strings = b"./prog\0-v\0HOME=/root\0MY_TOKEN=hunter2\0"
+    strings_at = top - len(strings) - 8
+    arrays_at = (strings_at - 0x100) & ~0xF
+    argv = [strings_at, strings_at + 7]
+    envp = [strings_at + 10, strings_at + 21]
+    words = [0xDEAD, 2, *argv, 0, *envp, 0, 0]
+    memory = bytearray(0x1000)
+    base = top - 0x1000
+    for i, w in enumerate(words):
+        memory[arrays_at - 8 - base + 8 * i : arrays_at - base + 8 * i] = w.to_bytes(8, "little")
+    memory[strings_at - base : strings_at - base + len(strings)] = strings
+
+    def read(address: int, size: int) -> bytes:
+        return bytes(memory[address - base : address - base + size])
+
+    start, end = environment_strings(read, base, top) or (0, 0)
+    assert read(start, end - start) == b"HOME=/root\0MY_TOKEN=hunter2\0"
+    assert environment_strings(lambda a, n: bytes(n), base, top) is None

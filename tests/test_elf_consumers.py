@@ -514,3 +514,36 @@ def test_keep_environment_keeps_it(tmp_path: Path, cores: dict[str, dict[str, An
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_environment_found_from_the_stack_is_the_kernels(cores: dict[str, dict[str, Any]]) -> None:
+    """The Mach backend finds the environment in the start-up arrays at the top of the
+    main stack (macOS has no /proc): on Linux, the same search gives the kernel's
+    env_start..env_end."""
+    from macminidump.capture.startup_stack import environment_strings
+
+    proc = subprocess.Popen(
+        [str(cores["live"]["exe"]), "a", "b"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline().split()[1])
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        kernels = int(stat[47]), int(stat[48])
+        with open(f"/proc/{pid}/maps") as f:
+            line = next(ln for ln in f if ln.rstrip().endswith("[stack]"))
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+
+            def read(address: int, size: int) -> bytes:
+                mem.seek(address)
+                return mem.read(size)
+
+            assert environment_strings(read, start, end) == kernels
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
