@@ -60,6 +60,10 @@ def test_build_inspect_to_spec(tmp_path: Path) -> None:
     assert "process metadata" in owners
     for key in ("header", "threads", "regions", "images", "notes", "load_commands", "version"):
         assert key in report
+    # a Mach-O core's modules by UUID (an ELF core's by build-id: test_elf_consumers.py)
+    image = next(i for i in report["images"] if i["main"])
+    assert image["uuid"] == "5C1E3B8A-1F2D-3E4F-8A9B-0C1D2E3F4A5B" and image["build_id"] is None
+    assert "5C1E3B8A-1F2D-3E4F-8A9B-0C1D2E3F4A5B" in text.stdout
 
     spec = tmp_path / "again.yaml"
     assert run("to-spec", str(core), "-o", str(spec)).returncode == 0

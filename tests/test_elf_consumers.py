@@ -547,3 +547,24 @@ def test_environment_found_from_the_stack_is_the_kernels(cores: dict[str, dict[s
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_inspect_lists_modules_with_build_ids(cores: dict[str, dict[str, Any]]) -> None:
+    """``inspect`` and ``inspect --json`` list an ELF core's modules: path, load address,
+    build-id, the same build-ids elfutils reads from the core and readelf from the files."""
+    case = cores["live"]
+    report = json.loads(
+        _run([sys.executable, "-m", "macminidump", "inspect", "--json", str(case["ours"])]).stdout
+    )
+    images = {os.path.basename(i["path"]): i for i in report["images"]}
+    assert images["consumers"]["main"] and sum(i["main"] for i in images.values()) == 1
+    libc = next(i for name, i in images.items() if name.startswith("libc.so"))
+    assert isinstance(libc["load_address"], int) and libc["build_id"]
+    notes = _run([_need("readelf"), "-n", libc["path"]]).stdout
+    assert f"Build ID: {libc['build_id']}" in notes
+    elfutils = eu_unstrip_modules(case["exe"], case["ours"])
+    assert {k: v["build_id"] for k, v in images.items() if k in elfutils} == {
+        k: v for k, v in elfutils.items() if k in images
+    }
+    text = _run([sys.executable, "-m", "macminidump", "inspect", str(case["ours"])]).stdout
+    assert f"build-id {libc['build_id']} {libc['path']}" in text
