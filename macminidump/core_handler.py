@@ -275,6 +275,7 @@ def _from_kernel_notes(
             id=t.id,
             regsets={RegKind(r.kind): dict(r.values) for r in t.regsets},
             raw_states=t.raw_states,
+            xsave=t.xsave,
         )
         for t in snapshot.threads
     ]

@@ -273,6 +273,13 @@ class Thread:
     name: str | None = None
     crashed: bool = False
     raw_states: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
+    #: x86_64 only: the XSAVE area (standard format, the features debuggers know), which
+    #: holds the AVX, AVX-512 and PKRU state beyond the ``fpr`` set; None when not known
+    xsave: bytes | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(bytes),
+        repr=lambda d: "None" if d is None else f"<{len(d)} bytes>",
+    )
 
     def __attrs_post_init__(self) -> None:
         _check_u64("thread id", self.id)
@@ -490,6 +497,8 @@ def _validate_threads(arch: Arch, threads: tuple[Thread, ...]) -> None:
         if t.id in seen:
             raise ModelError(f"two threads have id {t.id:#x}")
         seen.add(t.id)
+        if t.xsave is not None and arch != Arch.X86_64:
+            raise ModelError(f"thread {t.id:#x}: an XSAVE area is x86_64's, not {arch}'s")
         for regset in t.regsets:
             table = info.registers[regset.kind]
             for name, value in regset.values.items():

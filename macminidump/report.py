@@ -128,6 +128,7 @@ def snapshot_report(snapshot: Snapshot) -> dict[str, Any]:
                     }
                     for rs in t.regsets
                 },
+                "xsave_size": len(t.xsave) if t.xsave is not None else None,
                 "raw_states": [
                     {"flavor": r.kind, "name": _raw_state_name(r), "size": len(r.data)}
                     for r in t.raw_states
@@ -254,6 +255,8 @@ def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
             lines.append(f"      {kind}:")
             for i in range(0, len(items), 4):
                 lines.append("        " + "  ".join(f"{x:<24}" for x in items[i : i + 4]).rstrip())
+        if t["xsave_size"] is not None:
+            lines.append(f"      xsave: the XSAVE area ({t['xsave_size']} bytes)")
         for r in t["raw_states"]:
             lines.append(f"      {r['name']}: kept as is ({r['size']} bytes)")
     lines.append("")

@@ -406,7 +406,7 @@ def _file_mapping(value: Any, path: _Path) -> FileMapping:
 
 
 def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
-    t = _mapping(value, path, ("thread-id", "name", "crashed", "regsets", "raw-states"))
+    t = _mapping(value, path, ("thread-id", "name", "crashed", "regsets", "xsave", "raw-states"))
     regsets = []
     info = arch_info(arch)
     for i, rs in enumerate(_list(t.get("regsets"), path.key("regsets"))):
@@ -441,6 +441,7 @@ def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
             values[name] = _int(reg.get("value"), gpath.key("value"), 8 * width)
         regsets.append(RegisterSet(kind, values))
     raw_states = _each(t, "raw-states", path, _raw)
+    xsave = _hex(t["xsave"], path.key("xsave")) if "xsave" in t else None
     thread_name = t.get("name")
     return _guard(
         path,
@@ -450,6 +451,7 @@ def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
             crashed=_bool(t.get("crashed", False), path.key("crashed")),
             regsets=tuple(regsets),
             raw_states=raw_states,
+            xsave=xsave,
         ),
     )
 
@@ -606,6 +608,8 @@ def spec_from_snapshot(snapshot: Snapshot, fmt: str = "macho") -> dict[str, Any]
             }
             for rs in t.regsets
         ]
+        if t.xsave is not None:
+            entry["xsave"] = t.xsave.hex()
         if t.raw_states:
             entry["raw-states"] = [_raw_spec(r) for r in t.raw_states]
         threads.append(entry)

@@ -184,26 +184,27 @@ def _elf_imports():  # type: ignore[no-untyped-def]
 
 def _elf_fpr_widths() -> dict[str, int]:
     from macminidump.arch import arch_info
+    from macminidump.linux_abi import X86_64_FPREGS
 
-    elf_schema, _, _ = _elf_imports()
     table = arch_info(Arch.X86_64).registers[RegKind.FPR]
-    return {name: table[name] for name in elf_schema.X86_64_FPREGS}
+    return {name: table[name] for name in X86_64_FPREGS}
 
 
 @st.composite
 def elf_threads(draw: st.DrawFn, crashed: bool) -> tuple[Thread, ...]:
-    """Complete user_regs_struct gpr sets, fxsave fpr sets or none, raw notes per thread
-    (NT_X86_XSTATE and unknown types); the crashed thread first, as ELF orders them."""
+    """Complete user_regs_struct gpr sets, fxsave fpr sets or none, an XSAVE area or none,
+    raw notes of unknown types per thread; the crashed thread first, as ELF orders them."""
     from macminidump.elf.notes import default_owner
+    from macminidump.linux_abi import X86_64_USER_REGS
 
-    elf_schema, _, note_type = _elf_imports()
-    modeled = {int(t) for t in note_type if t != note_type.NT_X86_XSTATE}
+    _, _, note_type = _elf_imports()
+    modeled = {int(t) for t in note_type}
     count = draw(st.integers(1 if crashed else 0, 4))
     ids = draw(st.lists(st.integers(1, 0x7FFFFFFF), unique=True, min_size=count, max_size=count))
     fpr_widths = _elf_fpr_widths()
     out = []
     for i, tid in enumerate(ids):
-        regsets = [RegisterSet(RegKind.GPR, {n: draw(U64) for n in elf_schema.X86_64_USER_REGS})]
+        regsets = [RegisterSet(RegKind.GPR, {n: draw(U64) for n in X86_64_USER_REGS})]
         if draw(st.booleans()):
             regsets.append(
                 RegisterSet(
@@ -211,10 +212,8 @@ def elf_threads(draw: st.DrawFn, crashed: bool) -> tuple[Thread, ...]:
                     {n: draw(st.integers(0, (1 << (8 * w)) - 1)) for n, w in fpr_widths.items()},
                 )
             )
-        raw = []
-        if draw(st.booleans()):
-            raw.append(RawItem("elf", int(note_type.NT_X86_XSTATE), draw(st.binary(max_size=96))))
-        raw += draw(
+        xsave = draw(st.one_of(st.none(), st.binary(max_size=96)))
+        raw = draw(
             st.lists(
                 st.builds(
                     RawItem,
@@ -227,7 +226,13 @@ def elf_threads(draw: st.DrawFn, crashed: bool) -> tuple[Thread, ...]:
             )
         )
         out.append(
-            Thread(id=tid, regsets=tuple(regsets), crashed=crashed and i == 0, raw_states=raw)
+            Thread(
+                id=tid,
+                regsets=tuple(regsets),
+                crashed=crashed and i == 0,
+                raw_states=raw,
+                xsave=xsave,
+            )
         )
     return tuple(out)
 

@@ -13,7 +13,8 @@ from macminidump.elf.constants import CoreNoteType, NoteOwner
 from macminidump.elf.layout import layout_elf
 from macminidump.elf.parse import ElfCore, parse_elf, parse_elf_bytes
 from macminidump.elf.render import render_elf, render_elf_bytes
-from macminidump.errors import ParseError, RenderError
+from macminidump.errors import ModelError, ParseError, RenderError
+from macminidump.macho.render import render_macho_bytes
 from macminidump.model import ProcessInfo, RawItem, Region, SignalInfo, Snapshot, Thread
 from macminidump.spec import dump_spec, snapshot_from_spec, spec_from_snapshot
 
@@ -59,8 +60,9 @@ def test_file_and_memory_renderers_agree(snapshot: Snapshot) -> None:
 @SETTINGS
 @given(strategies.elf_snapshots())
 def test_note_order_is_the_kernels(snapshot: Snapshot) -> None:
-    """Thread 0: PRSTATUS, PRPSINFO, SIGINFO, AUXV, FILE, FPREGSET, raw; others: PRSTATUS,
-    FPREGSET, raw. Every thread's notes follow its own PRSTATUS (LLDB reads by position)."""
+    """Thread 0: PRSTATUS, PRPSINFO, SIGINFO, AUXV, FILE, FPREGSET, X86_XSTATE, raw;
+    others: PRSTATUS, FPREGSET, X86_XSTATE, raw. Every thread's notes follow its own
+    PRSTATUS (LLDB reads by position)."""
     layout = layout_elf(snapshot)
     kinds = [n.type for n in layout.notes[len(snapshot.raw_notes) :]]
     process = [
@@ -80,6 +82,8 @@ def test_note_order_is_the_kernels(snapshot: Snapshot) -> None:
             expected += process
         if thread.regset("fpr"):
             expected.append(CoreNoteType.NT_FPREGSET)
+        if thread.xsave is not None:
+            expected.append(CoreNoteType.NT_X86_XSTATE)
         expected += [r.kind for r in thread.raw_states]
     if not snapshot.threads:
         expected = [*process]
@@ -147,11 +151,45 @@ def test_long_process_strings_are_cut_as_the_kernel_cuts() -> None:
         (Snapshot(arch="x86_64", signal=SignalInfo(signo=6, address=0x10)), "no fault address"),
         (Snapshot(arch="x86_64", raw_notes=[RawItem("macho", 0, b"", owner="x")]), "macho"),
         (Snapshot(arch="x86_64", raw_notes=[RawItem("elf", 1, b"")]), "NT_PRSTATUS"),
+        (
+            Snapshot(
+                arch="x86_64",
+                threads=[
+                    Thread(id=1, regsets={"gpr": {}}, raw_states=[RawItem("elf", 0x202, b"")])
+                ],
+            ),
+            "read back as the thread's xsave",
+        ),
     ],
 )
 def test_impossible_cores_raise_render_error(snapshot: Snapshot, message: str) -> None:
     with pytest.raises(RenderError, match=message):
         render_elf_bytes(snapshot)
+
+
+def test_xsave_is_the_threads_x86_xstate_note() -> None:
+    """A thread's XSAVE area is its NT_X86_XSTATE (owner LINUX) right after NT_FPREGSET; a
+    second one stays raw; an XSAVE area is x86_64's; Mach-O cores have no place for it."""
+    thread = Thread(
+        id=7,
+        regsets={"gpr": {"rip": 1}, "fpr": {"mxcsr": 0x1F80}},
+        xsave=b"\x01" * 40,
+        raw_states=[RawItem("elf", 0x202, b"\x02" * 8)],
+    )
+    snapshot = Snapshot(arch="x86_64", threads=[thread])
+    notes = [(n.owner, n.type, n.desc) for n in layout_elf(snapshot).notes]
+    assert notes == [
+        ("CORE", CoreNoteType.NT_PRSTATUS, notes[0][2]),
+        ("CORE", CoreNoteType.NT_FPREGSET, notes[1][2]),
+        ("LINUX", CoreNoteType.NT_X86_XSTATE, b"\x01" * 40),
+        ("LINUX", CoreNoteType.NT_X86_XSTATE, b"\x02" * 8),
+    ]
+    (again,) = parse_elf_bytes(render_elf_bytes(snapshot)).threads
+    assert again.xsave == thread.xsave and again.raw_states == thread.raw_states
+    with pytest.raises(ModelError, match="XSAVE"):
+        Snapshot(arch="arm64", threads=[Thread(id=1, regsets={}, xsave=b"")])
+    with pytest.raises(RenderError, match="XSAVE area has no place in a Mach-O core"):
+        render_macho_bytes(snapshot)
 
 
 def _sample() -> bytes:

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from macminidump import arch
+from macminidump import arch, linux_abi
 from macminidump.elf import schema
 from macminidump.elf.constants import (
     CoreNoteType,
@@ -260,7 +260,7 @@ CASES: list[tuple[str, construct.Construct, st.SearchStrategy[Any], st.SearchStr
     (
         "elf_prstatus_x86_64",
         schema.elf_prstatus_x86_64,
-        _prstatus_st(schema.X86_64_USER_REGS),
+        _prstatus_st(linux_abi.X86_64_USER_REGS),
         _blob(336),
     ),
     (
@@ -339,9 +339,9 @@ def test_siginfo_is_always_128_bytes(signo: int, code: int) -> None:
 
 def test_register_names_are_arch_names() -> None:
     x86 = arch.arch_info(arch.Arch.X86_64).registers
-    assert set(schema.X86_64_USER_REGS) <= set(x86[arch.RegKind.GPR])
-    assert len(schema.X86_64_USER_REGS) == 27
-    assert set(schema.X86_64_FPREGS) <= set(x86[arch.RegKind.FPR])
+    assert set(linux_abi.X86_64_USER_REGS) <= set(x86[arch.RegKind.GPR])
+    assert len(linux_abi.X86_64_USER_REGS) == 27
+    assert set(linux_abi.X86_64_FPREGS) <= set(x86[arch.RegKind.FPR])
     arm = arch.arch_info(arch.Arch.ARM64).registers
     assert set(schema.AARCH64_USER_REGS) <= set(arm[arch.RegKind.GPR])
     assert len(schema.AARCH64_USER_REGS) == 34
@@ -349,7 +349,7 @@ def test_register_names_are_arch_names() -> None:
 
 def test_prstatus_register_offsets() -> None:
     """Linux order: r15 first at offset 112, rip 17th, gs last, then pr_fpvalid."""
-    regs = {name: i + 1 for i, name in enumerate(schema.X86_64_USER_REGS)}
+    regs = {name: i + 1 for i, name in enumerate(linux_abi.X86_64_USER_REGS)}
     value = {
         "si_signo": 0,
         "si_code": 0,

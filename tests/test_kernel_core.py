@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from macminidump.elf.parse import ElfCore
+from macminidump.elf.parse import ElfCore, parse_elf_bytes
+from macminidump.elf.render import render_elf_bytes
 from macminidump.parse import parse_core
 
 PROGRAM = r"""
@@ -69,6 +70,10 @@ def test_kernel_core_of_a_segfault(core_dir: Path) -> None:
     sp = crashed.gpr["rsp"]
     assert len(snapshot.memory.read(sp, 16)) == 16
     assert parse_core(cores[0]).threads == snapshot.threads
+    # each thread's XSAVE area (the kernel's NT_X86_XSTATE) is its xsave, written back as is
+    assert all(t.xsave is not None and len(t.xsave) >= 576 for t in snapshot.threads)
+    again = parse_elf_bytes(render_elf_bytes(snapshot))
+    assert [t.xsave for t in again.threads] == [t.xsave for t in snapshot.threads]
 
 
 def proc_pid(snapshot: object) -> int:

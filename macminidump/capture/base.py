@@ -77,7 +77,9 @@ class CapturedThread:
     id: int
     regsets: dict[RegKind, dict[str, int]]
     name: str | None = None
-    #: format-specific extras the backend read (Linux: the XSAVE area)
+    #: x86_64: the XSAVE area (see ``model.Thread.xsave``)
+    xsave: bytes | None = None
+    #: parts of a core file kept as they are (a core the kernel is writing: core_handler)
     raw_states: tuple[RawItem, ...] = ()
 
 
@@ -242,6 +244,7 @@ def _model_threads(threads: list[CapturedThread], crash: CrashContext | None) ->
             crashed=crash is not None and t.id == crash.thread_id,
             regsets=tuple(RegisterSet(k, v) for k, v in t.regsets.items()),
             raw_states=t.raw_states,
+            xsave=t.xsave,
         )
         for t in threads
     )

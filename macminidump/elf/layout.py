@@ -10,8 +10,8 @@ Note order (LLDB gives each note to the thread whose NT_PRSTATUS precedes it):
 - raw process-level notes first (a GDB target description, notes kept from a parse),
   then this package's record of how the memory was chosen (memory_note.py);
 - thread 0 (the crashed thread, moved first): PRSTATUS, PRPSINFO, SIGINFO (a crash
-  only), AUXV, FILE, FPREGSET, then its raw notes (NT_X86_XSTATE, ...);
-- every other thread: PRSTATUS, FPREGSET, raw notes.
+  only), AUXV, FILE, FPREGSET, X86_XSTATE (its ``xsave``), then its raw notes;
+- every other thread: PRSTATUS, FPREGSET, X86_XSTATE, raw notes.
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ def ordered_threads(snapshot: Snapshot) -> tuple[Thread, ...]:
     return (crashed, *(t for t in snapshot.threads if t is not crashed))
 
 
+_XSTATE = (NoteOwner.LINUX.value, int(CoreNoteType.NT_X86_XSTATE))
+
+
 def _raw_note(raw: RawItem, where: str) -> NoteEntry:
     if raw.format != "elf":
         raise RenderError(f"{where}: raw note {raw.kind:#x} came from a {raw.format} file")
@@ -139,7 +142,14 @@ def note_plan(snapshot: Snapshot) -> list[NoteEntry]:
             plan.append(
                 NoteEntry(core, CoreNoteType.NT_FPREGSET, notes.encode_fpregset(thread.id, fpr))
             )
-        plan += [_raw_note(raw, where) for raw in thread.raw_states]
+        raw = [_raw_note(item, where) for item in thread.raw_states]
+        if thread.xsave is not None:
+            plan.append(NoteEntry(NoteOwner.LINUX.value, CoreNoteType.NT_X86_XSTATE, thread.xsave))
+        elif any((n.owner, n.type) == _XSTATE for n in raw):
+            raise RenderError(
+                f"{where}: a raw NT_X86_XSTATE would be read back as the thread's xsave"
+            )
+        plan += raw
     if not threads:
         plan += _process_notes(snapshot)
     return plan

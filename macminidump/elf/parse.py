@@ -9,9 +9,9 @@ offset.
 Reads the kernel's cores and gdb's ``gcore`` (which writes NT_PRPSINFO first, an
 NT_SIGINFO per thread and a GDB target description). What the model does not hold is
 kept raw so it is written back: notes of owner CORE/LINUX that follow a thread's
-NT_PRSTATUS stay with that thread (``Thread.raw_states``, NT_X86_XSTATE among them),
-other unknown notes go to ``Snapshot.raw_notes``, and program headers other than
-PT_NOTE and PT_LOAD with data (PT_LOADs of no file bytes among them) to
+NT_PRSTATUS stay with that thread (``Thread.raw_states``; its first NT_X86_XSTATE is
+its ``xsave``), other unknown notes go to ``Snapshot.raw_notes``, and program headers
+other than PT_NOTE and PT_LOAD with data (PT_LOADs of no file bytes among them) to
 ``Snapshot.raw_commands``. A RawItem's owner is "" when it is the kernel's owner for the
 type (see ``notes.default_owner``).
 """
@@ -73,6 +73,7 @@ _SIGINFO = int(CoreNoteType.NT_SIGINFO)
 _AUXV = int(CoreNoteType.NT_AUXV)
 _FILE = int(CoreNoteType.NT_FILE)
 _FPREGSET = int(CoreNoteType.NT_FPREGSET)
+_XSTATE = int(CoreNoteType.NT_X86_XSTATE)
 
 
 class ProgramHeader(NamedTuple):
@@ -224,10 +225,12 @@ class ElfCore(CoreReader):
             return notes.decode_fpregset(buf, offset, size)
         return None
 
+    def _desc(self, note: Note) -> bytes:
+        return bytes(self.buffer[note.desc_offset : note.desc_offset + note.size])
+
     def _raw(self, note: Note) -> RawItem:
         owner = "" if note.owner == notes.default_owner(note.type) else note.owner
-        data = bytes(self.buffer[note.desc_offset : note.desc_offset + note.size])
-        return RawItem("elf", note.type, data, owner=owner)
+        return RawItem("elf", note.type, self._desc(note), owner=owner)
 
     # ------------------------------------------------------------------ model
 
@@ -293,6 +296,7 @@ class ElfCore(CoreReader):
         for index, (prstatus, group) in enumerate(groups):
             regsets = [RegisterSet(RegKind.GPR, prstatus.registers)]
             raw_states = []
+            xsave: bytes | None = None
             for note in group:
                 if (
                     note.owner == _CORE
@@ -301,6 +305,8 @@ class ElfCore(CoreReader):
                     and len(regsets) == 1
                 ):
                     regsets.append(RegisterSet(RegKind.FPR, note.decoded))
+                elif note.owner == _LINUX and note.type == _XSTATE and xsave is None:
+                    xsave = self._desc(note)
                 else:
                     raw_states.append(self._raw(note))
             threads.append(
@@ -309,6 +315,7 @@ class ElfCore(CoreReader):
                     regsets=tuple(regsets),
                     crashed=crashed and index == 0,
                     raw_states=tuple(raw_states),
+                    xsave=xsave,
                 )
             )
         raw_commands = [

@@ -61,8 +61,6 @@ from construct import (
 )
 
 from ..linux_abi import (
-    X86_64_FPREGS,
-    X86_64_USER_REGS,
     auxv,
     auxv_entry,
     elf64_phdr,
@@ -82,9 +80,7 @@ from .constants import (
 )
 
 __all__ = [
-    "X86_64_USER_REGS",
     "AARCH64_USER_REGS",
-    "X86_64_FPREGS",
     "elf64_ehdr",
     "elf64_phdr",
     "elf64_nhdr",

@@ -69,6 +69,7 @@ class FakeTarget:
                 name=t.name,
                 regsets={RegKind(r.kind): dict(r.values) for r in t.regsets},
                 raw_states=t.raw_states,
+                xsave=t.xsave,
             )
             for t in self.world.threads
         ]

@@ -2,8 +2,8 @@
 
 ``ThreadRegisters.read`` asks for user_regs_struct (PTRACE_GETREGS), the fxsave area
 (PTRACE_GETFPREGS) and the XSAVE area (PTRACE_GETREGSET NT_X86_XSTATE), and decodes the
-first two as ``linux_abi`` declares them. ``trim_xstate`` cuts the XSAVE area to what gdb
-expects of a core (as gcore writes it).
+first two as ``linux_abi`` declares them. ``trim_xstate`` keeps the XSAVE features
+debuggers know (``model.Thread.xsave``), as gcore does.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 
 from ...arch import Arch, RegKind, arch_info
 from ...errors import CaptureError, TargetError
-from ...linux_abi import NT_X86_XSTATE, AuxvType
-from ...model import FileMapping, Image, ProcessInfo, RawItem, Snapshot
+from ...linux_abi import AuxvType
+from ...model import FileMapping, Image, ProcessInfo, Snapshot
 from .. import policy
 from ..base import CapturedThread, CaptureOptions, MemoryMapping, capture
 from . import procfs, ptrace, registers
@@ -118,14 +118,11 @@ class LinuxTarget:
             raise self.tracee.gone()
         regsets, xsave = read
         self._stack_pointers[tid] = regsets[RegKind.GPR]["rsp"]
-        raw: tuple[RawItem, ...] = ()
-        if xsave is not None:
-            raw = (RawItem("elf", NT_X86_XSTATE, registers.trim_xstate(xsave), owner="LINUX"),)
         return CapturedThread(
             id=tid,
             regsets=regsets,
             name=procfs.name(procfs.directory(self.pid, tid)),
-            raw_states=raw,
+            xsave=registers.trim_xstate(xsave) if xsave is not None else None,
         )
 
     # -- memory ----------------------------------------------------------------------------
