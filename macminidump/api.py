@@ -15,12 +15,13 @@ import ctypes
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterable
 
 from . import _selfdump
 from .capture.base import CaptureOptions, CrashContext
 from .capture.policy import Memory
-from .errors import CaptureError, TargetError
+from .errors import CaptureError, CaptureWarning, TargetError
 from .model import Snapshot
 from .progress import Progress
 from .streaming import capture_snapshot, write_captured
@@ -106,25 +107,34 @@ def write_core(
     record the calling thread), and no thread of this process is ever suspended by this
     process (on macOS that could deadlock on the GIL: see ``capture.mach.handover``). On
     macOS a crash handler passes ``crash`` (the crashed thread's state from its
-    ``ucontext``). A failure leaves no file behind.
+    ``ucontext``). A failure leaves no file behind. What the capture had to leave out
+    (a thread that exited while it was read) comes as a ``CaptureWarning``.
     """
     path = os.fspath(path)
     options = _options(options, memory, max_size, include)
     if _is_self(target, task):
-        _self_dump(path, options, crash)
+        _warn(_self_dump(path, options, crash))
         return os.stat(path).st_size
     if sys.platform == "darwin":
         from .capture.mach import MachTarget
 
         with MachTarget(target, task=task) as mach:
-            return write_captured(mach, path, "macho", options, crash, progress).size
-    if task is not None:
-        raise CaptureError("a Mach task port can only be captured on macOS")
-    _require_linux()
-    from .capture.linux import LinuxTarget
+            written = write_captured(mach, path, "macho", options, crash, progress)
+    else:
+        if task is not None:
+            raise CaptureError("a Mach task port can only be captured on macOS")
+        _require_linux()
+        from .capture.linux import LinuxTarget
 
-    assert target is not None
-    return write_captured(LinuxTarget(target), path, "elf", options, crash, progress).size
+        assert target is not None
+        written = write_captured(LinuxTarget(target), path, "elf", options, crash, progress)
+    _warn(written.warnings)
+    return written.size
+
+
+def _warn(messages: Iterable[str]) -> None:
+    for message in messages:
+        warnings.warn(message, CaptureWarning, stacklevel=3)
 
 
 def _is_self(target: int | None, task: int | None) -> bool:

@@ -329,15 +329,31 @@ def _to_spec(args: argparse.Namespace) -> int:
 
 
 def _dump(args: argparse.Namespace) -> int:
+    import warnings
+
     from .api import write_core
+    from .errors import CaptureWarning
 
     options = capture_options(args)
     started = time.perf_counter()
-    size = write_core(args.output, args.pid, options=options, progress=_progress())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CaptureWarning)
+        size = write_core(args.output, args.pid, options=options, progress=_progress())
     elapsed = time.perf_counter() - started
+    said = [str(w.message) for w in caught if issubclass(w.category, CaptureWarning)]
+    for message in said:
+        print(f"macminidump: warning: {message}", file=sys.stderr)
     if args.json:
         print(
-            json.dumps({"output": args.output, "pid": args.pid, "size": size, "seconds": elapsed})
+            json.dumps(
+                {
+                    "output": args.output,
+                    "pid": args.pid,
+                    "size": size,
+                    "seconds": elapsed,
+                    "warnings": said,
+                }
+            )
         )
     else:
         print(f"wrote {args.output}: {size:,} bytes in {elapsed * 1000:.0f} ms")

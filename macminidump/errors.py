@@ -7,6 +7,11 @@ class MacMiniDumpError(Exception):
     """Base of every error this package raises on purpose."""
 
 
+class CaptureWarning(UserWarning):
+    """A capture that went on without something (a thread that exited while it was read);
+    ``write_core`` warns with it, ``capture_process`` puts it in ``Snapshot.warnings``."""
+
+
 class ModelError(MacMiniDumpError, ValueError):
     """A Snapshot (or part of one) that cannot exist: overlapping regions, unknown registers."""
 

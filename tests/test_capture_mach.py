@@ -755,3 +755,40 @@ def test_the_self_dump_helper_end_to_end(
     assert "thread_suspend" not in helper.calls and helper.task_suspend_count == 0
     assert_books_balance(helper)
     assert_books_balance(parent)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_write_core_and_dump_say_what_they_left_out(
+    arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The public paths on macOS (libSystem replaced by the fake): write_core warns with
+    CaptureWarning, `macminidump dump` prints the warning and lists it in --json."""
+    import json
+
+    import macminidump
+    from macminidump.capture.mach import libsystem, target
+    from macminidump.cli import main
+    from macminidump.errors import CaptureWarning
+
+    gone = stacks.THREAD_IDS[2]
+    kernels: list[FakeMachKernel] = []
+
+    def fake_libsystem() -> FakeMachKernel:
+        kernels.append(kernel(arch, "pid", exiting_threads={gone: "thread_get_state"}))
+        return kernels[-1]
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(target, "load_libsystem", fake_libsystem)
+    monkeypatch.setattr(libsystem.platform, "machine", lambda: arch)
+    core = tmp_path / "a.core"
+    with pytest.warns(CaptureWarning, match="exited during capture and was left out"):
+        size = macminidump.write_core(core, 4242)
+    assert size == core.stat().st_size
+    assert [t.id for t in parse_core(core).threads] == list(stacks.THREAD_IDS[:2])
+    assert main(["dump", "4242", "-o", str(tmp_path / "b.core"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    (said,) = json.loads(out)["warnings"]
+    assert "exited during capture" in said
+    assert f"macminidump: warning: {said}" in err
+    for k in kernels:
+        assert_books_balance(k)
