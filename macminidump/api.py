@@ -34,12 +34,15 @@ def _options(
     memory: Memory | str,
     max_size: int | str | None,
     include: Iterable[str | tuple[int, int]],
+    keep_environment: bool = False,
 ) -> CaptureOptions:
     include = tuple(include)
     if options is None:
-        return CaptureOptions(memory=memory, max_size=max_size, include=include)
-    if (memory, max_size, include) != ("stacks", None, ()):
-        raise TargetError("give options= or memory=/max_size=/include=, not both")
+        return CaptureOptions(
+            memory=memory, max_size=max_size, include=include, keep_environment=keep_environment
+        )
+    if (memory, max_size, include, keep_environment) != ("stacks", None, (), False):
+        raise TargetError("give options= or memory=/max_size=/include=/keep_environment=, not both")
     return options
 
 
@@ -49,19 +52,20 @@ def capture_process(
     memory: Memory | str = "stacks",
     max_size: int | str | None = None,
     include: Iterable[str | tuple[int, int]] = (),
+    keep_environment: bool = False,
     crash: CrashContext | None = None,
     options: CaptureOptions | None = None,
     task: int | None = None,
 ) -> Snapshot:
     """A Snapshot of a live process: ``target`` a pid, or None for the calling process.
 
-    ``memory``, ``max_size`` and ``include`` are ``write_core``'s. The memory is read
-    into RAM (``write_core`` streams it to the file instead). On macOS ``task`` may
-    instead be a task port the caller holds (the original's
+    ``memory``, ``max_size``, ``include`` and ``keep_environment`` are ``write_core``'s.
+    The memory is read into RAM (``write_core`` streams it to the file instead). On
+    macOS ``task`` may instead be a task port the caller holds (the original's
     ``MiniDumpWriteDump(taskPort, …)``). The process is stopped only while it is read.
     The calling process is captured by a helper process (see ``write_core``).
     """
-    options = _options(options, memory, max_size, include)
+    options = _options(options, memory, max_size, include, keep_environment)
     if _is_self(target, task):
         return _self_snapshot(options, crash)
     if sys.platform == "darwin":
@@ -85,6 +89,7 @@ def write_core(
     memory: Memory | str = "stacks",
     max_size: int | str | None = None,
     include: Iterable[str | tuple[int, int]] = (),
+    keep_environment: bool = False,
     crash: CrashContext | None = None,
     options: CaptureOptions | None = None,
     task: int | None = None,
@@ -98,7 +103,9 @@ def write_core(
     ``"dirty"`` (plus every private mapping the process wrote), ``"full"`` (everything
     readable, like gcore). ``max_size`` caps the file (bytes, or text: ``"64K"``, ``"8M"``);
     what it cuts is recorded in the core. ``include``: extra ``(address, size)`` ranges
-    (or ``"ADDR:SIZE"`` text). ``options`` is the same as a ``CaptureOptions``. Large
+    (or ``"ADDR:SIZE"`` text). The environment strings (they hold tokens) and memory the
+    process marked MADV_DONTDUMP are never saved; ``keep_environment=True`` keeps the
+    former. ``options`` is the same as a ``CaptureOptions``. Large
     memory streams from the stopped process to the file; ``progress`` shows it.
 
     The calling process is captured
@@ -111,7 +118,7 @@ def write_core(
     (a thread that exited while it was read) comes as a ``CaptureWarning``.
     """
     path = os.fspath(path)
-    options = _options(options, memory, max_size, include)
+    options = _options(options, memory, max_size, include, keep_environment)
     if _is_self(target, task):
         _warn(_self_dump(path, options, crash))
         return os.stat(path).st_size

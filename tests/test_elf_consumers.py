@@ -568,3 +568,18 @@ def test_inspect_lists_modules_with_build_ids(cores: dict[str, dict[str, Any]]) 
     }
     text = _run([sys.executable, "-m", "macminidump", "inspect", str(case["ours"])]).stdout
     assert f"build-id {libc['build_id']} {libc['path']}" in text
+
+
+def test_write_core_keep_environment(tmp_path: Path) -> None:
+    """``write_core(path)`` of the calling process leaves its environment out;
+    ``write_core(path, keep_environment=True)`` keeps it."""
+    script = (
+        "import sys, macminidump\n"
+        "macminidump.write_core(sys.argv[1])\n"
+        "macminidump.write_core(sys.argv[2], keep_environment=True)\n"
+    )
+    plain, kept = tmp_path / "plain.core", tmp_path / "kept.core"
+    out = _run([sys.executable, "-c", script, str(plain), str(kept)], env=_env())
+    assert out.returncode == 0, out.stderr
+    assert TOKEN.encode() not in plain.read_bytes()
+    assert TOKEN.encode() in kept.read_bytes()
