@@ -7,8 +7,9 @@ Each output is deleted outside the timing. Measured per run, from ``wait4``'s ru
 the command: wall time, and the peak RSS of the capturer; the RSS *growth* is the peak
 less the peak of ``macminidump dump PID --memory stacks`` of the same process (the same
 interpreter and imports, no bulk memory). After the runs, one core of each is read back
-and compared at every address gcore saved (except guard pages and [vsyscall], which
-gcore reads through /proc/PID/mem and a process cannot read: see tests/test_policy.py).
+and compared at every address gcore saved, except guard pages and [vsyscall] (gcore
+reads them through /proc/PID/mem; a process cannot read them) and the environment
+strings (never saved unless --keep-environment): see tests/test_policy.py.
 
 Targets (exit 1 on a miss): RSS growth < 64 MiB; median time <= gcore's median; size
 within 5% of gcore's; memory equal at every compared address.
@@ -64,8 +65,11 @@ def run(argv: list[str]) -> tuple[float, int]:
     return seconds, usage.ru_maxrss * 1024
 
 
-def unreadable(pid: int) -> list[tuple[int, int]]:
-    out = []
+def left_out(pid: int) -> list[tuple[int, int]]:
+    """What a capture leaves out and gcore saves: memory the process cannot read (guard
+    pages, [vsyscall]) and the environment strings (never saved unless asked)."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    out = [(int(stat[47]), int(stat[48]))]
     with open(f"/proc/{pid}/maps") as f:
         for line in f:
             span, perms = line.split()[:2]
@@ -76,20 +80,23 @@ def unreadable(pid: int) -> list[tuple[int, int]]:
 
 
 def compare(ours: str, theirs: str, skip: list[tuple[int, int]]) -> int:
-    """Bytes compared; raises on the first difference."""
+    """Bytes compared (all gcore saved but ``skip``); raises on the first difference."""
     from macminidump.parse import parse_core
 
     mine, gcore = parse_core(ours), parse_core(theirs)
     compared = 0
     for region in gcore.regions:
-        if any(a <= region.address and region.end <= b for a, b in skip):
-            continue
-        for offset in range(0, region.size, 1 << 20):
-            length = min(1 << 20, region.size - offset)
-            address = region.address + offset
-            if mine.memory.read(address, length) != region.data.read(offset, length):
-                raise SystemExit(f"memory differs from gcore's at {address:#x}")
-            compared += length
+        cursor = region.address
+        for a, b in sorted(skip) + [(region.end, region.end)]:
+            stop = min(max(a, cursor), region.end)
+            while cursor < stop:
+                length = min(1 << 20, stop - cursor)
+                expected = region.data.read(cursor - region.address, length)
+                if mine.memory.read(cursor, length) != expected:
+                    raise SystemExit(f"memory differs from gcore's at {cursor:#x}")
+                compared += length
+                cursor += length
+            cursor = max(cursor, min(b, region.end))
     return compared
 
 
@@ -135,7 +142,7 @@ def main() -> int:
                 sizes[name] = os.path.getsize(path)
                 if not keep:
                     os.unlink(path)
-        compared = compare(ours_core, gcore_core, unreadable(pid))
+        compared = compare(ours_core, gcore_core, left_out(pid))
     finally:
         target.kill()
         target.wait()

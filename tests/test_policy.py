@@ -470,3 +470,59 @@ print(address)
     assert snap.memory.read(address, 16) == b"only-if-included"
     assert os.path.getsize(core) <= 4 << 20
     assert snap.memory_selection is not None and snap.memory_selection.policy == "referenced"
+
+
+# ---------------------------------------------------------------- the progress line
+
+
+def test_progress_line_counts_what_streams() -> None:
+    import io
+
+    from macminidump.elf.render import render_elf_bytes
+    from macminidump.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(stream, after=0, every=0)
+    options = CaptureOptions(memory="full")
+    with captured(FakeTarget(world()), options, CRASH, progress=progress) as snap:
+        lazy = sum(r.size for r in snap.regions if type(r.data).__name__ == "TargetSource")
+        render_elf_bytes(snap)
+    assert lazy and progress.total == lazy and progress.done_bytes == lazy
+    lines = stream.getvalue().split("\r")
+    assert "macminidump: 0 of 0 MiB written (100%)" in lines[-2], lines
+    assert lines[-1] == "\x1b[K", "the line is cleared at the end"
+
+
+def test_progress_only_on_a_terminal(live: tuple[int, int], tmp_path: Path) -> None:
+    """stderr a terminal: a capture that takes seconds shows a progress line (here the
+    threshold is 0 s); not a terminal: nothing."""
+    import pty
+
+    pid, _ = live
+    script = (
+        "import sys, macminidump.progress as p\n"
+        "p.Progress.__init__.__defaults__ = (0.0, 0.0)\n"
+        "from macminidump.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    core = str(tmp_path / "p.core")
+    argv = [sys.executable, "-c", script, "dump", str(pid), "-o", core, "--memory", "full"]
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run(argv, stderr=follower, stdout=subprocess.DEVNULL, timeout=300)
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                part = os.read(leader, 65536)
+            except OSError:
+                break
+            if not part:
+                break
+            shown += part
+    finally:
+        os.close(leader)
+    assert result.returncode == 0
+    assert b"MiB written (" in shown and shown.endswith(b"\r\x1b[K"), shown[-200:]
+    quiet = subprocess.run(argv, capture_output=True, timeout=300)
+    assert quiet.returncode == 0 and b"written (" not in quiet.stderr

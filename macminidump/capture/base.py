@@ -444,6 +444,8 @@ class TargetSource:
                 f"memory at {self.address + offset + len(data):#x} could not be read "
                 "while the core was written"
             )
+        if self.progress is not None:
+            self.progress.advance(length)
         return data
 
     def chunks(self, chunk_size: int) -> Iterator[bytes | memoryview]:
@@ -453,10 +455,7 @@ class TargetSource:
         read_into = getattr(self.target, "read_into", None)
         if read_into is None:
             for offset in range(0, self.length, chunk_size):
-                data = self.read(offset, chunk_size)
-                if self.progress is not None:
-                    self.progress.advance(len(data))
-                yield data
+                yield self.read(offset, chunk_size)
             return
         view = memoryview(bytearray(min(chunk_size, self.length)))
         for offset in range(0, self.length, chunk_size):
