@@ -526,3 +526,51 @@ def test_progress_only_on_a_terminal(live: tuple[int, int], tmp_path: Path) -> N
     assert b"MiB written (" in shown and shown.endswith(b"\r\x1b[K"), shown[-200:]
     quiet = subprocess.run(argv, capture_output=True, timeout=300)
     assert quiet.returncode == 0 and b"written (" not in quiet.stderr
+
+
+COROUTINE = r"""
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
+static ucontext_t main_context, coroutine;
+
+__attribute__((noinline)) void coroutine_crash(int depth) {
+  volatile int *p = (int *)0x10;
+  *p = depth;
+}
+__attribute__((noinline)) void coroutine_body(void) { coroutine_crash(7); }
+
+int main(void) {
+  /* a 1 GiB pool of coroutine stacks; the first stack at its bottom */
+  char *pool = mmap(0, 1L << 30, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  getcontext(&coroutine);
+  coroutine.uc_stack.ss_sp = pool;
+  coroutine.uc_stack.ss_size = 64 << 10;
+  coroutine.uc_link = &main_context;
+  makecontext(&coroutine, coroutine_body, 0);
+  swapcontext(&main_context, &coroutine);
+  return 0;
+}
+"""
+
+
+def test_a_stack_at_the_bottom_of_a_large_pool_is_cut_at_max_stack(tmp_path: Path) -> None:
+    """The issue's case: sp near the start of a 1 GiB mapping. The stack is saved from sp
+    for 8 MiB (the default --max-stack), not to the end of the mapping."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed: apt-get install -y gcc"
+    (tmp_path / "pool.c").write_text(COROUTINE)
+    exe = str(tmp_path / "pool")
+    flags = ["-g", "-O0", "-fno-omit-frame-pointer"]
+    subprocess.run([cc, *flags, str(tmp_path / "pool.c"), "-o", exe], check=True)
+    core = str(tmp_path / "pool.core")
+    result = macminidump("run", "-o", core, "--", exe)
+    assert result.returncode == 128 + signal.SIGSEGV, result.stderr
+    assert os.path.getsize(core) < 12 << 20, os.path.getsize(core)
+    sp = parse_core(core).threads[0].gpr["rsp"]
+    region = parse_core(core).memory.region_at(sp)
+    assert region is not None and region.end - sp <= policy.DEFAULT_MAX_STACK + 4096
+    bt = gdb(exe, core, "bt")
+    assert "coroutine_crash (" in bt and "coroutine_body (" in bt, bt
