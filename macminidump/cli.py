@@ -194,10 +194,11 @@ memory saved (the same for dump, run, core-handler and write_core()):
                        frame's pointer locals point to
   --memory dirty       plus every private mapping the process wrote (heap, data, anon)
   --memory full        plus everything readable, like gcore
-  --max-size SIZE      cap the core (64K, 8M, 1G). Cut last to first: the crashed
-                       thread's registers and stack near sp, other threads' stacks near
-                       sp, module headers and code, --include ranges, referenced memory,
-                       the rest. The core records what was cut (see `inspect`).
+  --max-size SIZE      cap the core (64K, 8M, 1G). Memory is kept in this order and
+                       cut from its end: the crashed thread's registers and stack near
+                       sp, other threads' stacks near sp, module headers and code,
+                       --include ranges, referenced memory, the rest. The core records
+                       what was cut (`macminidump inspect` shows it).
 never saved: memory the process marked MADV_DONTDUMP (keys), and the environment
   strings unless --keep-environment (argv stays); left out, not zeroed
 """
