@@ -792,3 +792,36 @@ def test_write_core_and_dump_say_what_they_left_out(
     assert f"macminidump: warning: {said}" in err
     for k in kernels:
         assert_books_balance(k)
+
+
+@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+def test_environment_above_the_main_stack_is_left_out(arch: str) -> None:
+    """The main thread's stack ends with the start-up arrays (argc, argv, envp) and their
+    strings, as on macOS: the environment strings are absent from the capture, argv and
+    the rest of the stack are there; ``keep_environment`` keeps them."""
+    from macminidump.capture.policy import CaptureOptions
+
+    snapshot, _ = world(arch)
+    sp = snapshot.threads[0].gpr[stacks.SP_REG[arch]]
+    stack = next(r for r in snapshot.regions if r.contains(sp))
+    top = stack.end  # the block goes above the world's stack, at the mapping's new top
+    strings = b"./prog\0MY_TOKEN=hunter2\0"
+    arrays = [1, 0, 0, 0, 0, 0]  # argc, argv[0], NULL, envp[0], NULL, padding
+    strings_at = top + 8 * len(arrays)
+    arrays[1], arrays[3] = strings_at, strings_at + 7
+    block = b"".join(w.to_bytes(8, "little") for w in arrays) + strings
+    block += bytes(-len(block) % 16)
+    grown = attrs.evolve(stack, data=content_of(stack.data) + block)
+    regions = tuple(grown if r is stack else r for r in snapshot.regions)
+    snapshot = attrs.evolve(snapshot, regions=regions)
+
+    def capture_with(**options: Any) -> Snapshot:
+        k = FakeMachKernel(snapshot)
+        return capture_mach(k.pid, lib=k, arch=arch, options=CaptureOptions(**options))
+
+    plain = capture_with()
+    assert plain.memory.region_at(strings_at + 7) is None
+    assert plain.memory.read(strings_at, 7) == b"./prog\0"  # argv stays
+    assert plain.memory.read(sp, 16) == content_of(stack.data)[sp - stack.address :][:16]
+    kept = capture_with(keep_environment=True)
+    assert kept.memory.read(strings_at + 7, 17) == b"MY_TOKEN=hunter2\0"
