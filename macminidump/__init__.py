@@ -36,6 +36,7 @@ _HOMES = {
     "RenderError": ".errors",
     "SpecError": ".errors",
     "TargetError": ".errors",
+    "WriteError": ".errors",
     "MachOCore": ".macho.parse",
     "parse_macho": ".macho.parse",
     "render_macho": ".macho.render",
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
         RenderError,
         SpecError,
         TargetError,
+        WriteError,
     )
     from .macho.parse import MachOCore, parse_macho
     from .macho.render import render_macho, render_macho_bytes

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import CaptureError, MacMiniDumpError, TargetError
+from .errors import CaptureError, MacMiniDumpError, TargetError, WriteError
+from .escape import printable
 
 if TYPE_CHECKING:
     from .capture.policy import CaptureOptions
@@ -40,7 +41,15 @@ examples:
   macminidump build formats/examples/x86_64-linux.yaml -o linux.core   # an ELF core
   gdb -batch -ex 'thread apply all bt' EXE linux.core
 
-exit status: 0 success, 2 bad input (the message names the problem), 1 anything else.
+exit status (every command; `run` exits with the program's status when it ran):
+  0  done
+  2  bad input: a malformed core or spec, an output that is not a regular file, a
+     process that cannot be captured (missing, not permitted, already traced, 32-bit)
+  1  a failure midway: a full disk, a capture that failed, a closed or full stdout,
+     a terminating signal (the file being written is removed first)
+Errors are one line on stderr naming the problem. Outputs are written atomically (mode
+0600): the old file or the whole new one, never half of one; a symlink at the output
+path is replaced, never followed.
 """
 
 
@@ -103,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     to_spec.add_argument("core", help="core file")
-    to_spec.add_argument("-o", "--output", help="write the spec here instead of stdout")
+    to_spec.add_argument(
+        "-o", "--output", help="write the spec here (atomically, mode 0600); '-' is stdout"
+    )
     to_spec.add_argument("--json", action="store_true", help="JSON instead of YAML")
     to_spec.set_defaults(run=_to_spec)
 
@@ -321,9 +332,10 @@ def _to_spec(args: argparse.Namespace) -> int:
 
     snapshot = parse_core(args.core)
     text = dump_spec(snapshot, fmt=core_format(args.core), as_json=args.json)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+    if args.output and args.output != "-":
+        from .writer import write_text
+
+        write_text(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -401,25 +413,91 @@ def _core_handler(args: argparse.Namespace) -> int:
     )
 
 
+class _StdoutFailed(Exception):
+    """Standard output is closed or cannot take what we print."""
+
+
+def _uses_stdout(args: argparse.Namespace) -> bool:
+    return args.command not in ("run", "core-handler") and not (
+        args.command == "to-spec" and args.output and args.output != "-"
+    )
+
+
+def _guard_standard_fds() -> bool:
+    """Put /dev/null on closed fds 0-2 (so no file we open lands there); was 1 open?"""
+    stdout_open = sys.stdout is not None
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            stdout_open = stdout_open and fd != 1
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    return stdout_open
+
+
+def _error(message: str) -> None:
+    # one line, and a name in it must not forge a second one or drive the terminal
+    line = printable(message)
+    try:
+        print(f"macminidump: error: {line}", file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass  # nowhere to say it: the exit status does
+
+
+def _discard_stdout() -> None:
+    """After stdout failed: let nothing try again at exit (no 'Exception ignored')."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    except OSError:
+        pass
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stdout_open = _guard_standard_fds()
     args = _parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        if _uses_stdout(args) and not stdout_open:
+            raise _StdoutFailed("standard output is closed")
+        code = int(args.run(args))
+        if _uses_stdout(args):
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise _StdoutFailed(f"cannot write standard output: {e.strerror}") from None
+        return code
+    except _StdoutFailed as e:
+        _error(str(e))
+        _discard_stdout()
+        return EXIT_FAILED
+    except WriteError as e:
+        _error(str(e))
+        return EXIT_FAILED
     except CaptureError as e:
         # a process that cannot be captured at all is bad input; a capture that failed is not
-        print(f"macminidump: error: {e}", file=sys.stderr)
+        _error(str(e))
         return EXIT_BAD_INPUT if isinstance(e, TargetError) else EXIT_FAILED
     except MacMiniDumpError as e:
-        print(f"macminidump: error: {e}", file=sys.stderr)
+        _error(str(e))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("macminidump: interrupted", file=sys.stderr)
+        _error("interrupted")
         return 130
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): not an error of ours
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_stdout()
         return 0
     except OSError as e:
-        print(f"macminidump: error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
-        return 1
+        where = e.filename if e.filename is not None else "standard output"
+        _error(f"{where}: {e.strerror or e}")
+        _discard_stdout()
+        return EXIT_FAILED

@@ -47,6 +47,11 @@ class RenderError(MacMiniDumpError):
     """A Snapshot that cannot be written in the requested format, or an I/O failure."""
 
 
+class WriteError(RenderError):
+    """Writing a file failed midway (a full disk, an I/O error, a signal); nothing was left
+    behind. Not bad input: the CLI exits 1 for it, 2 for other RenderErrors."""
+
+
 class CaptureError(MacMiniDumpError):
     """A live process could not be captured (it died mid-capture, a read failed...)."""
 

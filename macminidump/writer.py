@@ -1,22 +1,40 @@
-"""Format-neutral file writing: what every renderer needs once its Layout is fixed.
+"""Format-neutral file writing: what every renderer (and ``to-spec -o``) needs once the
+bytes' places are fixed.
 
 A renderer describes its file as a ``fill(pwrite)`` function that writes every byte at
 an offset its Layout computed before the first byte. This module runs that function
-against memory (``write_bytes``) or a file (``write_file``). A file is written under a
-temporary name in the target's directory with mode 0600 (cores hold secrets) and renamed
-into place only when complete; on any failure, including KeyboardInterrupt, the
-temporary file is removed and nothing is left behind.
+against memory (``write_bytes``) or a file (``write_file``). What a file write promises
+(README "Guarantees"):
+
+- it is atomic: the bytes go to an unnamed file (``O_TMPFILE``) in the target's
+  directory, linked under an unpredictable name and renamed into place only when
+  complete, so a reader sees the old file or the whole new one. Where ``O_TMPFILE`` is
+  missing, the temporary file has a random name opened with ``O_EXCL | O_NOFOLLOW``;
+- mode 0600 (cores hold secrets);
+- only a regular file, a symlink or nothing is replaced. A symlink is replaced itself,
+  as rename(2) does; its target is never written. A device, FIFO, socket or directory is
+  refused (bad input) and left as it is;
+- on any failure (a full disk, ``KeyboardInterrupt``, a terminating signal that would
+  otherwise kill the process: SIGTERM, SIGHUP, SIGQUIT...) nothing is left behind; a
+  signal is then delivered again, with its usual effect. Even SIGKILL leaves nothing
+  while the unnamed file is written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
-from collections.abc import Callable, Iterable
+import secrets
+import signal
+import stat
+import threading
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-from .errors import RenderError
+from .errors import RenderError, WriteError
 from .model import Region
 
 #: bytes of region memory written per call: peak memory does not grow with the core
@@ -27,6 +45,22 @@ GATHER_GAP = 4096
 
 #: write ``data`` at file offset ``offset``
 Pwrite = Callable[[bytes | memoryview, int], None]
+
+#: signals whose default action ends the process: while a file is written, each one still
+#: at its default is turned into a clean-up first (SIGINT has Python's KeyboardInterrupt)
+TERMINATING_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGHUP", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM",
+        "SIGPROF", "SIGXCPU", "SIGIO", "SIGPWR", "SIGSTKFLT", "SIGPIPE", "SIGINT",
+    )  # fmt: skip
+    if hasattr(signal, name)
+)
+
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+
+#: errors of the system, not of the path given: a failure midway (exit 1), not bad input
+_MIDWAY = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE)
 
 
 def align(value: int, to: int) -> int:
@@ -110,37 +144,166 @@ def write_bytes(file_size: int, fill: Callable[[Pwrite], None]) -> bytes:
     return value + bytes(file_size - len(value))
 
 
-def write_file(path: str | os.PathLike[str], file_size: int, fill: Callable[[Pwrite], None]) -> int:
-    """Write the file at ``path`` (temp file + rename, mode 0600); returns its size."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    except OSError as e:
-        raise RenderError(f"cannot create {path}: {e.strerror}") from None
-    try:
-        try:
+def write_text(path: str | os.PathLike[str], text: str) -> int:
+    """``text`` (UTF-8) as the file at ``path``, with every promise of :func:`write_file`."""
+    data = text.encode("utf-8")
+    return write_file(path, len(data), lambda pwrite: pwrite(data, 0))
 
-            def pwrite(data: bytes | memoryview, offset: int) -> None:
-                view = memoryview(data)
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    view = view[written:]
-                    offset += written
 
-            fill(pwrite)
-            os.ftruncate(fd, file_size)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+def check_destination(path: str) -> None:
+    """Refuse (RenderError) a destination that is not a regular file, a symlink or absent."""
+    if path == "-":
+        raise RenderError("'-': a core is written to a file (it is not a stream); name a file")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
     except OSError as e:
-        _remove(tmp)
         raise RenderError(f"cannot write {path}: {e.strerror}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
+    if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+        return
+    raise RenderError(f"refusing to replace {path}: it is {_kind(st.st_mode)}, not a regular file")
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def write_file(path: str | os.PathLike[str], file_size: int, fill: Callable[[Pwrite], None]) -> int:
+    """Write the file at ``path`` atomically (see the module's promises); returns its size.
+
+    RenderError: the destination cannot be written at all (bad input). WriteError: the
+    write failed midway (a full disk, an I/O error). Either way nothing is left behind.
+    """
+    path = os.fspath(path)
+    check_destination(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    with _cleanup_on_signals() as pending:
+        fd, tmp = _create(path, directory)
+        try:
+            try:
+                _fill(fd, file_size, fill)
+                if tmp is None:
+                    tmp = _link(fd, path, directory)
+            finally:
+                os.close(fd)
+            check_destination(path)  # again: it may have changed while we wrote
+            os.replace(tmp, path)
+            tmp = None
+        except OSError as e:
+            raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
+        finally:
+            if tmp is not None:
+                _remove(tmp)
+            # a signal that came in meanwhile: its clean-up is done, now its effect
+            pending.deliver()
     return file_size
+
+
+def _create(path: str, directory: str) -> tuple[int, str | None]:
+    """An open file in ``directory``: unnamed (``O_TMPFILE``, name None) where possible."""
+    flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+    if _O_TMPFILE:
+        try:
+            return os.open(directory, flags | _O_TMPFILE, 0o600), None
+        except OSError as e:
+            if e.errno in _MIDWAY:
+                raise WriteError(f"cannot write {path}: {e.strerror}") from None
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                raise RenderError(f"cannot create {path}: {e.strerror}") from None
+            if e.errno == errno.ENOENT and not os.path.isdir(directory):
+                raise RenderError(f"cannot create {path}: {e.strerror}") from None
+    flags |= os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = _temp_name(path, directory)
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            error = WriteError if e.errno in _MIDWAY else RenderError
+            raise error(f"cannot create {path}: {e.strerror}") from None
+    raise RenderError(f"cannot create {path}: no free temporary name in {directory}")
+
+
+def _temp_name(path: str, directory: str) -> str:
+    # unpredictable: nobody can take the name first to block or redirect the write
+    return os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+
+
+def _link(fd: int, path: str, directory: str) -> str:
+    """Give the unnamed file a (random, fresh) name next to ``path``."""
+    for _ in range(100):
+        tmp = _temp_name(path, directory)
+        try:
+            os.link(f"/proc/self/fd/{fd}", tmp, follow_symlinks=True)
+            return tmp
+        except FileExistsError:
+            continue
+    raise WriteError(f"cannot write {path}: no free temporary name in {directory}")
+
+
+def _fill(fd: int, file_size: int, fill: Callable[[Pwrite], None]) -> None:
+    def pwrite(data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    fill(pwrite)
+    os.ftruncate(fd, file_size)
+
+
+class _Pending:
+    """A terminating signal that arrived while a file was written."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.saved: dict[int, object] = {}
+
+    def deliver(self) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self.saved = {}
+        if self.signum is not None:
+            signal.raise_signal(self.signum)
+
+
+class SignalDuringWrite(BaseException):
+    """Raised in the writing thread by a terminating signal, to unwind and clean up."""
+
+
+@contextlib.contextmanager
+def _cleanup_on_signals() -> Iterator[_Pending]:
+    pending = _Pending()
+    if threading.current_thread() is threading.main_thread():
+
+        def handler(signum: int, _frame: object) -> None:
+            if pending.signum is None:
+                pending.signum = signum
+                raise SignalDuringWrite(signum)
+
+        for signum in TERMINATING_SIGNALS:
+            # only signals that would end the process now: a program's own handler is kept
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                pending.saved[signum] = signal.signal(signum, handler)
+    try:
+        yield pending
+    except SignalDuringWrite as e:
+        # write_file cleaned up and delivered the signal again; it did not end the process
+        raise WriteError(f"interrupted by {signal.Signals(e.args[0]).name}") from None
+    finally:
+        pending.deliver()
 
 
 def _remove(path: str) -> None:
