@@ -10,10 +10,15 @@ Anything else escaping is a finding. The same functions run under atheris
 e.g. ``RecursionError@notes.py:decode_process_metadata``) swallows findings already saved in
 ``fuzz/regressions/``, so a long atheris run can go on past a bug that is not fixed yet.
 It is read by the atheris entry points only, never by the tests.
+
+``MACMINIDUMP_FUZZ_COLLECT=DIR`` (atheris entry points only) saves each finding's input
+as ``DIR/<signature>-<sha1>`` and goes on, so one long run reports every kind of finding
+instead of stopping at the first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import traceback
@@ -28,7 +33,7 @@ from macminidump.macho.parse import MachOCore
 from macminidump.macho.render import render_macho_bytes
 from macminidump.model import Snapshot
 from macminidump.report import plain_value, snapshot_report
-from macminidump.spec import parse_spec_text, snapshot_from_spec, spec_format
+from macminidump.spec import dump_spec, parse_spec_text, snapshot_from_spec, spec_format
 
 _PACKAGE = os.path.dirname(os.path.abspath(macminidump.__file__)) + os.sep
 
@@ -36,11 +41,17 @@ _PACKAGE = os.path.dirname(os.path.abspath(macminidump.__file__)) + os.sep
 IGNORED: frozenset[str] = frozenset()
 
 
+#: where findings are saved when collecting (None: a finding stops the run)
+COLLECT: str | None = None
+
+
 def enable_ignore_list() -> None:
-    """Read ``MACMINIDUMP_FUZZ_IGNORE`` into :data:`IGNORED` (atheris entry points only)."""
-    global IGNORED
+    """Read ``MACMINIDUMP_FUZZ_IGNORE`` into :data:`IGNORED` and ``MACMINIDUMP_FUZZ_COLLECT``
+    into :data:`COLLECT` (atheris entry points only)."""
+    global IGNORED, COLLECT
     raw = os.environ.get("MACMINIDUMP_FUZZ_IGNORE", "")
     IGNORED = frozenset(s.strip() for s in raw.split(",") if s.strip())
+    COLLECT = os.environ.get("MACMINIDUMP_FUZZ_COLLECT") or None
 
 
 def signature(exc: BaseException) -> str:
@@ -117,6 +128,11 @@ def _guarded(target: Any, data: bytes) -> None:
     except Exception as e:
         if IGNORED and signature(e) in IGNORED:
             return
+        if COLLECT is not None:
+            name = f"{signature(e)}-{hashlib.sha1(data).hexdigest()}".replace("/", "_")
+            with open(os.path.join(COLLECT, name), "wb") as f:
+                f.write(data)
+            return
         raise
 
 
@@ -160,6 +176,42 @@ def fuzz_spec(data: bytes) -> None:
     _report(snapshot)
     if fmt == "macho":
         _roundtrip(snapshot)
+
+
+def _respec(snapshot: Snapshot, fmt: str) -> None:
+    """What ``to-spec`` prints (YAML, as a user gets it) must load and build the same core.
+
+    The spec is the snapshot's; loading it back may fail only as the original render
+    would (RenderError), never as a SpecError or anything else.
+    """
+    text = dump_spec(snapshot, fmt=fmt)
+    try:
+        again = snapshot_from_spec(parse_spec_text(text))
+    except SpecError as e:
+        raise RoundTripError(f"to-spec output does not load: {e}") from e
+    render = render_elf_bytes if fmt == "elf" else render_macho_bytes
+    try:
+        first = render(snapshot)
+    except RenderError:
+        return
+    if render(again) != first:
+        raise RoundTripError("to-spec output builds a different core")
+
+
+def fuzz_tospec(data: bytes) -> None:
+    """A core (either format, by magic) -> to-spec YAML -> load -> build: the same bytes."""
+    try:
+        if data[:4] == b"\x7fELF":
+            snapshot, fmt = ElfCore(data).snapshot(), "elf"
+        else:
+            snapshot, fmt = MachOCore(data).snapshot(), "macho"
+    except ParseError:
+        return
+    _respec(snapshot, fmt)
+
+
+def fuzz_tospec_guarded(data: bytes) -> None:
+    _guarded(fuzz_tospec, data)
 
 
 def fuzz_macho_guarded(data: bytes) -> None:

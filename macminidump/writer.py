@@ -242,13 +242,18 @@ def _temp_name(path: str, directory: str) -> str:
 
 def _link(fd: int, path: str, directory: str) -> str:
     """Give the unnamed file a (random, fresh) name next to ``path``."""
-    for _ in range(100):
-        tmp = _temp_name(path, directory)
-        try:
-            os.link(f"/proc/self/fd/{fd}", tmp, follow_symlinks=True)
-            return tmp
-        except FileExistsError:
-            continue
+    # with a dir_fd, os.link calls linkat(AT_SYMLINK_FOLLOW): the magic link is followed
+    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for _ in range(100):
+            tmp = _temp_name(path, directory)
+            try:
+                os.link(f"/proc/self/fd/{fd}", tmp, src_dir_fd=dir_fd, follow_symlinks=True)
+                return tmp
+            except FileExistsError:
+                continue
+    finally:
+        os.close(dir_fd)
     raise WriteError(f"cannot write {path}: no free temporary name in {directory}")
 
 

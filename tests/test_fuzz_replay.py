@@ -60,7 +60,10 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "elf": fuzzers.fuzz_elf,
     "macho": fuzzers.fuzz_macho,
     "spec": fuzzers.fuzz_spec,
+    "tospec": fuzzers.fuzz_tospec,
 }
+#: the to-spec target reads cores: its seeds are the two core corpora
+SEEDS_OF = {"tospec": ("macho", "elf")}
 
 
 class Hang(BaseException):
@@ -118,10 +121,15 @@ def _files() -> list[Any]:
     params = []
     for kind in ("corpus", "regressions"):
         for target in sorted(TARGETS):
-            folder = os.path.join(FUZZ_DIR, kind, target)
-            if not os.path.isdir(folder):
-                continue
-            for name in sorted(os.listdir(folder)):
+            folders = [target]
+            if kind == "corpus":
+                folders = list(SEEDS_OF.get(target, (target,)))
+            for folder, name in sorted(
+                (os.path.join(FUZZ_DIR, kind, f), n)
+                for f in folders
+                if os.path.isdir(os.path.join(FUZZ_DIR, kind, f))
+                for n in os.listdir(os.path.join(FUZZ_DIR, kind, f))
+            ):
                 path = os.path.join(folder, name)
                 if not os.path.isfile(path) or name.startswith("."):
                     continue
@@ -135,7 +143,8 @@ def _files() -> list[Any]:
 
 def test_corpora_exist() -> None:
     for target in TARGETS:
-        assert os.listdir(os.path.join(FUZZ_DIR, "corpus", target)), target
+        for folder in SEEDS_OF.get(target, (target,)):
+            assert os.listdir(os.path.join(FUZZ_DIR, "corpus", folder)), target
 
 
 def test_open_findings_have_files() -> None:
