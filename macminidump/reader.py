@@ -9,6 +9,7 @@ import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import MacMiniDumpError, ParseError
+from .limits import RecordBudget
 
 if TYPE_CHECKING:
     from .model import Snapshot
@@ -38,6 +39,8 @@ class CoreReader:
     def __init__(self, buffer: Any, path: str | None = None):
         self.buffer = buffer
         self.path = path
+        #: every record the reader builds is counted first (see ``limits``)
+        self.records = RecordBudget(len(buffer))
         try:
             self._parse()
         except ParseError as e:

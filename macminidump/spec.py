@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import reprlib
+import stat
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -18,6 +20,7 @@ import attrs
 
 from .arch import Arch, RegKind, arch_info
 from .errors import MacMiniDumpError, SpecError
+from .limits import MAX_SPEC_BYTES, check_spec_expansion
 from .model import (
     AddressableBits,
     FileMapping,
@@ -41,6 +44,17 @@ FORMATS = ("macho", "elf")
 
 # CPU names yaml2macho-core knows that this package does not write
 _OTHER_CPUS = ("armv7m", "armv7", "riscv", "arm", "i386", "x86")
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 2, 60, 60
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = 4
+
+
+def _show(value: Any) -> str:
+    """A short repr of an untrusted value for a message: never expanded past a few items
+    (a value may be a YAML alias bomb), control characters left to the CLI's escaping."""
+    return _SHOW.repr(value)
 
 
 class _Path:
@@ -83,7 +97,8 @@ def _mapping(value: Any, path: _Path, allowed: tuple[str, ...]) -> Mapping[str, 
         raise path.fail(f"expected a mapping, got {type(value).__name__}")
     for key in value:
         if key not in allowed:
-            raise path.key(str(key)).fail(f"unknown key (expected one of: {', '.join(allowed)})")
+            name = key if isinstance(key, str) and len(key) <= 80 else _show(key)
+            raise path.key(name).fail(f"unknown key (expected one of: {', '.join(allowed)})")
     return value
 
 
@@ -113,9 +128,9 @@ def _int(value: Any, path: _Path, bits: int = 64) -> int:
             try:
                 value = int(value, 0)
             except ValueError:
-                raise path.fail(f"{value!r} is not an integer") from None
+                raise path.fail(f"{_show(value)} is not an integer") from None
         else:
-            raise path.fail(f"{value!r} is not an integer")
+            raise path.fail(f"{_show(value)} is not an integer")
     if not 0 <= value < (1 << bits):
         raise path.fail(f"{value:#x} does not fit in {bits} bits")
     return value
@@ -123,13 +138,13 @@ def _int(value: Any, path: _Path, bits: int = 64) -> int:
 
 def _str(value: Any, path: _Path) -> str:
     if not isinstance(value, str):
-        raise path.fail(f"{value!r} is not a string")
+        raise path.fail(f"{_show(value)} is not a string")
     return value
 
 
 def _bool(value: Any, path: _Path) -> bool:
     if not isinstance(value, bool):
-        raise path.fail(f"{value!r} is not true or false")
+        raise path.fail(f"{_show(value)} is not true or false")
     return value
 
 
@@ -157,8 +172,14 @@ def _guard(path: _Path, build: Callable[[], Any]) -> Any:
 def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML or JSON spec file into a dict."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        # O_NONBLOCK: opening a FIFO with no writer must not hang (`build <(gen)` still works)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                raise SpecError("not a regular file or a pipe", str(path))
+            os.set_blocking(fd, True)
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise SpecError(f"cannot read spec: {e.strerror}", str(path)) from None
     return parse_spec_text(data, str(path))
@@ -171,10 +192,14 @@ def parse_spec_text(text: str | bytes, where: str = "$") -> dict[str, Any]:
     yaml is not even imported); anything else, YAML flow mappings included, by PyYAML's
     libyaml-based loader when it is built with it.
     """
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"larger than {MAX_SPEC_BYTES >> 20} MiB: not a spec", where)
     try:
         data = _load_json(text)
         if data is _NOT_JSON:
             data = _load_yaml(text, where)
+            # only YAML has aliases: bound what the document expands to before any use
+            check_spec_expansion(data, len(text), where)
     except SpecError:
         raise
     except UnicodeDecodeError as e:
@@ -225,7 +250,7 @@ def spec_format(spec: Mapping[str, Any]) -> str:
     fmt = spec.get("format", "macho")
     if fmt not in FORMATS:
         raise SpecError(
-            f"unknown format {fmt!r} (expected one of: {', '.join(FORMATS)})", "$.format"
+            f"unknown format {_show(fmt)} (expected one of: {', '.join(FORMATS)})", "$.format"
         )
     return str(fmt)
 
@@ -256,7 +281,7 @@ def snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None = None) -> 
     cpu = _str(spec["cpu"], root.key("cpu"))
     if cpu not in [a.value for a in Arch]:
         known = "a CPU macminidump does not write" if cpu in _OTHER_CPUS else "an unknown CPU"
-        raise root.key("cpu").fail(f"{cpu!r} is {known}; supported: arm64, x86_64")
+        raise root.key("cpu").fail(f"{_show(cpu)} is {known}; supported: arm64, x86_64")
     arch = Arch(cpu)
     # threads need their index too: a thread without an id gets it
     where = root.key("threads")
@@ -339,9 +364,9 @@ def _signed(value: Any, path: _Path, bits: int = 32) -> int:
         try:
             value = int(value, 0)
         except ValueError:
-            raise path.fail(f"{value!r} is not an integer") from None
+            raise path.fail(f"{_show(value)} is not an integer") from None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise path.fail(f"{value!r} is not an integer")
+        raise path.fail(f"{_show(value)} is not an integer")
     if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
         raise path.fail(f"{value} does not fit in a signed {bits}-bit integer")
     return value
@@ -414,7 +439,9 @@ def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
         rs = _mapping(rs, rpath, ("flavor", "registers"))
         flavor = rs.get("flavor")
         if flavor not in [k.value for k in RegKind]:
-            raise rpath.key("flavor").fail(f"unknown flavor {flavor!r} (expected gpr, fpr or exc)")
+            raise rpath.key("flavor").fail(
+                f"unknown flavor {_show(flavor)} (expected gpr, fpr or exc)"
+            )
         kind = RegKind(flavor)
         values: dict[str, int] = {}
         widths = info.registers[kind]
@@ -433,11 +460,11 @@ def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
             width = info.width(kind, name)
             if width is None:
                 raise gpath.key("name").fail(
-                    f"{arch} has no {kind} register {name!r} "
+                    f"{arch} has no {kind} register {_show(name)} "
                     f"(known: {', '.join(info.registers[kind])})"
                 )
             if name in values:
-                raise gpath.key("name").fail(f"register {name!r} given twice")
+                raise gpath.key("name").fail(f"register {_show(name)} given twice")
             values[name] = _int(reg.get("value"), gpath.key("value"), 8 * width)
         regsets.append(RegisterSet(kind, values))
     raw_states = _each(t, "raw-states", path, _raw)
@@ -498,7 +525,7 @@ def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
-            raise path.key("name").fail(f"{name!r} is not valid text") from None
+            raise path.key("name").fail(f"{_show(name)} is not valid text") from None
     va = b.get("virtual-address")
     slide = b.get("slide")
     va = None if va is None else _int(va, path.key("virtual-address"))
@@ -678,7 +705,7 @@ def dump_spec(snapshot: Snapshot, fmt: str = "macho", as_json: bool = False) -> 
         return json.dumps(spec, indent=2) + "\n"
     import yaml
 
-    class HexDumper(yaml.SafeDumper):
+    class HexDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
         """Writes integers in hex, as addresses and registers read best."""
 
     HexDumper.add_representer(

@@ -25,16 +25,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import mmap
 import os
 import secrets
 import signal
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import attrs
 
-from .errors import RenderError, WriteError
+from .errors import ParseError, RenderError, WriteError
 from .model import Region
 
 #: bytes of region memory written per call: peak memory does not grow with the core
@@ -51,8 +53,20 @@ Pwrite = Callable[[bytes | memoryview, int], None]
 TERMINATING_SIGNALS = tuple(
     getattr(signal, name)
     for name in (
-        "SIGHUP", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM",
-        "SIGPROF", "SIGXCPU", "SIGIO", "SIGPWR", "SIGSTKFLT", "SIGPIPE", "SIGINT",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGTERM",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGXCPU",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSTKFLT",
+        "SIGPIPE",
+        "SIGINT",
     )  # fmt: skip
     if hasattr(signal, name)
 )
@@ -178,11 +192,21 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def write_file(path: str | os.PathLike[str], file_size: int, fill: Callable[[Pwrite], None]) -> int:
+def write_file(
+    path: str | os.PathLike[str],
+    file_size: int,
+    fill: Callable[[Pwrite], None],
+    verify: Callable[[Any], object] | None = None,
+) -> int:
     """Write the file at ``path`` atomically (see the module's promises); returns its size.
 
-    RenderError: the destination cannot be written at all (bad input). WriteError: the
-    write failed midway (a full disk, an I/O error). Either way nothing is left behind.
+    ``verify(buffer)``, given the finished file mapped read-only, raises ParseError if
+    the file must not be put in place (a renderer passes its format's reader: a file the
+    package cannot read back is never written).
+
+    RenderError: the destination cannot be written at all (bad input), or the file fails
+    ``verify``. WriteError: the write failed midway (a full disk, an I/O error). Either
+    way nothing is left behind.
     """
     path = os.fspath(path)
     check_destination(path)
@@ -192,6 +216,8 @@ def write_file(path: str | os.PathLike[str], file_size: int, fill: Callable[[Pwr
         try:
             try:
                 _fill(fd, file_size, fill)
+                if verify is not None:
+                    _verify(fd, file_size, verify)
                 if tmp is None:
                     tmp = _link(fd, path, directory)
             finally:
@@ -209,9 +235,22 @@ def write_file(path: str | os.PathLike[str], file_size: int, fill: Callable[[Pwr
     return file_size
 
 
+def _verify(fd: int, file_size: int, verify: Callable[[Any], object]) -> None:
+    buffer = mmap.mmap(fd, file_size, access=mmap.ACCESS_READ) if file_size else b""
+    try:
+        verify(buffer)
+    except ParseError as e:
+        e.path = None
+        raise RenderError(f"refusing to write a core this package cannot read back: {e}") from None
+    finally:
+        if isinstance(buffer, mmap.mmap):
+            with contextlib.suppress(BufferError):
+                buffer.close()
+
+
 def _create(path: str, directory: str) -> tuple[int, str | None]:
     """An open file in ``directory``: unnamed (``O_TMPFILE``, name None) where possible."""
-    flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)  # read too: ``verify`` maps it
     if _O_TMPFILE:
         try:
             return os.open(directory, flags | _O_TMPFILE, 0o600), None

@@ -154,6 +154,7 @@ class ElfCore(CoreReader):
                 f"{phnum} program headers at {phoff:#x} run past the end of the file", 32
             )
 
+        self.records.spend(phnum, 56, f"{phnum:,} program headers")
         self.program_headers: list[ProgramHeader] = []
         self.notes: list[Note] = []
         self.regions: list[Region] = []
@@ -192,6 +193,7 @@ class ElfCore(CoreReader):
                     break  # alignment padding at the end of the segment
                 raise ParseError("note header runs past the end of the note segment", offset)
             namesz, descsz, note_type = unpack_at(_NHDR, buf, offset, "note header")
+            self.records.spend(1, offset, "notes")
             name_at = offset + _NHDR.size
             desc_at = name_at + align(namesz, NOTE_ALIGN)
             if desc_at > end or desc_at + descsz > end:
@@ -218,8 +220,10 @@ class ElfCore(CoreReader):
         if note_type == _SIGINFO:
             return notes.decode_siginfo(buf, offset, size)
         if note_type == _AUXV:
+            self.records.spend(size // 16, offset, "NT_AUXV entries")
             return notes.decode_auxv(buf, offset, size)
         if note_type == _FILE:
+            self.records.spend(size // 24, offset, "NT_FILE entries")
             return notes.decode_file(buf, offset, size)
         if note_type == _FPREGSET:
             return notes.decode_fpregset(buf, offset, size)

@@ -13,6 +13,7 @@ import os
 from ..model import Snapshot
 from ..writer import Pwrite, write_bytes, write_file, write_placements
 from .layout import Layout, layout_elf
+from .parse import ElfCore
 
 __all__ = ["render_elf", "render_elf_bytes"]
 
@@ -31,4 +32,10 @@ def render_elf_bytes(snapshot: Snapshot) -> bytes:
 def render_elf(snapshot: Snapshot, path: str | os.PathLike[str]) -> int:
     """Write ``snapshot`` as an ELF core at ``path``; returns the file's size."""
     layout = layout_elf(snapshot)
-    return write_file(path, layout.file_size, lambda pwrite: _write_layout(layout, pwrite))
+    return write_file(
+        path,
+        layout.file_size,
+        lambda pwrite: _write_layout(layout, pwrite),
+        # what the reader rejects is never written (limits agree: see ``limits``)
+        verify=lambda buffer: ElfCore(buffer).snapshot(),
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from ..errors import ParseError, RenderError
+from ..limits import MAX_PATH_BYTES, RecordBudget
 from ..model import AddressableBits, Image, ImageSegment
 from ..schema_io import build, fixed_format, parse_at, unpack_at
 from . import schema
@@ -173,13 +174,23 @@ _SEGMENT_CODEC = FlatCodec(schema.segment_vmaddr)
 def _path_bytes(path: str) -> bytes:
     """Paths are bytes on disk: undecodable bytes read back as surrogates go back as-is."""
     try:
-        return path.encode("utf-8", "surrogateescape")
+        data = path.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
-        raise RenderError(f"image path {path!r} cannot be encoded") from None
+        raise RenderError(f"image path {path[:60]!r} cannot be encoded") from None
+    if len(data) > MAX_PATH_BYTES:
+        raise RenderError(
+            f"image path {path[:60]!r}... is {len(data):,} bytes; a core holds at most "
+            f"{MAX_PATH_BYTES:,} (PATH_MAX, with its NUL)"
+        )
+    return data
 
 
-def decode_all_image_infos(buffer: Any, offset: int, size: int) -> list[Image]:
-    """Entries and strings may lie anywhere in the file: every pointer is bounds-checked."""
+def decode_all_image_infos(
+    buffer: Any, offset: int, size: int, records: RecordBudget | None = None
+) -> list[Image]:
+    """Entries and strings may lie anywhere in the file: every pointer is bounds-checked,
+    and every entry and segment counted in ``records`` before it is built."""
+    records = records or RecordBudget(len(buffer))
     header = parse_at(
         schema.all_image_infos_header, buffer, offset, "all image infos", offset + size
     )
@@ -187,6 +198,7 @@ def decode_all_image_infos(buffer: Any, offset: int, size: int) -> list[Image]:
         raise ParseError(f"all image infos entry size {header.entries_size} < {_ENTRY}", offset)
     if header.imgcount * header.entries_size > len(buffer):
         raise ParseError(f"all image infos claims {header.imgcount} images", offset)
+    records.spend(header.imgcount, offset, f"all image infos of {header.imgcount:,} images")
     entry_fmt = fixed_format(schema.image_entry)
     seg_fmt = fixed_format(schema.segment_vmaddr)
     images = []
@@ -200,6 +212,7 @@ def decode_all_image_infos(buffer: Any, offset: int, size: int) -> list[Image]:
             entry_fmt, buffer, at, "image entry"
         )
         budget -= _SEGMENT * seg_count
+        records.spend(seg_count, at, "image segments")
         if budget < 0:
             raise ParseError(
                 f"image entry claims {seg_count} segments, more than the note holds", at
@@ -231,9 +244,11 @@ def decode_all_image_infos(buffer: Any, offset: int, size: int) -> list[Image]:
 def _cstring(buffer: Any, offset: int, referrer: int) -> str:
     if not 0 <= offset < len(buffer):
         raise ParseError(f"path offset {offset:#x} is outside the file", referrer)
-    end = bytes(buffer[offset : offset + 4096]).find(b"\0")
+    end = bytes(buffer[offset : offset + MAX_PATH_BYTES + 1]).find(b"\0")
     if end < 0:
-        raise ParseError("path string is not NUL-terminated within 4096 bytes", offset)
+        raise ParseError(
+            f"path string is not NUL-terminated within {MAX_PATH_BYTES + 1} bytes", offset
+        )
     return bytes(buffer[offset : offset + end]).decode("utf-8", "surrogateescape")
 
 

@@ -121,6 +121,7 @@ class MachOCore(CoreReader):
             raise ParseError(f"sizeofcmds {sizeofcmds:#x} runs past the end of the file", 20)
         if ncmds * 8 > sizeofcmds:
             raise ParseError(f"{ncmds} load commands cannot fit in sizeofcmds {sizeofcmds:#x}", 16)
+        self.records.spend(ncmds, 16, f"{ncmds:,} load commands")
 
         self.commands: list[Command] = []
         self.threads: list[list[FlavorState]] = []
@@ -217,6 +218,7 @@ class MachOCore(CoreReader):
         offset = start
         while offset < end:
             flavor, count = unpack_at(_FLAVOR, self.buffer, offset, "thread state header")
+            self.records.spend(1, offset, "thread states")
             body = offset + 8
             if body + 4 * count > end:
                 raise ParseError(
@@ -258,10 +260,12 @@ class MachOCore(CoreReader):
         if owner == NoteOwner.LOAD_BINARY:
             return notes.decode_load_binary(payload, offset)
         if owner == NoteOwner.ALL_IMAGE_INFOS:
-            return notes.decode_all_image_infos(self.buffer, offset, size)
+            return notes.decode_all_image_infos(self.buffer, offset, size, self.records)
         if owner == NoteOwner.ADDRABLE_BITS:
             return notes.decode_addressable_bits(payload, offset)
         if owner == NoteOwner.PROCESS_METADATA:
+            # a JSON value is at most one per comma, plus one: counted before any is built
+            self.records.spend(payload.count(b",") + 1, offset, "process metadata")
             return notes.decode_process_metadata(payload, offset)
         if owner == NoteOwner.KERN_VER_STR:
             return notes.decode_kern_ver_str(payload, offset)

@@ -13,6 +13,7 @@ import os
 from ..model import Snapshot
 from ..writer import CHUNK, Pwrite, write_bytes, write_file, write_placements
 from .layout import Layout, layout_macho
+from .parse import MachOCore
 
 __all__ = ["CHUNK", "render_macho", "render_macho_bytes"]
 
@@ -33,4 +34,10 @@ def render_macho_bytes(snapshot: Snapshot) -> bytes:
 def render_macho(snapshot: Snapshot, path: str | os.PathLike[str]) -> int:
     """Write ``snapshot`` as a Mach-O core at ``path``; returns the file's size."""
     layout = layout_macho(snapshot)
-    return write_file(path, layout.file_size, lambda pwrite: _write_layout(layout, pwrite))
+    return write_file(
+        path,
+        layout.file_size,
+        lambda pwrite: _write_layout(layout, pwrite),
+        # what the reader rejects is never written (limits agree: see ``limits``)
+        verify=lambda buffer: MachOCore(buffer).snapshot(),
+    )
