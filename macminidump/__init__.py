@@ -144,6 +144,7 @@ __all__ = [
     "Snapshot",
     "SpecError",
     "TargetError",
+    "WriteError",
     "Thread",
     "__version__",
     "capture_process",
