@@ -20,9 +20,9 @@ MAX_PATH_BYTES = 4095
 #: metadata values. Each becomes Python objects of ~1-3 KiB on its way to a report or a
 #: spec; a record can be 8 bytes of file, so a count proportional to the size alone would
 #: let 16 MB of tiny records take gigabytes.
-FIXED_RECORDS = 4096
+FIXED_RECORDS = 10240
 #: ... plus one record per this many bytes of file (a real core's records carry pages)
-BYTES_PER_RECORD = 2048
+BYTES_PER_RECORD = 1024
 
 #: a spec's text, and what it may expand to through YAML aliases (counted in scalars'
 #: characters plus 8 per node: a mapping, list or number)
