@@ -24,6 +24,10 @@ FIXED_RECORDS = 10240
 #: ... plus one record per this many bytes of file (a real core's records carry pages)
 BYTES_PER_RECORD = 1024
 
+#: the "process metadata" note's JSON (thread ids, names): ~60 bytes a thread, so 17,000
+#: threads; JSON takes ~25 bytes of Python objects per byte of text
+MAX_METADATA_BYTES = 1 << 20
+
 #: a spec's text, and what it may expand to through YAML aliases (counted in scalars'
 #: characters plus 8 per node: a mapping, list or number)
 MAX_SPEC_BYTES = 64 << 20

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import MacMiniDumpError, ParseError
@@ -15,15 +16,51 @@ if TYPE_CHECKING:
     from .model import Snapshot
 
 
-def map_file(path: str) -> Any:
-    """A read-only mmap of a whole file, for lazy parsing; one ParseError if it cannot be."""
+def open_regular(path: str) -> int:
+    """A read-only fd of ``path``, which must be a regular file: a FIFO, a device or a
+    socket is refused (ParseError), without blocking (``O_NONBLOCK``) on a FIFO's open."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise ParseError(f"cannot read: {e.strerror}", path=path) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+        raise ParseError(f"not a regular file ({kind})", path=path)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def map_file(path: str) -> Any:
+    """A read-only mmap of a whole file, for lazy parsing; one ParseError if it cannot be.
+
+    The map is shared with the file: if another program truncates the file in place
+    while a Snapshot still reads it, the process gets SIGBUS (README "Guarantees");
+    ``CoreReader.open(path, private=True)`` reads the file into memory instead.
+    """
+    fd = open_regular(path)
+    try:
+        with open(fd, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 raise ParseError("empty file", 0, path)
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as e:
         raise ParseError(f"cannot read: {e.strerror}", path=path) from None
+
+
+def read_file(path: str) -> bytes:
+    """The whole file in memory: immune to a truncation by another program."""
+    fd = open_regular(path)
+    try:
+        with open(fd, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ParseError(f"cannot read: {e.strerror}", path=path) from None
+    if not data:
+        raise ParseError("empty file", 0, path)
+    return data
 
 
 _Reader = TypeVar("_Reader", bound="CoreReader")
@@ -48,9 +85,10 @@ class CoreReader:
             raise
 
     @classmethod
-    def open(cls: type[_Reader], path: str | os.PathLike[str]) -> _Reader:
+    def open(cls: type[_Reader], path: str | os.PathLike[str], private: bool = False) -> _Reader:
+        """Map the file (``private``: read it into memory, safe from a truncation)."""
         path = os.fspath(path)
-        return cls(map_file(path), path)
+        return cls(read_file(path) if private else map_file(path), path)
 
     def snapshot(self) -> Snapshot:
         """The file as a Snapshot; a model invariant it breaks is a ParseError too."""

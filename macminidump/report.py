@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from .arch import RegKind, arch_info
+from .escape import printable
 from .model import Image, RawItem, Snapshot
 from .stopreason import describe_exception, describe_signal
 
@@ -294,7 +295,8 @@ def render_text(report: dict[str, Any], registers: str = "gpr") -> str:
             lines.append(f"      {len(decoded)} entries")
         elif decoded is not None:
             lines.append(f"      {decoded}")
-    return "\n".join(lines) + "\n"
+    # names, paths and arguments come from the core: shown, never obeyed by the terminal
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _selection_lines(selection: dict[str, Any] | None) -> list[str]:

@@ -346,9 +346,9 @@ class ElfCore(CoreReader):
         )
 
 
-def parse_elf(path: str | os.PathLike[str]) -> Snapshot:
+def parse_elf(path: str | os.PathLike[str], private: bool = False) -> Snapshot:
     """Read an ELF core into a Snapshot whose memory stays in the (mmapped) file."""
-    return ElfCore.open(path).snapshot()
+    return ElfCore.open(path, private).snapshot()
 
 
 def parse_elf_bytes(data: bytes) -> Snapshot:

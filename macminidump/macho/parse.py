@@ -17,6 +17,7 @@ import attrs
 from .. import memory_note
 from ..arch import RegKind
 from ..errors import MacMiniDumpError, ParseError
+from ..limits import MAX_METADATA_BYTES
 from ..mach_flavors import MACH_ARCHES
 from ..model import (
     PROTECTIONS,
@@ -264,8 +265,13 @@ class MachOCore(CoreReader):
         if owner == NoteOwner.ADDRABLE_BITS:
             return notes.decode_addressable_bits(payload, offset)
         if owner == NoteOwner.PROCESS_METADATA:
-            # a JSON value is at most one per comma, plus one: counted before any is built
-            self.records.spend(payload.count(b",") + 1, offset, "process metadata")
+            if size > MAX_METADATA_BYTES:
+                # JSON builds ~25 bytes of objects per byte: a bound, not a record count
+                raise ParseError(
+                    f"process metadata of {size:,} bytes: more than the "
+                    f"{MAX_METADATA_BYTES:,} this reader decodes",
+                    offset,
+                )
             return notes.decode_process_metadata(payload, offset)
         if owner == NoteOwner.KERN_VER_STR:
             return notes.decode_kern_ver_str(payload, offset)
@@ -292,7 +298,13 @@ class MachOCore(CoreReader):
         raw_notes = []
         for note in self.notes:
             value = note.decoded
-            if note.owner == NoteOwner.PROCESS_METADATA and value is not None and metadata is None:
+            if (
+                note.owner == NoteOwner.PROCESS_METADATA
+                and value is not None
+                and metadata is None
+                # entries for other threads than these (more, or fewer) say nothing: kept raw
+                and len(value) == len(self.threads)
+            ):
                 metadata = value
             elif note.owner == NoteOwner.ADDRABLE_BITS and value is not None and bits is None:
                 bits = value
@@ -326,9 +338,6 @@ class MachOCore(CoreReader):
         if main is not None:
             images = _mark_main(images, main)
 
-        if metadata is not None and len(metadata) != len(self.threads):
-            raw_notes.append(_raw_note(self, NoteOwner.PROCESS_METADATA))
-            metadata = None
         threads = []
         for index, states in enumerate(self.threads):
             meta = metadata[index] if metadata else notes.ThreadMetadata(index)
@@ -363,13 +372,6 @@ class MachOCore(CoreReader):
         )
 
 
-def _raw_note(core: MachOCore, owner: str) -> RawItem:
-    note = next(n for n in core.notes if n.owner == owner)
-    return RawItem(
-        "macho", 0, bytes(core.buffer[note.offset : note.offset + note.size]), owner=owner
-    )
-
-
 def _mark_main(images: list[Image], main: notes.MainBinSpec) -> list[Image]:
     """Mark the image the main bin spec names: by UUID, or by address when it has none."""
     for i, image in enumerate(images):
@@ -396,9 +398,9 @@ def _name(enum: Any, value: int) -> str:
         return f"{value:#x}"
 
 
-def parse_macho(path: str | os.PathLike[str]) -> Snapshot:
+def parse_macho(path: str | os.PathLike[str], private: bool = False) -> Snapshot:
     """Read a Mach-O core into a Snapshot whose memory stays in the (mmapped) file."""
-    return MachOCore.open(path).snapshot()
+    return MachOCore.open(path, private).snapshot()
 
 
 def parse_macho_bytes(data: bytes) -> Snapshot:
