@@ -83,7 +83,7 @@ def test_build_inspect_to_spec(tmp_path: Path) -> None:
         (("inspect", "/nonexistent.core"), "cannot read: No such file or directory"),
         (("inspect", "/etc/hostname"), "not a core file this package reads"),
         (("build", "/nonexistent.yaml", "-o", "x.core"), "cannot read spec"),
-        (("to-spec", "/dev/null"), "not a core file this package reads"),
+        (("to-spec", "/dev/null"), "not a regular file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
