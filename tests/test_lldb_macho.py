@@ -426,3 +426,43 @@ def test_x86_64_float_state_round_trips(core_dir: Path) -> None:
     core, _spec, _expected = write_core("x86_64", core_dir)
     fpr = parse_macho(core).threads[0].regset("fpr")
     assert {k: fpr[k] for k in stacks.X86_64_FPR} == stacks.X86_64_FPR
+
+
+def test_why_only_the_float_state_is_wrapped(
+    core_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The macOS kernel wraps all three x86_64 states (7/8/9). LLDB 23 reads no registers
+    (no pc, no frame) from a wrapped GPR state, so macminidump wraps only the float state (the one
+    flavor LLVM's object tools reject bare); if LLDB 23 learns to read the kernel's
+    layout, this fails and the layout can follow the kernel's."""
+    import struct
+
+    from macminidump.arch import Arch
+    from macminidump.macho import layout
+    from macminidump.macho.constants import X86_WRAPPER_OF
+    from macminidump.macho.render import render_macho
+    from macminidump.model import Thread
+    from macminidump.spec import snapshot_from_spec
+
+    plain = layout.thread_command
+
+    def kernel_layout(arch: Arch, thread: Thread) -> bytes:
+        body, out, offset = plain(arch, thread)[8:], b"", 0
+        while offset < len(body):
+            flavor, count = struct.unpack_from("<II", body, offset)
+            state = body[offset : offset + 8 + 4 * count]
+            if flavor in (4, 6):  # the bare ones get their wrapper
+                state = struct.pack("<II", X86_WRAPPER_OF[flavor], count + 2) + state
+            out += state
+            offset += 8 + 4 * count
+        return struct.pack("<II", 4, 8 + len(out)) + out
+
+    spec, expected = stacks.crash_spec("x86_64")
+    monkeypatch.setattr(layout, "thread_command", kernel_layout)
+    core = core_dir / "kernel_layout_x86_64.core"
+    render_macho(snapshot_from_spec(spec), core)
+    result = debuggers.probe_core(23, str(core))
+    # the threads are there, but without their registers: no pc, no frame
+    pcs = [t["pc"] for t in result.get("threads", [])]
+    assert expected["threads"][0]["pc"] not in pcs, result.get("bt_all")
+    assert not any(f["function"] for t in result["threads"] for f in t["frames"]), pcs

@@ -52,8 +52,8 @@ FLAVORS: dict[Arch, tuple[tuple[RegKind, int], ...]] = {
 
 #: Flavors written inside xnu's wrapper (see X86_WRAPPER_OF). LLVM's object tools reject
 #: a bare x86_FLOAT_STATE64 ("unknown flavor (5)") and accept x86_FLOAT_STATE; LLDB 23
-#: steps over a wrapper it does not read and on to the exception state, but it cannot
-#: load a core whose GPR is wrapped (x86_THREAD_STATE) and skips a wrapped exception
+#: steps over a wrapper it does not read and on to the exception state, but reads no
+#: registers from a wrapped GPR state (x86_THREAD_STATE) and skips a wrapped exception
 #: state (x86_EXCEPTION_STATE), so those two stay bare (both tools accept them bare).
 WRAPPED = frozenset({(Arch.X86_64, X86Flavor.FLOAT_STATE64)})
 
