@@ -184,7 +184,9 @@ def lldb(core: Path, *commands: str, exe: str | None = None) -> str:
 
 
 _THREAD = re.compile(r"^\s*\*?\s*thread #(\d+)(.*)$")
-_FRAME = re.compile(r"^\s*\*?\s*frame #\d+: 0x[0-9a-fA-F]+ (?:([^`\s]+)`)?(\S+)")
+#: "frame #0: 0x... module`function + 8", or "...`function(arg=1) at file.c:3" with
+#: debug info: the function's name stops at a space or "("
+_FRAME = re.compile(r"^\s*\*?\s*frame #\d+: 0x[0-9a-fA-F]+ (?:([^`\s]+)`)?([^\s(]+)")
 
 
 def backtraces(out: str) -> dict[int, tuple[str, list[str]]]:

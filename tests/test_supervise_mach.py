@@ -151,3 +151,29 @@ def test_a_grandchilds_crash_is_left_alone(tmp_path: Path) -> None:
     assert status == 139  # the fake's child dies with the grandchild's signal; nothing captured
     assert "task_suspend" not in k.calls
     mach_tests.assert_books_balance(k)
+
+
+def test_the_live_suites_lldb_parsing_reads_real_lldb_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/test_macos_live.py cannot run here, but its reading of `lldb bt all` can: on
+    a core of the fake's crash, through this machine's LLDB 23 command line (the venv's
+    console script, next to this Python)."""
+    import sys
+
+    import test_macos_live as live
+
+    venv_bin = str(Path(sys.executable).parent)
+    assert (Path(venv_bin) / "lldb").exists(), "LLDB 23: pip install lldb-for-pwndbg"
+    monkeypatch.setenv("PATH", venv_bin + os.pathsep + os.environ.get("PATH", ""))
+
+    k = kernel("arm64", "bad-access")
+    core = tmp_path / "run.core"
+    assert run_supervised(["prog"], str(core), lib=k, wait=k.waitpid) == 139
+    threads = live.backtraces(live.lldb(core, "bt all"))
+    _world, expected = mach_tests.world("arm64")
+    assert sorted(threads) == [1, 2, 3]
+    for index, want in enumerate(expected["threads"], start=1):
+        assert threads[index][1] == want["functions"]
+    header = threads[1][0]
+    assert live.ESR_CLASS["null-write"] in header and "fault address: 0x0" in header
