@@ -29,11 +29,10 @@ import contextlib
 import os
 import re
 import shlex
-import struct
 import sys
 import time
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .capture.base import CapturedThread, CaptureOptions, CrashContext
 from .errors import CaptureError, MacMiniDumpError, TargetError
@@ -50,10 +49,6 @@ PATTERN_MAX = 127
 HEAD_MAX = 64 << 20
 DEFAULT_MAX_COUNT = 50
 DEFAULT_MAX_USE = 1 << 30
-EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-PHDR = struct.Struct("<IIQQQQQQ")
-PT_NOTE = 4
-PN_XNUM = 0xFFFF
 
 
 # ----------------------------------------------------------------- install / uninstall
@@ -214,22 +209,60 @@ def handle_crash(
 
 def read_head(pipe: BinaryIO) -> bytes:
     """The ELF header, program headers and notes at the start of the kernel's core."""
-    head = _read_exact(pipe, EHDR.size)
-    fields = EHDR.unpack(head)
-    ident, phoff, phentsize, phnum = fields[0], fields[5], fields[9], fields[10]
-    if ident[:4] != b"\x7fELF" or ident[4] != 2 or phentsize != PHDR.size:
-        raise CaptureError("the kernel's core on stdin is not a 64-bit ELF core")
-    if phnum == PN_XNUM or phoff < EHDR.size:
+    from .elf.constants import PN_XNUM
+    from .elf.schema import EHDR_SIZE, PHDR_SIZE
+
+    head = _read_exact(pipe, EHDR_SIZE)
+    ehdr = _elf_header(head)
+    phoff, phnum = ehdr.e_phoff, ehdr.e_phnum
+    if phnum == PN_XNUM or phoff < EHDR_SIZE:
         raise CaptureError(f"the kernel's core has {phnum:#x} program headers at {phoff:#x}")
-    head += _read_exact(pipe, phoff + phnum * PHDR.size - len(head))
-    notes = [PHDR.unpack_from(head, phoff + i * PHDR.size) for i in range(phnum)]
-    note = next((p for p in notes if p[0] == PT_NOTE), None)
-    if note is None:
-        raise CaptureError("the kernel's core has no notes")
-    end = note[2] + note[5]
-    if end > HEAD_MAX or note[2] < len(head):
-        raise CaptureError(f"the kernel's notes at {note[2]:#x} ({note[5]} bytes) are unusable")
+    head += _read_exact(pipe, phoff + phnum * PHDR_SIZE - len(head))
+    note = _note_header(head, ehdr)
+    end = note.p_offset + note.p_filesz
+    if end > HEAD_MAX or note.p_offset < len(head):
+        raise CaptureError(
+            f"the kernel's notes at {note.p_offset:#x} ({note.p_filesz} bytes) are unusable"
+        )
     return head + _read_exact(pipe, end - len(head))
+
+
+def _elf_header(head: bytes) -> Any:
+    """The ELF header (named fields) of a 64-bit little-endian ELF core, or CaptureError."""
+    from .elf.constants import ElfClass, ElfData
+    from .elf.schema import PHDR_SIZE, elf64_ehdr
+    from .errors import ParseError
+    from .schema_io import parse_at
+
+    try:
+        ehdr = parse_at(elf64_ehdr, head, 0, "ELF header")
+    except ParseError:
+        ehdr = None
+    if (
+        ehdr is None
+        or ehdr.ei_class != ElfClass.ELFCLASS64
+        or ehdr.ei_data != ElfData.ELFDATA2LSB
+        or ehdr.e_phentsize != PHDR_SIZE
+    ):
+        raise CaptureError("the kernel's core on stdin is not a 64-bit ELF core")
+    return ehdr
+
+
+def _note_header(head: bytes, ehdr: Any) -> Any:
+    """The PT_NOTE program header (a ``ProgramHeader``) of a core whose headers are in
+    ``head``, or CaptureError."""
+    from .elf.parse import ProgramHeader
+    from .elf.schema import PHDR_SIZE, elf64_phdr
+    from .linux_abi import SegmentType
+    from .schema_io import fixed_format
+
+    fmt = fixed_format(elf64_phdr)
+    for i in range(ehdr.e_phnum):
+        at = ehdr.e_phoff + i * PHDR_SIZE
+        phdr = ProgramHeader(at, *fmt.unpack_from(head, at))
+        if phdr.p_type == SegmentType.PT_NOTE:
+            return phdr
+    raise CaptureError("the kernel's core has no notes")
 
 
 def _read_exact(pipe: BinaryIO, size: int) -> bytes:
@@ -255,21 +288,19 @@ def _from_kernel_notes(
     """Threads, the crash, auxv and process facts from the kernel's notes."""
     from .arch import RegKind
     from .elf.parse import parse_elf_bytes
+    from .elf.schema import EHDR_SIZE, PHDR_SIZE, elf64_ehdr, elf64_phdr
+    from .schema_io import build, plain
 
-    phoff = EHDR.unpack_from(head)[5]
-    phnum = EHDR.unpack_from(head)[10]
-    note = next(
-        PHDR.unpack_from(head, phoff + i * PHDR.size)
-        for i in range(phnum)
-        if PHDR.unpack_from(head, phoff + i * PHDR.size)[0] == PT_NOTE
-    )
+    ehdr = _elf_header(head)
+    note = _note_header(head, ehdr)
     # the head alone, as a core with one program header (the notes) and no memory
-    fields = list(EHDR.unpack_from(head))
-    fields[5], fields[6], fields[10], fields[12], fields[13] = EHDR.size, 0, 1, 0, 0
-    moved = list(note)
-    moved[2] = EHDR.size + PHDR.size
-    blob = head[note[2] : note[2] + note[5]]
-    snapshot = parse_elf_bytes(EHDR.pack(*fields) + PHDR.pack(*moved) + blob)
+    header = dict(plain(ehdr), e_phoff=EHDR_SIZE, e_shoff=0, e_phnum=1, e_shnum=0, e_shstrndx=0)
+    moved = note._replace(p_offset=EHDR_SIZE + PHDR_SIZE)._asdict()
+    del moved["offset"]
+    blob = head[note.p_offset : note.p_offset + note.p_filesz]
+    snapshot = parse_elf_bytes(
+        build(elf64_ehdr, header, "ELF header") + build(elf64_phdr, moved, "PT_NOTE") + blob
+    )
     threads = [
         CapturedThread(
             id=t.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .arch import Arch
+from .linux_abi import LinuxSignal
 
 # Mach exception types (mach/exception_types.h)
 MACH_EXCEPTIONS = {
@@ -102,15 +103,8 @@ def _x86_64(exc: Mapping[str, int]) -> str | None:
     return f"{what} (error code {err:#x})"
 
 
-# Linux signals (x86_64 and aarch64 numbers, not the host's) and their si_code names
-LINUX_SIGNALS = {
-    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
-    7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2",
-    13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 16: "SIGSTKFLT", 17: "SIGCHLD",
-    18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG",
-    24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH",
-    29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS",
-}  # fmt: skip
+# Linux signals (x86_64 and aarch64 numbers, not the host's: linux_abi) and si_code names
+LINUX_SIGNALS = {int(s): s.name for s in LinuxSignal}
 
 SI_CODES = {
     0: "SI_USER", 0x80: "SI_KERNEL", -1: "SI_QUEUE", -2: "SI_TIMER", -3: "SI_MESGQ",
