@@ -11,12 +11,16 @@ The platform picks the format: Mach-O on macOS (LLDB), ELF on Linux (gdb and LLD
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import signal
 import subprocess
 import sys
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from . import _selfdump
 from .capture.base import CaptureOptions, CrashContext
@@ -200,14 +204,24 @@ def _self_capture(
         *options.to_argv(),
     ]
 
-    def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE if path == _selfdump.TO_STDOUT else None,
-            stderr=subprocess.PIPE,
-            close_fds=True,
+    if not sys.executable or not os.access(sys.executable, os.X_OK):
+        raise CaptureError(
+            f"no Python interpreter to run the capture helper (sys.executable is "
+            f"{sys.executable!r})"
         )
+
+    def spawn() -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE if path == _selfdump.TO_STDOUT else None,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+            )
+        except OSError as e:
+            # no process allowed (RLIMIT_NPROC), no file descriptor left, no interpreter
+            raise CaptureError(f"cannot start the capture helper: {e.strerror or e}") from None
 
     if sys.platform == "darwin":
         from .capture.mach.handover import offer_task_port
@@ -222,7 +236,31 @@ def _self_capture(
             "on Linux a crash is captured by a supervisor: macminidump run -o CORE -- PROGRAM"
         )
     libc = ctypes.CDLL(None, use_errno=True)
-    helper = spawn()
+    with _children_waitable():
+        helper = spawn()
+        return _trace_me(libc, helper)
+
+
+@contextlib.contextmanager
+def _children_waitable() -> Iterator[None]:
+    """With SIGCHLD ignored the kernel reaps children itself: the helper's exit status
+    would be lost and a failure read as success. Wait with the default in place."""
+    if signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise CaptureError(
+            "SIGCHLD is ignored in this process: a self dump cannot learn whether its "
+            "helper succeeded (call write_core from the main thread, or restore SIGCHLD)"
+        )
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+
+
+def _trace_me(libc: Any, helper: subprocess.Popen[bytes]) -> tuple[bytes, tuple[str, ...]]:
     try:
         # Yama (ptrace_scope 1) lets a process be traced only by its ancestors: allow the
         # helper, our child, explicitly. Harmless where Yama is absent.

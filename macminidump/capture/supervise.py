@@ -32,7 +32,10 @@ How it follows the program:
   with 10 or 10,000 threads alive. Only while a child that is not its tracee is waiting
   to be reaped by its owner does it fall back to polling each traced thread.
 - The supervisor ignores SIGINT, SIGQUIT and SIGTSTP while the program runs (the terminal
-  sends them to the program too, as a shell's ``time`` does); in an interactive foreground
+  sends them to the program too, as a shell's ``time`` does). SIGTERM and SIGHUP sent to
+  the supervisor, and SIGINT when no terminal sent it, are passed on to the program, so
+  its own handlers run and its exit status is the result (were the supervisor to die,
+  EXITKILL would kill the program without that chance). In an interactive foreground
   job, a program stopped from the terminal (Ctrl-Z) stops the supervisor with it, so the
   shell sees the job stopped and ``fg`` continues both.
 - On every path, errors included, nothing is left traced, stopped or unreaped: an error in
@@ -95,6 +98,8 @@ STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal
 TERMINAL_STOPS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 #: the supervisor's own dispositions while the program runs
 IGNORED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP)
+#: passed on to the program while it runs (SIGINT only when no terminal sent it)
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 #: what Python ignores at startup and a child must not inherit (as subprocess restores)
 RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
@@ -156,7 +161,8 @@ def run_supervised(
     with _ignoring(IGNORED) as previous, _blocked_sigchld():
         supervisor.start(previous)
         try:
-            supervisor.run()
+            with _forwarding(FORWARDED, supervisor.forward):
+                supervisor.run()
         except BaseException:
             supervisor.kill()
             raise
@@ -176,6 +182,32 @@ def _ignoring(signals: Sequence[int]) -> Iterator[dict[int, object]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _forwarding(signals: Sequence[int], forward: Callable[[int], None]) -> Iterator[None]:
+    """While the program runs, these signals to the supervisor go to the program (main
+    thread only), so its own handlers run: the supervisor's death would kill it (EXITKILL)."""
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            previous[sig] = signal.signal(sig, lambda signum, _frame: forward(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _terminal_signals_group() -> bool:
+    """Whether this process is in its terminal's foreground group: then a SIGINT or
+    SIGHUP from the terminal reached the program as well, and is not sent twice."""
+    for fd in (0, 1, 2):
+        try:
+            return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
 
 
 @contextlib.contextmanager
@@ -273,6 +305,15 @@ class _Supervisor:
         os.close(go_w)
 
     # -- the event loop ---------------------------------------------------------------------
+
+    def forward(self, signum: int) -> None:
+        """Pass a signal sent to the supervisor on to the program (see ``_forwarding``)."""
+        if self.pid <= 0 or self.status is not None:
+            return
+        if signum in (signal.SIGINT, signal.SIGHUP) and _terminal_signals_group():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
 
     def run(self) -> None:
         # alone in its process (the command line), it can sleep in waitid itself;

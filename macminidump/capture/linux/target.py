@@ -37,6 +37,7 @@ class LinuxTarget:
 
     def __init__(self, pid: int, stop_timeout: float = ptrace.STOP_TIMEOUT):
         self.check_platform()
+        refuse_32bit(pid)
         self.pid = pid
         self.tracee = ptrace.Tracee(pid, stop_timeout)
         self._auxv: list[tuple[int, int]] | None = None
@@ -258,3 +259,18 @@ def debugger_file_mappings(mappings: Sequence[MemoryMapping]) -> list[FileMappin
 def capture_pid(pid: int, options: CaptureOptions | None = None) -> Snapshot:
     """A Snapshot of live process ``pid``: stopped for the capture only, then resumed."""
     return capture(LinuxTarget(pid), options)
+
+
+def refuse_32bit(pid: int) -> None:
+    """TargetError for a 32-bit (i386) program: its registers and memory would be read as
+    x86_64 and no debugger could open the core. Unreadable: later steps say why."""
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as f:
+            ident = f.read(5)
+    except OSError:
+        return
+    if ident[:4] == b"\x7fELF" and ident[4:5] == b"\x01":
+        raise TargetError(
+            f"process {pid} is a 32-bit (i386) program: only 64-bit x86_64 processes "
+            "can be captured"
+        )
