@@ -537,11 +537,21 @@ def test_terminal_signals_reach_the_program_not_the_supervisor(
 ) -> None:
     s = Spinner(program, tmp_path / "spin.core")
     try:
-        os.kill(s.proc.pid, signal.SIGINT)  # the supervisor alone: ignored
-        os.kill(s.proc.pid, signal.SIGQUIT)
+        os.kill(s.proc.pid, signal.SIGQUIT)  # the supervisor alone: ignored
         assert s.counts() > 0
         assert s.proc.poll() is None
         os.killpg(s.proc.pid, signal.SIGINT)  # the whole job, as from the terminal
+        assert s.proc.wait(timeout=10) == 128 + signal.SIGINT
+    finally:
+        s.close()
+
+
+def test_sigint_to_the_supervisor_alone_goes_to_the_program(program: Path, tmp_path: Path) -> None:
+    """No terminal sent it (issue 9, class 14): passed on, the program dies of it."""
+    s = Spinner(program, tmp_path / "spin.core")
+    try:
+        assert s.counts() > 0
+        os.kill(s.proc.pid, signal.SIGINT)
         assert s.proc.wait(timeout=10) == 128 + signal.SIGINT
     finally:
         s.close()
