@@ -101,6 +101,16 @@ def verdict(subject: Sample, baseline: Sample, target: float) -> Verdict:
     return Verdict(tuple(s / b for s, b in zip(subject.times, baseline.times)), target)
 
 
+def ensure_bytecode() -> None:
+    """Compile the package as pip does when it installs it: a user's `macminidump` starts
+    from bytecode even where this environment sets PYTHONDONTWRITEBYTECODE."""
+    import compileall
+
+    import macminidump
+
+    compileall.compile_dir(os.path.dirname(macminidump.__file__), quiet=1)
+
+
 def macminidump_command() -> list[str]:
     """``macminidump`` as installed beside this interpreter (what a user types), else -m."""
     script = os.path.join(os.path.dirname(sys.executable), "macminidump")

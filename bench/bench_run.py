@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _timing import interleave, macminidump_command, run_command, verdict
+from _timing import ensure_bytecode, interleave, macminidump_command, run_command, verdict
 
 PROGRAMS = {
     "idle-churn": r"""
@@ -107,6 +107,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    ensure_bytecode()
     cli = macminidump_command()
     env = dict(os.environ)
     results = {}

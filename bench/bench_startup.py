@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 
-from _timing import interleave, macminidump_command, run_command, verdict
+from _timing import ensure_bytecode, interleave, macminidump_command, run_command, verdict
 
 
 def main() -> int:
@@ -27,6 +27,7 @@ def main() -> int:
     args = parser.parse_args()
 
     py = sys.executable
+    ensure_bytecode()
     cli = macminidump_command()
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as d:

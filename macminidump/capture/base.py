@@ -269,8 +269,29 @@ def _strip(address: int, bits: AddressableBits | None) -> int:
     return bits.strip(address) if bits is not None else address
 
 
+#: bytes of a stack read at once for the frame walk (frames above are read one by one)
+WALK_WINDOW = 0x10000
+
+
+class StackWindow:
+    """A thread's stack read once, so the frame walk and the scan for return addresses
+    run in memory: one read per thread, not one per 16-byte frame record. Reads outside
+    the window go to the target."""
+
+    def __init__(self, target: TargetOS, start: int, end: int):
+        self.target = target
+        self.start = start
+        self.data = target.read(start, end - start) if end > start else b""
+
+    def read(self, address: int, size: int) -> bytes:
+        offset = address - self.start
+        if 0 <= offset and offset + size <= len(self.data):
+            return self.data[offset : offset + size]
+        return self.target.read(address, size)
+
+
 def return_addresses(
-    target: TargetOS,
+    target: TargetOS | StackWindow,
     arch: Arch,
     gpr: dict[str, int],
     stack: MemoryMapping,
@@ -326,15 +347,16 @@ def _thread_wants(
         wants.append(Want(start, near, Priority.CRASHED_STACK if first else Priority.STACKS))
         wants.append(Want(near, end, Priority.REST))
         saved_stack = (start, end)
-        walked = return_addresses(target, target.arch, gpr, stack, bits)
+        window = StackWindow(target, start, min(end, start + WALK_WINDOW))
+        walked = return_addresses(window, target.arch, gpr, stack, bits)
         if not walked:
             # No frame chain from here: libc's system-call wrappers reuse the frame
             # register, so a thread blocked in one has fp = 0. Scan its stack instead.
-            walked = _scan_for_code(target, max(stack.start, sp), end, mappings, bits)
+            walked = _scan_for_code(window, max(stack.start, sp), end, mappings, bits)
         code_addresses += walked
         if target.arch == Arch.X86_64 and stack.contains(sp) and sp + 8 <= stack.end:
             # a frameless leaf or a thread in a system call: its return address is at [sp]
-            code_addresses.append(int.from_bytes(target.read(sp, 8).ljust(8, b"\0"), "little"))
+            code_addresses.append(int.from_bytes(window.read(sp, 8).ljust(8, b"\0"), "little"))
     if target.arch == Arch.ARM64:
         code_addresses.append(_strip(gpr.get("lr", 0), bits))  # a leaf's caller
     for address in code_addresses:
@@ -359,7 +381,11 @@ SCAN_HITS = 64
 
 
 def _scan_for_code(
-    target: TargetOS, start: int, end: int, mappings: MappingIndex, bits: AddressableBits | None
+    target: TargetOS | StackWindow,
+    start: int,
+    end: int,
+    mappings: MappingIndex,
+    bits: AddressableBits | None,
 ) -> list[int]:
     """Words of the stack that point into executable memory: likely return addresses.
 

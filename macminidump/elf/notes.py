@@ -9,6 +9,9 @@ the bad payload sits. A note whose strings are not UTF-8 (a process name set wit
 
 from __future__ import annotations
 
+import contextlib
+import re
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,7 +29,7 @@ from ..linux_abi import (
     has_fault_address,
 )
 from ..model import FileMapping, ProcessInfo, SignalInfo
-from ..schema_io import parse_at, plain
+from ..schema_io import fixed_format, parse_at, plain
 from . import schema
 from .constants import CoreNoteType, NoteOwner
 
@@ -54,7 +57,31 @@ def default_owner(note_type: int) -> str:
     return NoteOwner.LINUX.value if note_type in _LINUX_TYPES else NoteOwner.CORE.value
 
 
+#: id(declaration) -> (struct of a flat declaration or None, its field names, and the
+#: (index, size) of its byte fields: struct pads or cuts bytes where construct refuses)
+_FLAT: dict[int, tuple[struct.Struct | None, tuple[str, ...], tuple[tuple[int, int], ...]]] = {}
+
+
 def _build(decl: Any, values: Any, what: str) -> bytes:
+    # A flat declaration (integers and fixed bytes) packs through its struct.Struct: a
+    # note per thread of a 1,000-thread process costs microseconds, not a millisecond.
+    # Whatever the struct refuses goes to construct, which names the field.
+    flat = _FLAT.get(id(decl))
+    if flat is None:
+        try:
+            fmt: struct.Struct | None = fixed_format(decl)
+        except TypeError:
+            fmt = None
+        names = tuple(sc.name for sc in getattr(decl, "subcons", ()))
+        codes = re.findall(r"\d*[a-zA-Z?]", fmt.format[1:]) if fmt is not None else []
+        sized = tuple((i, int(c[:-1])) for i, c in enumerate(codes) if c.endswith("s"))
+        flat = _FLAT[id(decl)] = (fmt, names, sized)
+    fmt, names, sized = flat
+    if fmt is not None and isinstance(values, Mapping):
+        with contextlib.suppress(struct.error, KeyError, TypeError):
+            items = [values[name] for name in names]
+            if all(len(items[i]) == size for i, size in sized):
+                return fmt.pack(*items)
     try:
         return bytes(decl.build(values))
     except (construct.ConstructError, ValueError, TypeError, OverflowError) as e:

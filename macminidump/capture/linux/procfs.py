@@ -145,6 +145,8 @@ def dont_dump(where: str) -> list[tuple[int, int]] | None:
     text = read_text(f"{where}/smaps")
     if not text:
         return None
+    if " dd" not in text:
+        return []  # nothing marked (most processes): no need to parse 25 lines a mapping
     marked = []
     span = (0, 0)
     for line in text.splitlines():

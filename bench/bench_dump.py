@@ -1,0 +1,146 @@
+"""`macminidump dump` end to end, as a user runs it, beside `gcore` in the same run.
+
+    python bench/bench_dump.py [--rounds 7] [--heap-mib 512] [--json]
+
+* ``sample``: `examples/sample.c` (4 threads, the quick start's program).
+* ``heap``: bench_linux's 4-thread program with a ``--heap-mib`` heap, touched.
+
+Each process is dumped by `macminidump dump PID -o FILE` (the installed command: Python
+start-up, imports, capture, render) and by `gcore -o FILE PID`, alternating in a
+shuffled order every round; files are deleted between runs, outside the timing.
+Targets: dump ≤ 0.5× gcore on ``sample``, ≤ 0.1× on ``heap`` (a miss must exceed the
+noise between rounds).
+
+In-process, and labelled so: capture + render_elf of a 1,000-thread process, median
+of ``--rounds`` (target ≤ 100 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _timing import ensure_bytecode, interleave, macminidump_command, run_command, verdict
+from bench_linux import build, start
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def remove_outputs(directory: Path) -> None:
+    for f in directory.glob("out*"):
+        f.unlink()
+
+
+def dump_vs_gcore(pid: int, directory: Path, rounds: int, env: dict[str, str]) -> dict:
+    cli = macminidump_command()
+    out = directory / "out"
+
+    def ours() -> float:
+        t = run_command([*cli, "dump", str(pid), "-o", str(out) + ".ours"], env)
+        remove_outputs(directory)
+        return t
+
+    def theirs() -> float:
+        t = run_command(["gcore", "-o", str(out) + ".gcore", str(pid)], env)
+        remove_outputs(directory)
+        return t
+
+    return interleave({"macminidump dump": ours, "gcore": theirs}, rounds)
+
+
+def in_process_thousand(exe: Path, directory: Path, rounds: int) -> list[float]:
+    from macminidump.capture.base import capture
+    from macminidump.capture.linux import LinuxTarget
+    from macminidump.elf.render import render_elf
+
+    proc = start(exe, 16, 1000)
+    try:
+        times = []
+        for i in range(rounds + 1):
+            started = time.perf_counter()
+            render_elf(capture(LinuxTarget(proc.pid)), directory / f"out.k{i}")
+            times.append(time.perf_counter() - started)
+            remove_outputs(directory)
+        return times[1:]  # the first run warms the caches
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--heap-mib", type=int, default=512)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    ensure_bytecode()
+    env = dict(os.environ)
+    report: dict = {}
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="bench-dump-") as d:
+        directory = Path(d)
+        sample = directory / "sample"
+        subprocess.run(
+            ["cc", "-g", "-O0", "-fno-omit-frame-pointer", "-pthread",
+             str(ROOT / "examples" / "sample.c"), "-o", str(sample)],
+            check=True,
+        )  # fmt: skip
+        heap = build(directory)
+        cases = [
+            ("sample", subprocess.Popen([str(sample)], stdout=subprocess.DEVNULL), 0.5),
+            ("heap", start(heap, args.heap_mib, 4), 0.1),
+        ]
+        try:
+            time.sleep(0.3)
+            for name, proc, target in cases:
+                samples = dump_vs_gcore(proc.pid, directory, args.rounds, env)
+                v = verdict(samples["macminidump dump"], samples["gcore"], target)
+                report[name] = (samples, v)
+                checks.append(v)
+        finally:
+            for _, proc, _ in cases:
+                proc.kill()
+                proc.wait()
+        thousand = in_process_thousand(heap, directory, args.rounds)
+    thousand_ms = statistics.median(thousand) * 1000
+    if args.json:
+        out = {
+            name: {
+                "samples": {
+                    k: {"median": s.median, "min": s.low, "max": s.high} for k, s in ss.items()
+                },
+                "ratio": v.ratio,
+                "noise": v.noise,
+                "missed": v.missed,
+            }
+            for name, (ss, v) in report.items()
+        }
+        out["in-process capture+render, 1000 threads"] = {
+            "median_ms": thousand_ms, "min_ms": min(thousand) * 1000, "max_ms": max(thousand) * 1000
+        }  # fmt: skip
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{args.rounds} interleaved rounds; median (min–max)")
+        for name, (samples, v) in report.items():
+            print(f"{name}:")
+            for who, sample in samples.items():
+                print(f"  {who:<18} {sample.ms()}")
+            print(f"  dump vs gcore      {v.text()}")
+        print(
+            f"in-process capture + render_elf, 1,000 threads: {thousand_ms:.1f} ms "
+            f"({min(thousand) * 1000:.1f}–{max(thousand) * 1000:.1f}; target ≤ 100 ms)"
+        )
+    missed = any(v.missed for v in checks) or min(thousand) > 0.1
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
