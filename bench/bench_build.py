@@ -1,0 +1,90 @@
+"""`macminidump build` of a large spec, end to end, beside its baselines in the same run.
+
+    python bench/bench_build.py [--rounds 5] [--threads 1000] [--regions 10000] [--json]
+
+The spec is ``macminidump.testing.synthetic.thread_spec`` (x86_64, every thread a named
+register set, every region a list of 16 `UInt64` words), written once as JSON and once
+as YAML. Interleaved, shuffled, every round, each a fresh process:
+
+* `macminidump build spec.json -o CORE` (target: ≤ 0.5 s median);
+* `macminidump build spec.yaml -o CORE` against `python -c` loading the same YAML file
+  with PyYAML's C loader (`yaml.load(f, Loader=yaml.CSafeLoader)`) and nothing else
+  (target: ≤ 1.5× that);
+* `python -c pass`, for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from _timing import ensure_bytecode, interleave, macminidump_command, run_command, verdict
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1000)
+    parser.add_argument("--regions", type=int, default=10000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import yaml
+
+    from macminidump.testing.synthetic import thread_spec
+
+    ensure_bytecode()
+    cli = macminidump_command()
+    env = dict(os.environ)
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as d:
+        spec = thread_spec(args.threads, args.regions)
+        as_json, as_yaml, core = Path(d, "spec.json"), Path(d, "spec.yaml"), Path(d, "core")
+        as_json.write_text(json.dumps(spec))
+        as_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+        c_loader = f"import yaml; yaml.load(open({str(as_yaml)!r}, 'rb'), Loader=yaml.CSafeLoader)"
+        samples = interleave(
+            {
+                "build spec.json": lambda: run_command(
+                    [*cli, "build", str(as_json), "-o", str(core)], env
+                ),
+                "build spec.yaml": lambda: run_command(
+                    [*cli, "build", str(as_yaml), "-o", str(core)], env
+                ),
+                "CSafeLoader alone": lambda: run_command([py, "-c", c_loader], env),
+                "python -c pass": lambda: run_command([py, "-c", "pass"], env),
+            },
+            args.rounds,
+        )
+        sizes = {"json": as_json.stat().st_size, "yaml": as_yaml.stat().st_size}
+    yaml_check = verdict(samples["build spec.yaml"], samples["CSafeLoader alone"], 1.5)
+    json_median = samples["build spec.json"].median
+    json_missed = samples["build spec.json"].low > 0.5
+    if args.json:
+        out = {
+            "samples": {
+                k: {"median": v.median, "min": v.low, "max": v.high} for k, v in samples.items()
+            },
+            "yaml_vs_c_loader": {"ratio": yaml_check.ratio, "noise": yaml_check.noise},
+            "spec_bytes": sizes,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"{args.threads} threads, {args.regions} regions (JSON {sizes['json']:,} B, "
+            f"YAML {sizes['yaml']:,} B); {args.rounds} interleaved rounds, median (min–max)"
+        )
+        for name, sample in samples.items():
+            print(f"  {name:<20} {sample.ms()}")
+        state = "met" if json_median <= 0.5 else ("MISSED" if json_missed else "within noise")
+        print(f"  build spec.json      {json_median:.2f} s (target ≤ 0.5 s): {state}")
+        print(f"  yaml vs C loader     {yaml_check.text()}")
+    return 1 if json_missed or yaml_check.missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
