@@ -151,6 +151,13 @@ def _writable_directory(directory: str) -> None:
         raise TargetError(f"{directory} is not a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise TargetError(f"cannot write in {directory}: permission denied")
+    st = os.stat(directory)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        # the kernel runs the launcher in it as root: no one else may replace it
+        raise TargetError(
+            f"{directory} is writable by others (mode {st.st_mode & 0o777:o}, owner uid "
+            f"{st.st_uid}): the kernel would run a handler from it as root"
+        )
     probe = os.path.join(directory, f".probe.{os.getpid()}")
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

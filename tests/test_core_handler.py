@@ -175,6 +175,17 @@ def test_install_without_root_is_refused(tmp_path: Path, pattern: str) -> None:
     assert not (tmp_path / "x").exists()
 
 
+def test_install_refuses_a_directory_others_can_write(tmp_path: Path, pattern: str) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o1777)
+    result = macminidump("core-handler", "--install", str(shared))
+    assert result.returncode == 2, result
+    assert "is writable by others (mode 777" in result.stderr and result.stderr.count("\n") == 1
+    assert PATTERN.read_text().rstrip("\n") == pattern
+    assert not (shared / ".macminidump-handler").exists()
+
+
 @pytest.mark.parametrize("directory", ["/proc/macminidump-crashes", "/dev/null/crashes"])
 def test_install_into_a_directory_that_cannot_be_written(directory: str, pattern: str) -> None:
     before = PATTERN.read_text()
