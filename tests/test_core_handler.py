@@ -176,14 +176,14 @@ def test_install_without_root_is_refused(tmp_path: Path, pattern: str) -> None:
 
 
 def test_install_refuses_a_directory_others_can_write(tmp_path: Path, pattern: str) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o777)
-    shared.chmod(0o1777)
-    result = macminidump("core-handler", "--install", str(shared))
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir(mode=0o777)
+    open_to_all.chmod(0o1777)
+    result = macminidump("core-handler", "--install", str(open_to_all))
     assert result.returncode == 2, result
     assert "is writable by others (mode 777" in result.stderr and result.stderr.count("\n") == 1
     assert PATTERN.read_text().rstrip("\n") == pattern
-    assert not (shared / ".macminidump-handler").exists()
+    assert not (open_to_all / ".macminidump-handler").exists()
 
 
 @pytest.mark.parametrize("directory", ["/proc/macminidump-crashes", "/dev/null/crashes"])
