@@ -113,6 +113,23 @@ def test_handler_writes_the_core_of_a_real_crash(
     uninstall_restores(directory, pattern)
 
 
+def test_handler_keeps_to_the_policy_budget(program: str, pattern: str, tmp_path: Path) -> None:
+    """The policy options given at --install apply to every crash: here full memory
+    within 256 KiB, the crashed thread's frames kept, what was cut recorded."""
+    directory = tmp_path / "budget"
+    args = ["--install", str(directory), "--memory", "full", "--max-size", "256K"]
+    assert macminidump("core-handler", *args).returncode == 0
+    pid = run_crash(program)
+    (core,) = [p for p in cores_in(directory, 1) if p.name.startswith(f"crasher.{pid}.")]
+    assert core.stat().st_size <= 256 << 10
+    selection = parse_core(core).memory_selection
+    assert selection is not None and selection.policy == "full"
+    assert selection.max_size == 256 << 10 and selection.omitted_bytes > 0
+    out = gdb(program, str(core), "bt")
+    assert "handle (" in out and "main (" in out, out
+    uninstall_restores(directory, pattern)
+
+
 def uninstall_restores(directory: Path, pattern: str) -> None:
     """--uninstall puts the previous pattern back."""
     result = macminidump("core-handler", "--uninstall")
