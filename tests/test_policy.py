@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import debuggers
 import pytest
 import test_capture_mach as mach_tests
 
@@ -239,6 +240,12 @@ def test_mach_backend_budget(arch: str, tmp_path: Path) -> None:
     assert sel is not None and sel.omitted_bytes > 0 and sel.max_size == budget
     crashed = snap.threads[0]
     assert crashed.crashed and snap.memory.region_at(crashed.gpr[mach_tests.stacks.SP_REG[arch]])
+    # the crashed thread keeps its frames, in LLDB
+    _, expected = mach_tests.world(arch)
+    result = debuggers.probe_core(23, str(core), exe=expected["exe"])
+    functions = [f["function"] for f in result["threads"][0]["frames"]]
+    assert functions == expected["threads"][0]["functions"], result.get("bt_all")
+    assert len(functions) >= 4, functions
 
 
 # ---------------------------------------------------------------- real Linux processes
