@@ -9,13 +9,16 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import CaptureError, MacMiniDumpError, TargetError, WriteError
 from .escape import printable
 
+# (typing's TYPE_CHECKING would import typing, which costs `--help` a few ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .capture.policy import CaptureOptions
     from .progress import Progress
 
