@@ -275,6 +275,7 @@ def test_import_loads_no_library() -> None:
         ctypes.CDLL.__init__ = refuse
         ctypes.util.find_library = refuse
         import macminidump.capture.mach, macminidump.testing.fake_mach
+        import macminidump.capture.mach.handover, macminidump.capture.mach.supervise
         """
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
