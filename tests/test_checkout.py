@@ -156,3 +156,43 @@ def test_every_module_says_what_it_owns() -> None:
         if not (ast.get_docstring(ast.parse(path.read_text(), str(path))) or "").strip()
     ]
     assert not missing, f"modules without a docstring: {missing}"
+
+
+def _layout_entries(readme: str) -> list[str]:
+    """The paths README's "Layout" block names: one entry per line, a file (``.py``) or a
+    folder (``/``) first on its line, indented under its folder; other lines continue
+    the description above them."""
+    block = readme.split("\n## Layout\n", 1)[1].split("```", 2)[1]
+    entries: list[str] = []
+    folders: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        words = line.split()
+        if not words or not (words[0].endswith(".py") or words[0].endswith("/")):
+            continue
+        indent = len(line) - len(line.lstrip())
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        path = "".join(folder for _, folder in folders) + words[0]
+        entries.append(path)
+        if path.endswith("/"):
+            folders.append((indent, words[0]))
+    return entries
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    entries = _layout_entries((ROOT / "README.md").read_text())
+    listed = {e for e in entries if e.startswith("macminidump/")}
+    package = ROOT / "macminidump"
+    files = {str(p.relative_to(ROOT)) for p in package.rglob("*.py")}
+    modules = {f for f in files if not f.endswith("/__init__.py")}  # a package's is optional
+    folders = {
+        str(p.relative_to(ROOT)) + "/"
+        for p in [package, *package.rglob("*")]
+        if p.is_dir() and (p / "__init__.py").exists()
+    }
+    assert sorted(modules - listed) == [], "modules the README's Layout does not name"
+    assert sorted(folders - listed) == [], "packages the README's Layout does not name"
+    assert sorted(listed - files - folders) == [], "the README's Layout names what is gone"
+    assert len(entries) == len(set(entries)), "a path is listed twice"
+    for entry in entries:
+        assert (ROOT / entry).exists(), entry
