@@ -28,8 +28,9 @@ Read = Callable[[int, int], bytes]
 MAX_PHNUM = 512
 #: a build-id is a hash: 8 to 64 bytes in every toolchain (GNU ld: 16 or 20, lld: 8+)
 MAX_BUILD_ID = 64
-#: note segments beyond this are not scanned for the build-id
-MAX_NOTES = 64 << 10
+#: note segments beyond this are not scanned for the build-id (real ones hold a few
+#: hundred bytes; a bound keeps a hostile core from making each image read much)
+MAX_NOTES = 4 << 10
 NT_GNU_BUILD_ID = 3
 _GNU = b"GNU\0"
 _U64 = (1 << 64) - 1
