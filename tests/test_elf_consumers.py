@@ -371,6 +371,9 @@ def checks(scenario: str, case: dict[str, Any], core: Path) -> dict[tuple[str, s
         )
         for v in ("lldb16", "lldb23"):
             record(v, "signal", any("SIGSEGV" in s for s in views[v]["stops"]), views[v]["stops"])
+        # (LLDB 16 says "signal SIGSEGV" without the address, for gcore's core as well)
+        stops = views["lldb23"]["stops"]
+        record("lldb23", "fault address", any("fault address=0x10" in s for s in stops), stops)
         record(
             "drgn",
             "crashed thread",
