@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import debuggers
 import pytest
 import test_capture_mach as mach_tests
@@ -581,3 +582,25 @@ def test_a_stack_at_the_bottom_of_a_large_pool_is_cut_at_max_stack(tmp_path: Pat
     assert region is not None and region.end - sp <= policy.DEFAULT_MAX_STACK + 4096
     bt = gdb(exe, core, "bt")
     assert "coroutine_crash (" in bt and "coroutine_body (" in bt, bt
+
+
+def test_the_record_of_what_was_cut_survives_parse_and_spec() -> None:
+    """ELF and Mach-O carry the MemorySelection note; parse -> spec -> build gives the
+    same bytes."""
+    from macminidump.elf.parse import parse_elf_bytes
+    from macminidump.elf.render import render_elf_bytes
+    from macminidump.macho.parse import parse_macho_bytes
+    from macminidump.macho.render import render_macho_bytes
+    from macminidump.spec import dump_spec, snapshot_from_spec
+
+    options = CaptureOptions(memory="full", max_size="40K")
+    snap = capture(FakeTarget(world()), options, CRASH, elf_cost)
+    assert snap.memory_selection is not None and snap.memory_selection.omitted
+    elf = render_elf_bytes(snap)
+    parsed = parse_elf_bytes(elf)
+    assert parsed.memory_selection == snap.memory_selection
+    rebuilt = snapshot_from_spec(json.loads(dump_spec(parsed, fmt="elf", as_json=True)))
+    assert render_elf_bytes(rebuilt) == elf
+    plain = attrs.evolve(snap, threads=[attrs.evolve(t, raw_states=()) for t in snap.threads])
+    macho = render_macho_bytes(attrs.evolve(plain, process=None, auxv=(), file_mappings=()))
+    assert parse_macho_bytes(macho).memory_selection == snap.memory_selection
