@@ -232,7 +232,15 @@ def _load_yaml(text: str | bytes, where: str) -> Any:
     # libyaml's parser with the safe constructor: the same documents, several times faster
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=loader)
+        try:
+            return yaml.load(text, Loader=loader)
+        except yaml.YAMLError as e:
+            # libyaml rejects "\uDCF8", the escape to-spec writes for a path's
+            # undecodable byte (a lone surrogate, as os.fsdecode gives): PyYAML's own
+            # parser reads it. Anything else wrong is wrong for both.
+            if loader is yaml.SafeLoader or "Unicode character escape" not in str(e):
+                raise
+            return yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -523,7 +531,7 @@ def _binary(value: Any, path: _Path, base_dir: str | None) -> Image:
     name: str = _str(b.get("name", ""), path.key("name"))
     if not name.isprintable() or "\0" in name:
         try:
-            name.encode("utf-8")
+            name.encode("utf-8", "surrogateescape")  # undecodable bytes, as parsed
         except UnicodeEncodeError:
             raise path.key("name").fail(f"{_show(name)} is not valid text") from None
     va = b.get("virtual-address")
@@ -705,7 +713,8 @@ def dump_spec(snapshot: Snapshot, fmt: str = "macho", as_json: bool = False) -> 
         return json.dumps(spec, indent=2) + "\n"
     import yaml
 
-    class HexDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    # the pure-Python emitter: libyaml's cannot write a path's undecodable bytes (surrogates)
+    class HexDumper(yaml.SafeDumper):
         """Writes integers in hex, as addresses and registers read best."""
 
     HexDumper.add_representer(
