@@ -47,9 +47,9 @@ def measured(*args: str, stdout: object = subprocess.DEVNULL) -> tuple[int, int,
         raise AssertionError(f"{TIME} is missing: apt-get install -y time")
     started = time.monotonic()
     with tempfile.NamedTemporaryFile("r") as report:
-        out = subprocess.run(
+        out = subprocess.run(  # type: ignore[call-overload]
             [TIME, "-q", "-f", "%M", "-o", report.name, sys.executable, "-m", "macminidump", *args],
-            stdout=stdout,  # type: ignore[arg-type]
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
             timeout=600,
