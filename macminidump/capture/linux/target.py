@@ -112,6 +112,7 @@ class LinuxTarget:
 
     def threads(self) -> Sequence[CapturedThread]:
         self.tracee.check_tracer()
+        self._stack_pointers.clear()  # (a target is stopped again for each capture)
         return [self._thread(tid) for tid in self.tracee.stopped()]
 
     def _thread(self, tid: int) -> CapturedThread:
