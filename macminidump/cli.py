@@ -272,6 +272,12 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
     )
 
 
+def _policy_given(args: argparse.Namespace) -> bool:
+    """Whether any memory-policy option differs from its default."""
+    defaults = policy_parser().parse_args([])
+    return any(getattr(args, name) != value for name, value in vars(defaults).items())
+
+
 def policy_parser() -> argparse.ArgumentParser:
     """A parser of the policy options alone (the self-dump helper's)."""
     parser = argparse.ArgumentParser(prog="macminidump", add_help=False)
@@ -391,8 +397,11 @@ def _run(args: argparse.Namespace) -> int:
         )
     from .capture.supervise import run_supervised
 
+    # the default policy: None, so that a program that does not crash runs without the
+    # capture path imported (policy options that were given are checked before it starts)
+    options = capture_options(args) if _policy_given(args) else None
     # nothing else in this process forks or waits: the supervisor may wait for any child
-    return run_supervised(argv, args.output, capture_options(args), only_child=True)
+    return run_supervised(argv, args.output, options, only_child=True)
 
 
 def _core_handler(args: argparse.Namespace) -> int:

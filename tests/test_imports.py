@@ -2,7 +2,8 @@
 
 Cheap guards, run in fresh interpreters: `import macminidump` loads no yaml, construct,
 attrs or parser; `--help` loads nothing but the command line; `dump` loads no yaml,
-no spec, no report and nothing of Mach-O.
+no spec, no report and nothing of Mach-O; `run` of a program that does not crash loads
+no attrs, construct, model or capture path.
 """
 
 from __future__ import annotations
@@ -71,6 +72,34 @@ def test_dump_loads_no_yaml_spec_or_macho(tmp_path: Path) -> None:
     # (elf.parse is loaded: the renderer re-reads the finished file before renaming it)
     unwanted |= {"macminidump.parse", "macminidump.macho.parse"}
     assert not loaded & unwanted, sorted(loaded & unwanted)
+
+
+def test_run_of_a_program_that_does_not_crash_loads_no_capture_path(tmp_path: Path) -> None:
+    code = (
+        "from macminidump.cli import main\n"
+        f"assert main(['run', '-o', {str(tmp_path / 'core')!r}, '--', 'true']) == 0"
+    )
+    loaded = _modules_after(code)
+    ours = {m for m in loaded if m.startswith("macminidump")}
+    assert not loaded & {*HEAVY, "typing"}, sorted(loaded & {*HEAVY, "typing"})
+    assert ours == {
+        "macminidump",
+        "macminidump.cli",
+        "macminidump.errors",
+        "macminidump.escape",
+        "macminidump.capture",
+        "macminidump.capture.supervise",
+        "macminidump.capture.linux",
+        "macminidump.capture.linux.ptrace",
+        "macminidump.capture.linux.procfs",
+    }, sorted(ours)
+    # a policy option that was given is still checked before the program starts
+    code = (
+        "import contextlib\nfrom macminidump.cli import main\n"
+        f"assert main(['run', '--memory', 'bogus', '-o', {str(tmp_path / 'core')!r}, "
+        "'--', 'true']) == 2"
+    )
+    _modules_after(code)
 
 
 def test_every_public_name_resolves() -> None:

@@ -55,14 +55,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-import attrs
-
 from ..errors import CaptureError, MacMiniDumpError, TargetError
-from ..linux_abi import siginfo
-from ..model import SignalInfo
-from ..streaming import write_captured
-from .base import CaptureOptions, CrashContext
-from .linux import LinuxTarget, procfs, ptrace
+from .linux import procfs, ptrace
 from .linux.ptrace import (
     PTRACE_CONT,
     PTRACE_DETACH,
@@ -78,7 +72,25 @@ from .linux.ptrace import (
     WALL,
 )
 
+# What only a crash needs (the capture, the model, attrs, construct) is imported when one
+# happens, from ``supervised_crash``: ``run`` of a program that does not crash starts as
+# fast as the command line itself (bench/bench_startup.py).
+TYPE_CHECKING = False  # (not typing's: importing typing costs a few ms of start-up)
+
+if TYPE_CHECKING:
+    from .base import CaptureOptions
+    from .supervised_crash import CrashReport, SupervisedTarget
+
 __all__ = ["CrashReport", "run_supervised", "FATAL_SIGNALS"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "CrashReport":
+        from .supervised_crash import CrashReport
+
+        return CrashReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SEIZE_OPTIONS = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL
 
@@ -112,22 +124,6 @@ EXIT_NOT_STARTED = 127
 REAP_TIMEOUT = 10.0
 
 
-@attrs.frozen(kw_only=True)
-class CrashReport:
-    """What ``run_supervised`` did about a crash (given to ``on_crash``)."""
-
-    pid: int
-    thread_id: int
-    signal: SignalInfo
-    core_path: str
-    #: the core's size in bytes; None when it could not be written
-    size: int | None
-    #: from the crash signal's stop (as seen by the supervisor) to the core written
-    seconds: float
-    #: why no core was written; None when it was
-    error: str | None = None
-
-
 def run_supervised(
     argv: Sequence[str],
     core_path: str | os.PathLike[str],
@@ -155,7 +151,7 @@ def run_supervised(
     directory = os.path.dirname(os.path.abspath(core))
     if not os.path.isdir(directory):
         raise TargetError(f"{core}: no such directory {directory!r} for the core file")
-    LinuxTarget.check_platform()
+    ptrace.check_platform()
     supervisor = _Supervisor(argv, core, options, on_crash)
     supervisor.only_child = only_child
     with _ignoring(IGNORED) as previous, _blocked_sigchld():
@@ -499,8 +495,12 @@ class _Supervisor:
 
     def _crash(self, tid: int, sig: int, seen: float) -> None:
         self.crashed = True
-        info = _siginfo(tid, sig)
-        target = _SupervisedTarget(self.pid, tid, self.tids - {tid} - self.foreign)
+        from ..streaming import write_captured
+        from .base import CrashContext
+        from .supervised_crash import CrashReport, SupervisedTarget, signal_info
+
+        info = signal_info(tid, sig)
+        target = SupervisedTarget(self.pid, tid, self.tids - {tid} - self.foreign)
         size: int | None = None
         error: str | None = None
         try:
@@ -524,7 +524,7 @@ class _Supervisor:
         elif error is not None:
             print(f"macminidump: no core written: {error}", file=sys.stderr, flush=True)
 
-    def _release(self, target: _SupervisedTarget, crashed: int, sig: int) -> None:
+    def _release(self, target: SupervisedTarget, crashed: int, sig: int) -> None:
         """Hand every thread the capture stopped back to the event loop: the crashing
         thread goes on with its signal (which kills the program), the others as their
         stop asks (a signal that arrived meanwhile is delivered)."""
@@ -599,34 +599,6 @@ class _Supervisor:
         if os.WIFSIGNALED(status):
             return 128 + os.WTERMSIG(status)
         return os.WEXITSTATUS(status)
-
-
-class _SupervisedTarget(LinuxTarget):
-    """A LinuxTarget over threads the supervisor already traces: ``stop`` takes them over
-    (the crashing thread is stopped already) instead of seizing, ``resume`` leaves them
-    stopped and traced for the supervisor to continue. Every stop the capture consumes
-    stays in ``tracee.statuses`` so the supervisor can answer it."""
-
-    def __init__(self, pid: int, crashed: int, others: set[int]):
-        super().__init__(pid)
-        self.crashed = crashed
-        self.adopted = {crashed, *others}
-
-    def stop(self) -> None:
-        start = time.perf_counter()
-        self.tracee.take_over(self.crashed, self.adopted - {self.crashed})
-        self.stop_seconds = time.perf_counter() - start
-
-    def resume(self) -> None:
-        self.tracee.disown()
-
-
-def _siginfo(tid: int, sig: int) -> SignalInfo:
-    raw = ptrace.siginfo(tid)
-    if raw is None:
-        return SignalInfo(signo=sig)
-    v = siginfo.parse(raw)
-    return SignalInfo(signo=v.si_signo, code=v.si_code, errno=v.si_errno, address=v.si_addr)
 
 
 def _thread_count() -> int:

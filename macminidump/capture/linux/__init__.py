@@ -19,6 +19,21 @@ do not wait for it from another thread while it is being captured (that wait wou
 ptrace stops).
 """
 
-from .target import LinuxTarget, capture_pid
+from __future__ import annotations
+
+TYPE_CHECKING = False  # (not typing's: the supervisor starts without typing)
+
+if TYPE_CHECKING:
+    from .target import LinuxTarget, capture_pid
 
 __all__ = ["LinuxTarget", "capture_pid"]
+
+
+def __getattr__(name: str) -> object:
+    # lazily: the crash supervisor uses the ptrace and procfs rooms and starts without
+    # the capture (the model, the ABI declarations) until a program crashes
+    if name in __all__:
+        from . import target
+
+        return getattr(target, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,17 +9,19 @@ decides what a missing file means.
 from __future__ import annotations
 
 import os
+import struct
 
-from ...linux_abi import AuxvType, auxv_entry
-from ...model import PROTECTIONS
-from ...schema_io import fixed_format
-from ..base import MemoryMapping
+TYPE_CHECKING = False  # (not typing's: the supervisor starts without typing)
+
+if TYPE_CHECKING:
+    from ..base import MemoryMapping
+
+# (the readers of maps and auxv import the model and the ABI declarations when called:
+# the crash supervisor reads status and stat alone, and starts without them)
 
 #: task flags in field 9 of /proc/PID/stat (index 6 after the state)
 PF_EXITING = 0x4
 PF_KTHREAD = 0x00200000
-
-_AUXV_ENTRY = fixed_format(auxv_entry)
 
 YAMA_SCOPES = {
     1: "only a parent process may trace",
@@ -101,6 +103,9 @@ def yama_scope() -> int | None:
 
 def maps(where: str) -> list[MemoryMapping]:
     """``where``/maps parsed; empty when it cannot be read."""
+    from ...model import PROTECTIONS
+    from ..base import MemoryMapping
+
     out = []
     for line in (read_text(f"{where}/maps") or "").splitlines():
         parts = line.split(maxsplit=5)
@@ -178,14 +183,28 @@ def auxv(where: str) -> list[tuple[int, int]] | None:
     data = _read_bytes(f"{where}/auxv")
     if data is None:
         return None
+    from ...linux_abi import AuxvType
+
+    entry = _auxv_entry()
     pairs = []
-    for kind, value in _AUXV_ENTRY.iter_unpack(
-        data[: len(data) // _AUXV_ENTRY.size * _AUXV_ENTRY.size]
-    ):
+    for kind, value in entry.iter_unpack(data[: len(data) // entry.size * entry.size]):
         if kind == AuxvType.AT_NULL:
             break
         pairs.append((kind, value))
     return pairs
+
+
+def _auxv_entry() -> struct.Struct:
+    global _AUXV_ENTRY
+    if _AUXV_ENTRY is None:
+        from ...linux_abi import auxv_entry
+        from ...schema_io import fixed_format
+
+        _AUXV_ENTRY = fixed_format(auxv_entry)
+    return _AUXV_ENTRY
+
+
+_AUXV_ENTRY: struct.Struct | None = None
 
 
 def command_line(where: str) -> str:

@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterable
 
 from ...errors import CaptureError, TargetError
-from ...linux_abi import SIGINFO_SIZE
 from . import procfs
 
 # -- the ptrace ABI (x86_64) ---------------------------------------------------------------
@@ -133,8 +132,17 @@ def read_memory_into(tid: int, address: int, buffer: bytearray | memoryview) -> 
     return int(got)
 
 
+def check_platform() -> None:
+    """Raise unless this machine is one this backend captures on (Linux x86_64)."""
+    system, machine = os.uname().sysname, os.uname().machine
+    if system != "Linux" or machine not in ("x86_64", "AMD64"):
+        raise TargetError(f"Linux capture runs on Linux x86_64, not {system} {machine}")
+
+
 def siginfo(tid: int) -> bytes | None:
     """PTRACE_GETSIGINFO: the siginfo_t of a thread's signal-delivery-stop (raw bytes)."""
+    from ...linux_abi import SIGINFO_SIZE  # (only after a crash: the supervisor starts without)
+
     buffer = ctypes.create_string_buffer(SIGINFO_SIZE)
     if request(PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(buffer)):
         return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import platform
 import time
 from collections.abc import Iterable, Sequence
 
@@ -49,13 +48,7 @@ class LinuxTarget:
         #: how long the last stop() took, in seconds
         self.stop_seconds = 0.0
 
-    @staticmethod
-    def check_platform() -> None:
-        """Raise unless this machine is one this backend captures on (Linux x86_64)."""
-        if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-            raise TargetError(
-                f"Linux capture runs on Linux x86_64, not {platform.system()} {platform.machine()}"
-            )
+    check_platform = staticmethod(ptrace.check_platform)
 
     @property
     def exited(self) -> bool:
