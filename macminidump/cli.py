@@ -287,9 +287,11 @@ def policy_parser() -> argparse.ArgumentParser:
 
 def _progress() -> Progress | None:
     """A progress line when stderr is a terminal (captures that take seconds)."""
+    if not sys.stderr.isatty():
+        return None
     from .progress import Progress
 
-    return Progress(sys.stderr) if sys.stderr.isatty() else None
+    return Progress(sys.stderr)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -401,7 +403,7 @@ def _run(args: argparse.Namespace) -> int:
     # capture path imported (policy options that were given are checked before it starts)
     options = capture_options(args) if _policy_given(args) else None
     # nothing else in this process forks or waits: the supervisor may wait for any child
-    return run_supervised(argv, args.output, options, only_child=True)
+    return run_supervised(argv, args.output, options, only_child=True, progress=_progress())
 
 
 def _core_handler(args: argparse.Namespace) -> int:

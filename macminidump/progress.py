@@ -10,7 +10,10 @@ stderr is a terminal).
 from __future__ import annotations
 
 import time
-from typing import TextIO
+
+TYPE_CHECKING = False  # (not typing's: `run` imports this module at start-up)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 MIB = 1 << 20
 
@@ -27,7 +30,11 @@ class Progress:
         self._last = 0.0
 
     def expect(self, total: int) -> None:
+        """A capture starts streaming ``total`` bytes: the clock starts now (a supervisor
+        makes its Progress long before the crash it is for)."""
         self.total = total
+        self.done_bytes = 0
+        self.started = time.monotonic()
 
     def advance(self, count: int) -> None:
         self.done_bytes += count

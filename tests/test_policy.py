@@ -604,3 +604,36 @@ def test_the_record_of_what_was_cut_survives_parse_and_spec() -> None:
     plain = attrs.evolve(snap, threads=[attrs.evolve(t, raw_states=()) for t in snap.threads])
     macho = render_macho_bytes(attrs.evolve(plain, process=None, auxv=(), file_mappings=()))
     assert parse_macho_bytes(macho).memory_selection == snap.memory_selection
+
+
+def test_run_shows_progress_on_a_terminal_too(program: str, tmp_path: Path) -> None:
+    """`run` makes its Progress when it starts; the clock starts with the crash's capture."""
+    import pty
+
+    script = (
+        "import sys, macminidump.progress as p\n"
+        "p.Progress.__init__.__defaults__ = (0.0, 0.0)\n"
+        "from macminidump.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    core = str(tmp_path / "run.core")
+    argv = [sys.executable, "-c", script, "run", "-o", core, "--memory", "full"]
+    argv += ["--", program, "crash", "4"]
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run(argv, stderr=follower, stdout=subprocess.DEVNULL, timeout=300)
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                part = os.read(leader, 65536)
+            except OSError:
+                break
+            if not part:
+                break
+            shown += part
+    finally:
+        os.close(leader)
+    assert result.returncode == 128 + signal.SIGSEGV
+    assert b"MiB written (" in shown, shown[-300:]
+    assert os.path.getsize(core) > 4 << 20

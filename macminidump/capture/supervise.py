@@ -78,6 +78,7 @@ from .linux.ptrace import (
 TYPE_CHECKING = False  # (not typing's: importing typing costs a few ms of start-up)
 
 if TYPE_CHECKING:
+    from ..progress import Progress
     from .base import CaptureOptions
     from .supervised_crash import CrashReport, SupervisedTarget
 
@@ -129,6 +130,7 @@ def run_supervised(
     core_path: str | os.PathLike[str],
     options: CaptureOptions | None = None,
     on_crash: Callable[[CrashReport], object] | None = None,
+    progress: Progress | None = None,
     *,
     only_child: bool = False,
 ) -> int:
@@ -153,6 +155,7 @@ def run_supervised(
         raise TargetError(f"{core}: no such directory {directory!r} for the core file")
     ptrace.check_platform()
     supervisor = _Supervisor(argv, core, options, on_crash)
+    supervisor.progress = progress
     supervisor.only_child = only_child
     with _ignoring(IGNORED) as previous, _blocked_sigchld():
         supervisor.start(previous)
@@ -245,6 +248,8 @@ class _Supervisor:
         self.argv = argv
         self.core_path = core_path
         self.options = options
+        #: a progress line for a core that takes seconds to write (``--memory full``)
+        self.progress: Progress | None = None
         self.on_crash = on_crash
         self.pid = 0
         #: every thread traced (of the program, plus clones of other processes not yet
@@ -505,7 +510,9 @@ class _Supervisor:
         error: str | None = None
         try:
             crash = CrashContext(thread_id=tid, signal=info)
-            size = write_captured(target, self.core_path, "elf", self.options, crash).size
+            size = write_captured(
+                target, self.core_path, "elf", self.options, crash, self.progress
+            ).size
         except (MacMiniDumpError, OSError) as exc:
             error = str(exc)
         seconds = time.perf_counter() - seen
