@@ -67,23 +67,55 @@ def fixed_format(decl: Any) -> struct.Struct:
         raise TypeError(f"fixed_format needs a construct Struct, not {type(decl).__name__}")
     codes = ["<"]
     for field in decl.subcons:
-        if not isinstance(field, construct.Renamed) or not field.name:
-            raise TypeError(f"fixed_format: unnamed field {field!r}")
-        inner = field.subcon
-        while isinstance(inner, construct.Adapter):
-            inner = inner.subcon
-        if type(inner) is construct.FormatField:
-            order, code = inner.fmtstr[0], inner.fmtstr[1:]
-            if code not in "bBhHiIlLqQ" or (order != "<" and inner.length != 1):
-                raise TypeError(f"fixed_format: field {field.name!r} is not a LE integer")
-            codes.append(code)
-        elif type(inner) is construct.Bytes and isinstance(inner.length, int):
-            codes.append(f"{inner.length}s")
-        else:
-            raise TypeError(
-                f"fixed_format: field {field.name!r} ({type(inner).__name__}) is not fixed"
-            )
+        inner = _field(field)
+        if isinstance(inner, construct.Struct):
+            raise TypeError(f"fixed_format: field {field.name!r} (Struct) is not flat")
+        codes.append(_leaf_code(field.name, inner))
     return struct.Struct("".join(codes))
+
+
+def nested_format(decl: Any) -> tuple[struct.Struct, tuple[tuple[str, ...], ...]]:
+    """``fixed_format`` of a declaration whose fields may be Structs themselves (an
+    NT_PRSTATUS holds timevals and a register struct), with each leaf's path of names
+    in the order the struct packs them. TypeError as ``fixed_format``."""
+    if not isinstance(decl, construct.Struct):
+        raise TypeError(f"nested_format needs a construct Struct, not {type(decl).__name__}")
+    codes = ["<"]
+    paths: list[tuple[str, ...]] = []
+
+    def walk(struct_decl: Any, prefix: tuple[str, ...]) -> None:
+        for field in struct_decl.subcons:
+            inner = _field(field)
+            if isinstance(inner, construct.Struct):
+                walk(inner, (*prefix, field.name))
+            else:
+                codes.append(_leaf_code(field.name, inner))
+                paths.append((*prefix, field.name))
+
+    walk(decl, ())
+    return struct.Struct("".join(codes)), tuple(paths)
+
+
+def _field(field: Any) -> Any:
+    """What a named field declares, under its adapters."""
+    if not isinstance(field, construct.Renamed) or not field.name:
+        raise TypeError(f"fixed_format: unnamed field {field!r}")
+    inner = field.subcon
+    while isinstance(inner, construct.Adapter):
+        inner = inner.subcon
+    return inner
+
+
+def _leaf_code(name: str, inner: Any) -> str:
+    """The struct code of a little-endian integer or fixed-length bytes field."""
+    if type(inner) is construct.FormatField:
+        order, code = inner.fmtstr[0], inner.fmtstr[1:]
+        if code not in "bBhHiIlLqQ" or (order != "<" and inner.length != 1):
+            raise TypeError(f"fixed_format: field {name!r} is not a LE integer")
+        return str(code)
+    if type(inner) is construct.Bytes and isinstance(inner.length, int):
+        return f"{inner.length}s"
+    raise TypeError(f"fixed_format: field {name!r} ({type(inner).__name__}) is not fixed")
 
 
 def unpack_at(fmt: struct.Struct, buffer: Any, offset: int, what: str) -> tuple[Any, ...]:

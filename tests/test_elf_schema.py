@@ -701,3 +701,29 @@ def test_gcore_core_file(
         if xstates:  # the xsave area starts with the same fxsave image
             legacy = schema.user_fpregs_struct.parse(xstates[i][:512])
             assert (legacy.fcw, legacy.mxcsr, legacy.xmm0) == (fp.fcw, fp.mxcsr, fp.xmm0)
+
+
+def test_prstatus_struct_path_agrees_with_construct() -> None:
+    """NT_PRSTATUS is packed and unpacked through the struct of its declaration
+    (``schema_io.nested_format``): byte for byte what construct builds and parses."""
+    import random
+
+    from macminidump.elf import notes, schema
+    from macminidump.model import ProcessInfo, SignalInfo
+    from macminidump.schema_io import nested_format, plain
+
+    rng = random.Random(10)
+    gpr = {name: rng.getrandbits(64) for name in notes.X86_64_USER_REGS}
+    process = ProcessInfo(pid=7, ppid=3, pgrp=-5, sid=2)
+    data = notes.encode_prstatus(0x1234, gpr, process, SignalInfo(signo=11), True)
+    values = schema.elf_prstatus_x86_64.parse(data)
+    assert bytes(schema.elf_prstatus_x86_64.build(values)) == data
+    assert plain(values.pr_reg) == gpr
+    assert (values.pr_pid, values.pr_pgrp, values.pr_cursig) == (0x1234, -5, 11)
+    decoded = notes.decode_prstatus(data, 0, len(data))
+    assert decoded.registers == gpr
+    assert (decoded.pid, decoded.ppid, decoded.pgrp, decoded.sid) == (0x1234, 3, -5, 2)
+    assert (decoded.cursig, decoded.si_signo, decoded.fpvalid) == (11, 11, 1)
+    fmt, paths = nested_format(schema.elf_prstatus_x86_64)
+    assert fmt.size == schema.elf_prstatus_x86_64.sizeof() == len(data)
+    assert ("pr_utime", "tv_usec") in paths and ("pr_reg", "rip") in paths
