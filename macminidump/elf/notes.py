@@ -322,7 +322,15 @@ def decode_file(buffer: Any, offset: int, size: int) -> tuple[FileMapping, ...] 
         start, end = entry.start, entry.end
         if not start < end:
             raise ParseError(f"NT_FILE mapping [{start:#x}, {end:#x}) is empty", offset)
-        out.append(FileMapping(start, end, entry.file_ofs * v.page_size, name))
+        file_offset = entry.file_ofs * v.page_size
+        if file_offset >> 64:
+            # a file offset is 64 bits wherever it is written back (a spec, NT_FILE)
+            raise ParseError(
+                f"NT_FILE mapping at {start:#x}: file offset {entry.file_ofs:#x} pages of "
+                f"{v.page_size:#x} bytes does not fit in 64 bits",
+                offset,
+            )
+        out.append(FileMapping(start, end, file_offset, name))
     return tuple(out)
 
 
