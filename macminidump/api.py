@@ -15,12 +15,11 @@ import contextlib
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _selfdump
 from .capture.base import CaptureOptions, CrashContext
@@ -29,6 +28,9 @@ from .errors import CaptureError, CaptureWarning, TargetError
 from .model import Snapshot
 from .progress import Progress
 from .streaming import capture_snapshot, write_captured
+
+if TYPE_CHECKING:
+    import subprocess
 
 PR_SET_PTRACER = 0x59616D61  # Yama: allow this process to ptrace us
 
@@ -195,6 +197,8 @@ def _self_capture(
 ) -> tuple[bytes, tuple[str, ...]]:
     """Run the helper on this process: what it wrote on stdout, and its warnings. The
     options go to it as command-line options."""
+    import subprocess  # (here: only a self-dump starts a process; `dump PID` never does)
+
     command = [
         sys.executable,
         "-m",

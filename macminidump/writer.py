@@ -27,7 +27,6 @@ import errno
 import io
 import mmap
 import os
-import secrets
 import signal
 import stat
 import threading
@@ -275,8 +274,9 @@ def _create(path: str, directory: str) -> tuple[int, str | None]:
 
 
 def _temp_name(path: str, directory: str) -> str:
-    # unpredictable: nobody can take the name first to block or redirect the write
-    return os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    # unpredictable: nobody can take the name first to block or redirect the write (the
+    # kernel's random bytes, as secrets.token_hex's, without importing secrets' hashlib)
+    return os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(8).hex()}.tmp")
 
 
 def _link(fd: int, path: str, directory: str) -> str:
