@@ -727,3 +727,21 @@ def test_prstatus_struct_path_agrees_with_construct() -> None:
     fmt, paths = nested_format(schema.elf_prstatus_x86_64)
     assert fmt.size == schema.elf_prstatus_x86_64.sizeof() == len(data)
     assert ("pr_utime", "tv_usec") in paths and ("pr_reg", "rip") in paths
+
+
+def test_note_bytes_agree_with_the_note_declaration() -> None:
+    """The renderer packs each note's header through elf64_nhdr's struct and pads name and
+    desc to NOTE_ALIGN: byte for byte what the elf64_note declaration builds."""
+    from macminidump.elf import layout, schema
+
+    for owner in ("", "CORE", "LINUX", "GNU", "macminidump-x"):
+        for size in range(0, 13):
+            desc = bytes(range(size))
+            for kind in (0, 1, 0x46494C45, 0xFFFFFFFF):
+                entry = layout.NoteEntry(owner, kind, desc)
+                expected = schema.elf64_note.build(
+                    dict(name=owner.encode() + b"\0", type=kind, desc=desc)
+                )
+                assert layout._note_bytes(entry) == bytes(expected), (owner, size, kind)
+    with pytest.raises(Exception, match="[Ee]rror|out of range|must be"):
+        layout._note_bytes(layout.NoteEntry("CORE", 1 << 32, b""))

@@ -16,6 +16,8 @@ Note order (LLDB gives each note to the thread whose NT_PRSTATUS precedes it):
 
 from __future__ import annotations
 
+import struct
+
 import attrs
 
 from .. import memory_note
@@ -28,6 +30,7 @@ from ..writer import CoreCost, SegmentPlacement, align
 from . import notes, schema
 from .constants import (
     ELFMAG,
+    NOTE_ALIGN,
     NT_MEMORY_SELECTION,
     PN_XNUM,
     CoreNoteType,
@@ -44,6 +47,7 @@ from .schema import EHDR_SIZE, P_TYPE_SIZE, PHDR_SIZE
 SEGMENT_ALIGN = 16
 
 _PHDR = fixed_format(schema.elf64_phdr)
+_NHDR = fixed_format(schema.elf64_nhdr)
 
 
 @attrs.frozen
@@ -156,11 +160,16 @@ def note_plan(snapshot: Snapshot) -> list[NoteEntry]:
 
 
 def _note_bytes(entry: NoteEntry) -> bytes:
-    return bytes(
-        schema.elf64_note.build(
-            dict(name=entry.owner.encode("utf-8") + b"\0", type=entry.type, desc=entry.desc)
-        )
-    )
+    name = entry.owner.encode("utf-8") + b"\0"
+    desc = entry.desc
+    # the header through its struct and the padding as the reader skips it (NOTE_ALIGN):
+    # three notes a thread; what the struct refuses goes to construct, which names it
+    try:
+        header = _NHDR.pack(len(name), len(desc), entry.type)
+    except struct.error:
+        return bytes(schema.elf64_note.build(dict(name=name, type=entry.type, desc=desc)))
+    pad_name, pad_desc = -len(name) % NOTE_ALIGN, -len(desc) % NOTE_ALIGN
+    return b"".join((header, name, bytes(pad_name), desc, bytes(pad_desc)))
 
 
 def _raw_phdr(raw: RawItem) -> bytes:
