@@ -472,8 +472,9 @@ def test_fixed_format_is_fast() -> None:
             run()
             times[name].append(time.perf_counter() - start)
     fast, slow = statistics.median(times["fixed"]), statistics.median(times["construct"])
-    # 300-500x here; 30x leaves room for noise, not for unpacking through construct
-    assert slow / fast >= 30, (
+    # 27x in a clean CI run on this 2-core machine (more on a faster one); unpacking
+    # through construct would give about 1x, so 5x separates the two whatever the noise
+    assert slow / fast >= 5, (
         f"fixed_format {fast * 1e3:.2f} ms vs construct {slow * 1e3:.2f} ms "
         f"for {count} records (medians of 7)"
     )
