@@ -19,22 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-
-def cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "macminidump", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,  # type: ignore[call-overload]
-    )
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+from commands import cli, one_line
 
 
 def state(pid: int) -> str:

@@ -20,21 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import cli, one_line
 
 from macminidump.limits import record_limit
 
 MiB = 1 << 20
 TIME = "/usr/bin/time"
-
-
-def cli(*args: str, timeout: float = 300, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "macminidump", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,  # type: ignore[call-overload]
-    )
 
 
 def measured(*args: str, stdout: object = subprocess.DEVNULL) -> tuple[int, int, float, str]:
@@ -56,12 +47,6 @@ def measured(*args: str, stdout: object = subprocess.DEVNULL) -> tuple[int, int,
         )
         peak_kib = int(report.read().split()[-1])
     return out.returncode, peak_kib * 1024, time.monotonic() - started, out.stderr
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- class 2

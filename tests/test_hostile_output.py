@@ -19,25 +19,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from commands import cli, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "formats" / "examples" / "arm64-crash.yaml"
-
-
-def cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "macminidump", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,  # type: ignore[call-overload]
-    )
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- class 1
