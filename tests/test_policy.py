@@ -22,6 +22,7 @@ import attrs
 import debuggers
 import pytest
 import test_capture_mach as mach_tests
+from commands import stderr_on_a_terminal
 
 from macminidump import Region, Snapshot, Thread
 from macminidump.capture import policy
@@ -326,7 +327,11 @@ def gdb(exe: str, core: str, *commands: str) -> str:
 @pytest.fixture
 def live(program: str) -> Iterator[tuple[int, int]]:
     """A running program paused in handle(): (pid, the address of its request)."""
-    proc = subprocess.Popen([program, "wait", "16"], stdout=subprocess.PIPE, text=True)
+    # without rseq: the kernel rewrites each thread's rseq area (its CPU number) whenever
+    # the thread migrates, e.g. as a capture wakes it, so two captures a moment apart
+    # would differ there though the program itself writes nothing after "ready"
+    env = {**os.environ, "GLIBC_TUNABLES": "glibc.pthread.rseq=0"}
+    proc = subprocess.Popen([program, "wait", "16"], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -501,36 +506,33 @@ def test_progress_line_counts_what_streams() -> None:
     assert lines[-1] == "\x1b[K", "the line is cleared at the end"
 
 
+#: the command line with the progress line's threshold at 0 s, so a short capture shows it
+PROGRESS_AT_ONCE = (
+    "import sys, macminidump.progress as p\n"
+    "p.Progress.__init__.__defaults__ = (0.0, 0.0)\n"
+    "from macminidump.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
 def test_progress_only_on_a_terminal(live: tuple[int, int], tmp_path: Path) -> None:
     """stderr a terminal: a capture that takes seconds shows a progress line (here the
     threshold is 0 s); not a terminal: nothing."""
-    import pty
-
     pid, _ = live
-    script = (
-        "import sys, macminidump.progress as p\n"
-        "p.Progress.__init__.__defaults__ = (0.0, 0.0)\n"
-        "from macminidump.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))"
-    )
     core = str(tmp_path / "p.core")
-    argv = [sys.executable, "-c", script, "dump", str(pid), "-o", core, "--memory", "full"]
-    leader, follower = pty.openpty()
-    try:
-        result = subprocess.run(argv, stderr=follower, stdout=subprocess.DEVNULL, timeout=300)
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                part = os.read(leader, 65536)
-            except OSError:
-                break
-            if not part:
-                break
-            shown += part
-    finally:
-        os.close(leader)
-    assert result.returncode == 0
+    argv = [
+        sys.executable,
+        "-c",
+        PROGRESS_AT_ONCE,
+        "dump",
+        str(pid),
+        "-o",
+        core,
+        "--memory",
+        "full",
+    ]
+    returncode, shown = stderr_on_a_terminal(argv)
+    assert returncode == 0
     assert b"MiB written (" in shown and shown.endswith(b"\r\x1b[K"), shown[-200:]
     quiet = subprocess.run(argv, capture_output=True, timeout=300)
     assert quiet.returncode == 0 and b"written (" not in quiet.stderr
@@ -608,32 +610,10 @@ def test_the_record_of_what_was_cut_survives_parse_and_spec() -> None:
 
 def test_run_shows_progress_on_a_terminal_too(program: str, tmp_path: Path) -> None:
     """`run` makes its Progress when it starts; the clock starts with the crash's capture."""
-    import pty
-
-    script = (
-        "import sys, macminidump.progress as p\n"
-        "p.Progress.__init__.__defaults__ = (0.0, 0.0)\n"
-        "from macminidump.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))"
-    )
     core = str(tmp_path / "run.core")
-    argv = [sys.executable, "-c", script, "run", "-o", core, "--memory", "full"]
+    argv = [sys.executable, "-c", PROGRESS_AT_ONCE, "run", "-o", core, "--memory", "full"]
     argv += ["--", program, "crash", "4"]
-    leader, follower = pty.openpty()
-    try:
-        result = subprocess.run(argv, stderr=follower, stdout=subprocess.DEVNULL, timeout=300)
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                part = os.read(leader, 65536)
-            except OSError:
-                break
-            if not part:
-                break
-            shown += part
-    finally:
-        os.close(leader)
-    assert result.returncode == 128 + signal.SIGSEGV
+    returncode, shown = stderr_on_a_terminal(argv)
+    assert returncode == 128 + signal.SIGSEGV
     assert b"MiB written (" in shown, shown[-300:]
     assert os.path.getsize(core) > 4 << 20
