@@ -101,6 +101,23 @@ def verdict(subject: Sample, baseline: Sample, target: float) -> Verdict:
     return Verdict(tuple(s / b for s, b in zip(subject.times, baseline.times)), target)
 
 
+def as_json(
+    comparisons: Mapping[str, tuple[Mapping[str, Sample], Verdict]],
+) -> dict[str, dict[str, object]]:
+    """Each comparison's samples (median, min, max in seconds) and its verdict, for --json."""
+    return {
+        name: {
+            "samples": {
+                who: {"median": s.median, "min": s.low, "max": s.high} for who, s in samples.items()
+            },
+            "ratio": v.ratio,
+            "noise": v.noise,
+            "missed": v.missed,
+        }
+        for name, (samples, v) in comparisons.items()
+    }
+
+
 def ensure_bytecode() -> None:
     """Compile the package as pip does when it installs it: a user's `macminidump` starts
     from bytecode even where this environment sets PYTHONDONTWRITEBYTECODE."""

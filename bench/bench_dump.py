@@ -27,7 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import ensure_bytecode, interleave, macminidump_command, run_command, verdict
+from _timing import (
+    as_json,
+    ensure_bytecode,
+    interleave,
+    macminidump_command,
+    run_command,
+    verdict,
+)
 from bench_linux import build, start
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,17 +119,7 @@ def main() -> int:
         thousand = in_process_thousand(heap, directory, args.rounds)
     thousand_ms = statistics.median(thousand) * 1000
     if args.json:
-        out = {
-            name: {
-                "samples": {
-                    k: {"median": s.median, "min": s.low, "max": s.high} for k, s in ss.items()
-                },
-                "ratio": v.ratio,
-                "noise": v.noise,
-                "missed": v.missed,
-            }
-            for name, (ss, v) in report.items()
-        }
+        out = as_json(report)
         out["in-process capture+render, 1000 threads"] = {
             "median_ms": thousand_ms, "min_ms": min(thousand) * 1000, "max_ms": max(thousand) * 1000
         }  # fmt: skip

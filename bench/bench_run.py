@@ -26,7 +26,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _timing import ensure_bytecode, interleave, macminidump_command, run_command, verdict
+from _timing import (
+    as_json,
+    ensure_bytecode,
+    interleave,
+    macminidump_command,
+    run_command,
+    verdict,
+)
 
 PROGRAMS = {
     "idle-churn": r"""
@@ -129,17 +136,7 @@ def main() -> int:
             )
             results[name] = (samples, verdict(samples["macminidump run"], samples["floor"], 1.25))
     if args.json:
-        out = {
-            name: {
-                "samples": {
-                    k: {"median": v.median, "min": v.low, "max": v.high} for k, v in s.items()
-                },
-                "ratio": v.ratio,
-                "noise": v.noise,
-                "missed": v.missed,
-            }
-            for name, (s, v) in results.items()
-        }
+        out = as_json(results)
         print(json.dumps(out, indent=2))
     else:
         print(f"{args.rounds} interleaved rounds; median (min–max)")
