@@ -118,6 +118,19 @@ def as_json(
     }
 
 
+def print_text(
+    comparisons: Mapping[str, tuple[Mapping[str, Sample], Verdict]], rounds: int, versus: str
+) -> None:
+    """Each comparison's samples, median (min–max), and its verdict as ``versus``."""
+    print(f"{rounds} interleaved rounds; median (min–max)")
+    for name, (samples, v) in comparisons.items():
+        width = max(len(versus), *(len(who) for who in samples)) + 2
+        print(f"{name}:")
+        for who, sample in samples.items():
+            print(f"  {who:<{width}}{sample.ms()}")
+        print(f"  {versus:<{width}}{v.text()}")
+
+
 def ensure_bytecode() -> None:
     """Compile the package as pip does when it installs it: a user's `macminidump` starts
     from bytecode even where this environment sets PYTHONDONTWRITEBYTECODE."""

@@ -32,6 +32,7 @@ from _timing import (
     ensure_bytecode,
     interleave,
     macminidump_command,
+    print_text,
     run_command,
     verdict,
 )
@@ -125,12 +126,7 @@ def main() -> int:
         }  # fmt: skip
         print(json.dumps(out, indent=2))
     else:
-        print(f"{args.rounds} interleaved rounds; median (min–max)")
-        for name, (samples, v) in report.items():
-            print(f"{name}:")
-            for who, sample in samples.items():
-                print(f"  {who:<18} {sample.ms()}")
-            print(f"  dump vs gcore      {v.text()}")
+        print_text(report, args.rounds, "dump vs gcore")
         print(
             f"in-process capture + render_elf, 1,000 threads: {thousand_ms:.1f} ms "
             f"({min(thousand) * 1000:.1f}–{max(thousand) * 1000:.1f}; target ≤ 100 ms)"

@@ -31,6 +31,7 @@ from _timing import (
     ensure_bytecode,
     interleave,
     macminidump_command,
+    print_text,
     run_command,
     verdict,
 )
@@ -139,12 +140,7 @@ def main() -> int:
         out = as_json(results)
         print(json.dumps(out, indent=2))
     else:
-        print(f"{args.rounds} interleaved rounds; median (min–max)")
-        for name, (samples, v) in results.items():
-            print(f"{name}:")
-            for who, sample in samples.items():
-                print(f"  {who:<16} {sample.ms()}")
-            print(f"  run vs floor     {v.text()}")
+        print_text(results, args.rounds, "run vs floor")
     return 1 if any(v.missed for _, v in results.values()) else 0
 
 
