@@ -9,14 +9,17 @@ subject is over even after allowing the noise measured between rounds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import attrs
 
@@ -139,6 +142,47 @@ def ensure_bytecode() -> None:
     import macminidump
 
     compileall.compile_dir(os.path.dirname(macminidump.__file__), quiet=1)
+
+
+@attrs.frozen
+class Installed:
+    """Where the commands under test come from: an interpreter, its `macminidump`, and
+    the environment to run both in."""
+
+    python: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+
+
+@contextlib.contextmanager
+def user_install(here: bool = False) -> Iterator[Installed]:
+    """The package as a user has it: ``pip install CHECKOUT`` (not editable: no import
+    hook in every start-up) into a fresh venv, bytecode compiled by pip, removed after.
+
+    ``here=True`` measures this interpreter's own install instead (quicker while working
+    on the code; an editable install's finder adds about 20 ms to every start-up, so
+    the end-to-end figures for the README come from the fresh install).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if here:
+        ensure_bytecode()
+        yield Installed(sys.executable, tuple(macminidump_command()), dict(os.environ))
+        return
+    checkout = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bench-venv-") as d:
+        venv = Path(d)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
+        python = str(venv / "bin" / "python")
+        print(f"pip install {checkout} into a fresh venv ...", file=sys.stderr, flush=True)
+        pip = subprocess.run(
+            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(checkout)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if pip.returncode != 0:
+            raise SystemExit(f"pip install {checkout} failed:\n{pip.stderr}")
+        yield Installed(python, (str(venv / "bin" / "macminidump"),), env)
 
 
 def macminidump_command() -> list[str]:

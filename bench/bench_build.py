@@ -1,10 +1,12 @@
 """`macminidump build` of a large spec, end to end, beside its baselines in the same run.
 
-    python bench/bench_build.py [--rounds 5] [--threads 1000] [--regions 10000] [--json]
+    python bench/bench_build.py [--rounds 5] [--threads 1000] [--regions 10000] [--here] [--json]
 
 The spec is ``macminidump.testing.synthetic.thread_spec`` (x86_64, every thread a named
 register set, every region a list of 16 `UInt64` words), written once as JSON and once
-as YAML. Interleaved, shuffled, every round, each a fresh process:
+as YAML. The package is installed as a user installs it (``pip install`` of this
+checkout into a fresh venv; ``--here``: this interpreter's). Interleaved, shuffled,
+every round, each a fresh process:
 
 * `macminidump build spec.json -o CORE` (target: ≤ 0.5 s median);
 * `macminidump build spec.yaml -o CORE` against `python -c` loading the same YAML file
@@ -17,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from _timing import ensure_bytecode, interleave, macminidump_command, run_command, verdict
+from _timing import interleave, run_command, user_install, verdict
 
 
 def main() -> int:
@@ -30,6 +31,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1000)
     parser.add_argument("--regions", type=int, default=10000)
+    parser.add_argument("--here", action="store_true", help="this interpreter's install")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,11 +39,11 @@ def main() -> int:
 
     from macminidump.testing.synthetic import thread_spec
 
-    ensure_bytecode()
-    cli = macminidump_command()
-    env = dict(os.environ)
-    py = sys.executable
-    with tempfile.TemporaryDirectory(prefix="bench-build-") as d:
+    with (
+        user_install(args.here) as installed,
+        tempfile.TemporaryDirectory(prefix="bench-build-") as d,
+    ):
+        py, cli, env = installed.python, installed.command, installed.env
         spec = thread_spec(args.threads, args.regions)
         as_json, as_yaml, core = Path(d, "spec.json"), Path(d, "spec.yaml"), Path(d, "core")
         as_json.write_text(json.dumps(spec))

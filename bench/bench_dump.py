@@ -1,12 +1,13 @@
 """`macminidump dump` end to end, as a user runs it, beside `gcore` in the same run.
 
-    python bench/bench_dump.py [--rounds 7] [--heap-mib 512] [--json]
+    python bench/bench_dump.py [--rounds 7] [--heap-mib 512] [--here] [--json]
 
 * ``sample``: `examples/sample.c` (4 threads, the quick start's program).
 * ``heap``: bench_linux's 4-thread program with a ``--heap-mib`` heap, touched.
 
-Each process is dumped by `macminidump dump PID -o FILE` (the installed command: Python
-start-up, imports, capture, render) and by `gcore -o FILE PID`, alternating in a
+Each process is dumped by `macminidump dump PID -o FILE` (the command as a user installs
+it, ``pip install`` of this checkout into a fresh venv, or ``--here`` this interpreter's:
+Python start-up, imports, capture, render) and by `gcore -o FILE PID`, alternating in a
 shuffled order every round; files are deleted between runs, outside the timing.
 Targets: dump ≤ 0.5× gcore on ``sample``, ≤ 0.1× on ``heap`` (a miss must exceed the
 noise between rounds).
@@ -19,23 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from _timing import (
-    as_json,
-    ensure_bytecode,
-    interleave,
-    macminidump_command,
-    print_text,
-    run_command,
-    verdict,
-)
+from _timing import as_json, interleave, print_text, run_command, user_install, verdict
 from bench_linux import build, start
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +39,9 @@ def remove_outputs(directory: Path) -> None:
         f.unlink()
 
 
-def dump_vs_gcore(pid: int, directory: Path, rounds: int, env: dict[str, str]) -> dict:
-    cli = macminidump_command()
+def dump_vs_gcore(
+    pid: int, directory: Path, rounds: int, cli: Sequence[str], env: Mapping[str, str]
+) -> dict:
     out = directory / "out"
 
     def ours() -> float:
@@ -86,14 +80,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--heap-mib", type=int, default=512)
+    parser.add_argument("--here", action="store_true", help="this interpreter's install")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    ensure_bytecode()
-    env = dict(os.environ)
     report: dict = {}
     checks = []
-    with tempfile.TemporaryDirectory(prefix="bench-dump-") as d:
+    with (
+        user_install(args.here) as installed,
+        tempfile.TemporaryDirectory(prefix="bench-dump-") as d,
+    ):
         directory = Path(d)
         sample = directory / "sample"
         subprocess.run(
@@ -109,7 +105,9 @@ def main() -> int:
         try:
             time.sleep(0.3)
             for name, proc, target in cases:
-                samples = dump_vs_gcore(proc.pid, directory, args.rounds, env)
+                samples = dump_vs_gcore(
+                    proc.pid, directory, args.rounds, installed.command, installed.env
+                )
                 v = verdict(samples["macminidump dump"], samples["gcore"], target)
                 report[name] = (samples, v)
                 checks.append(v)

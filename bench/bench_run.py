@@ -1,6 +1,6 @@
 """`macminidump run`'s cost per thread event, against the floor any ptrace supervisor pays.
 
-    python bench/bench_run.py [--rounds 7] [--json]
+    python bench/bench_run.py [--rounds 7] [--here] [--json]
 
 Two programs, built here with cc:
 
@@ -11,30 +11,22 @@ Two programs, built here with cc:
 
 Each runs directly, under ``floor`` (a minimal supervisor in C, built here: it seizes the
 program with PTRACE_O_TRACECLONE, waits for every thread's stops and resumes each, and
-does nothing else) and under ``macminidump run -o CORE -- PROGRAM`` (the installed
-command, as a user runs it). All three alternate, shuffled, every round. Target: `run`
-≤ 1.25× the floor on both programs (a miss must exceed the noise between rounds).
+does nothing else) and under ``macminidump run -o CORE -- PROGRAM`` (the command as a
+user installs it: ``pip install`` of this checkout into a fresh venv; ``--here``: this
+interpreter's). All three alternate, shuffled, every round. Target: `run` ≤ 1.25× the
+floor on both programs (a miss must exceed the noise between rounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _timing import (
-    as_json,
-    ensure_bytecode,
-    interleave,
-    macminidump_command,
-    print_text,
-    run_command,
-    verdict,
-)
+from _timing import as_json, interleave, print_text, run_command, user_install, verdict
 
 PROGRAMS = {
     "idle-churn": r"""
@@ -113,13 +105,15 @@ def build(directory: Path, name: str, source: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--here", action="store_true", help="this interpreter's install")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    ensure_bytecode()
-    cli = macminidump_command()
-    env = dict(os.environ)
     results = {}
-    with tempfile.TemporaryDirectory(prefix="bench-run-") as d:
+    with (
+        user_install(args.here) as installed,
+        tempfile.TemporaryDirectory(prefix="bench-run-") as d,
+    ):
+        cli, env = installed.command, installed.env
         directory = Path(d)
         floor = build(directory, "floor", FLOOR)
         core = str(directory / "never.core")

@@ -1,8 +1,10 @@
 """Start-up cost as a user pays it: `import macminidump` and `macminidump --help`.
 
-    python bench/bench_startup.py [--rounds 21] [--json]
+    python bench/bench_startup.py [--rounds 21] [--here] [--json]
 
-Baseline: `python -c pass` with the same interpreter and environment. Subjects, each a
+The package is installed as a user installs it (``pip install`` of this checkout into a
+fresh venv; ``--here`` uses this interpreter's install instead). Baseline: `python -c
+pass` with that venv's interpreter. Subjects, each a
 fresh process, interleaved with the baseline in a shuffled order every round:
 `python -c "import macminidump"`, `macminidump --help` (the installed command) and
 `macminidump run -- /bin/true` (Linux). Targets: the first two ≤ 3.5× the baseline;
@@ -17,20 +19,18 @@ import os
 import sys
 import tempfile
 
-from _timing import ensure_bytecode, interleave, macminidump_command, run_command, verdict
+from _timing import interleave, run_command, user_install, verdict
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--here", action="store_true", help="this interpreter's install")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    py = sys.executable
-    ensure_bytecode()
-    cli = macminidump_command()
-    env = dict(os.environ)
-    with tempfile.TemporaryDirectory() as d:
+    with user_install(args.here) as installed, tempfile.TemporaryDirectory() as d:
+        py, cli, env = installed.python, installed.command, installed.env
         core = os.path.join(d, "never-written.core")
         subjects = {
             "python -c pass": lambda: run_command([py, "-c", "pass"], env),
