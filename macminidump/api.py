@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _selfdump
 from .capture.base import CaptureOptions, CrashContext
 from .capture.policy import Memory
 from .errors import CaptureError, CaptureWarning, TargetError
@@ -186,7 +185,9 @@ def _self_snapshot(options: CaptureOptions, crash: CrashContext | None) -> Snaps
     (thread names, images and all), handed back pickled on its stdout."""
     import pickle
 
-    out, _ = _self_capture(_selfdump.TO_STDOUT, options, crash)
+    from ._selfdump import TO_STDOUT
+
+    out, _ = _self_capture(TO_STDOUT, options, crash)
     snapshot = pickle.loads(out)  # from our own child, running this package: trusted
     assert isinstance(snapshot, Snapshot)
     return snapshot
@@ -198,6 +199,8 @@ def _self_capture(
     """Run the helper on this process: what it wrote on stdout, and its warnings. The
     options go to it as command-line options."""
     import subprocess  # (here: only a self-dump starts a process; `dump PID` never does)
+
+    from . import _selfdump
 
     command = [
         sys.executable,
@@ -296,6 +299,6 @@ def _wait_for(helper: subprocess.Popen[bytes], request: bytes) -> tuple[bytes, t
     if code != 0:
         last = lines[-1] if lines else f"the capture helper failed ({code})"
         raise CaptureError(last.removeprefix("macminidump: error: "))
-    return out, tuple(
-        line.removeprefix(_selfdump.WARNING) for line in lines if line.startswith(_selfdump.WARNING)
-    )
+    from ._selfdump import WARNING
+
+    return out, tuple(line.removeprefix(WARNING) for line in lines if line.startswith(WARNING))

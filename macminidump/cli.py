@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import textwrap
@@ -56,6 +55,34 @@ path is replaced, never followed.
 """
 
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it: $COLUMNS, then the
+    terminal on stdout, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _ProseFormatter(argparse.HelpFormatter):
+    """argparse's formatter, given the width, so that building a parser does not import
+    shutil (and bz2, lzma and zlib with it): every command paid that at start-up."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:  # fmt: skip
+        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+
+
+class _Formatter(_ProseFormatter, argparse.RawDescriptionHelpFormatter):
+    """The same, keeping the description's and the epilog's lines as written."""
+
+
 def _wrap(text: str) -> str:
     """Descriptions are prose: fill them (the raw formatter keeps epilogs' layout)."""
     return "\n\n".join(textwrap.fill(p, 80) for p in text.split("\n\n"))
@@ -66,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="macminidump",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"macminidump {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -80,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
             "The spec's 'format' key picks the file format: macho (the default) or elf "
             "(Linux x86_64)."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
         epilog="example:\n  macminidump build formats/examples/arm64-crash.yaml -o crash.core",
     )
     build.add_argument("spec", help="spec file (YAML or JSON)")
@@ -91,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     insp = sub.add_parser(
         "inspect",
         help="show what a core holds",
+        formatter_class=_ProseFormatter,
         description=_wrap(
             "Show a core's header, threads (registers, stop reason), memory "
             "segments, every note decoded and the loaded images."
@@ -109,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     to_spec = sub.add_parser(
         "to-spec",
         help="turn a core into a spec that rebuilds it",
+        formatter_class=_ProseFormatter,
         description=_wrap(
             "Print a spec (YAML, or JSON with --json) from which 'build' writes the "
             "same core. Memory is written as hex: meant for small cores."
@@ -130,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
             "address, so gdb and LLDB show complete backtraces. The process is stopped only "
             "while it is read (a few milliseconds) and never signalled."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
         epilog="example:\n  macminidump dump $(pidof myserver) -o myserver.core\n"
         "  gdb -ex 'thread apply all bt' /path/to/myserver myserver.core\n"
         "  macminidump dump 4242 -o big.core --memory referenced --max-size 8M\n"
@@ -153,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
             "write a minimal core of the exact crash state first, then let it die of that "
             "signal. The exit status is the program's (128 + signal when it died of one)."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
         epilog="example:\n  macminidump run -o crash.core -- ./myprogram --flag\n"
         "  gdb ./myprogram crash.core        # Linux (ptrace)\n"
         "  lldb --core crash.core            # macOS (the program's exception port)",
@@ -166,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     handler = sub.add_parser(
         "core-handler",
         help="write a core of every crash on the machine (Linux core_pattern)",
+        formatter_class=_ProseFormatter,
         description=_wrap(
             "The command the kernel pipes every crash to, through "
             "/proc/sys/kernel/core_pattern. --install DIR (as root) writes a launcher into "
@@ -252,7 +282,7 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
         parser.epilog = f"{_POLICY_HELP}\n{parser.epilog}"
     else:
         parser.epilog = _POLICY_HELP
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = _Formatter
 
 
 def capture_options(args: argparse.Namespace) -> CaptureOptions:
@@ -280,7 +310,7 @@ def _policy_given(args: argparse.Namespace) -> bool:
 
 def policy_parser() -> argparse.ArgumentParser:
     """A parser of the policy options alone (the self-dump helper's)."""
-    parser = argparse.ArgumentParser(prog="macminidump", add_help=False)
+    parser = argparse.ArgumentParser(prog="macminidump", add_help=False, formatter_class=_Formatter)
     add_policy_arguments(parser)
     return parser
 
@@ -316,6 +346,8 @@ def _build(args: argparse.Namespace) -> int:
         "images": len(snapshot.images),
     }
     if args.json:
+        import json
+
         print(json.dumps(summary, indent=2))
     else:
         print(
@@ -331,6 +363,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     report = inspect_core(args.core)
     if args.json:
+        import json
+
         print(json.dumps(report, indent=2))
     else:
         sys.stdout.write(render_text(report, registers=args.registers))
@@ -368,6 +402,8 @@ def _dump(args: argparse.Namespace) -> int:
     for message in said:
         print(f"macminidump: warning: {message}", file=sys.stderr)
     if args.json:
+        import json
+
         print(
             json.dumps(
                 {
