@@ -25,9 +25,10 @@ nothing of how the state was captured.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -48,7 +49,16 @@ from ..model import (
 )
 from ..progress import Progress
 from . import policy
-from .policy import CaptureOptions, CostOf, MappingIndex, Memory, Piece, Priority, Want
+from .policy import (
+    EXECUTE,
+    CaptureOptions,
+    CostOf,
+    MappingIndex,
+    Memory,
+    Piece,
+    Priority,
+    Want,
+)
 
 CODE_WINDOW = 256
 MAX_FRAMES = 4096
@@ -198,8 +208,11 @@ def captured(
         first = next((t for t in threads if crash is not None and t.id == crash.thread_id), None)
         first = first or (threads[0] if threads else None)
         wants: list[Want] = []
+        windows: list[StackWindow] = []
         for thread in threads:
-            wants += _thread_wants(target, thread, mappings, bits, options, thread is first)
+            wants += _thread_wants(
+                target, thread, mappings, bits, options, thread is first, windows
+            )
         wants += [Want(a, b, Priority.HEADERS) for a, b in target.extra_ranges(mappings.sorted)]
         wants += policy.included(options, mappings)
         wants += policy.mapping_wants(target, options, mappings.sorted)
@@ -208,25 +221,27 @@ def captured(
         process = target.process_info()
         auxv = tuple(target.auxv())
         files = tuple(target.file_mappings(mappings.sorted))
-        model_threads = _model_threads(threads, crash)
-        skeleton = Snapshot(
+        fields: dict[str, Any] = dict(
             arch=target.arch,
-            threads=model_threads,
+            threads=_model_threads(threads, crash),
             images=images,
             addressable_bits=bits,
             process=process,
             signal=crash.signal if crash is not None else None,
             auxv=auxv,
             file_mappings=files,
-            memory_selection=policy.reserved_selection(options),
             # optional in TargetOS: a backend that can leave something out says so here
             warnings=tuple(getattr(target, "warnings", ())),
         )
-        # (the layout is computed only for a budget: it costs as much as the capture)
-        budget_cost = cost(skeleton) if cost is not None and options.max_size else None
+        # (the skeleton and its layout only for a budget: a Snapshot is validated when
+        # built, which costs as much as the capture of a 1,000-thread process)
+        budget_cost = None
+        if cost is not None and options.max_size:
+            reserved = policy.reserved_selection(options)
+            budget_cost = cost(Snapshot(**fields, memory_selection=reserved))
         choice = policy.fit(wants, mappings, options, excluded, budget_cost)
-        regions = _read_regions(target, choice.pieces, lazy, progress)
-        snapshot = attrs.evolve(skeleton, regions=regions, memory_selection=choice.selection)
+        regions = _read_regions(target, choice.pieces, lazy, progress, windows)
+        snapshot = Snapshot(**fields, regions=regions, memory_selection=choice.selection)
         if target.exited:
             raise CaptureError("the process exited during capture")
         yield snapshot
@@ -275,13 +290,17 @@ WALK_WINDOW = 0x10000
 
 class StackWindow:
     """A thread's stack read once, so the frame walk and the scan for return addresses
-    run in memory: one read per thread, not one per 16-byte frame record. Reads outside
-    the window go to the target."""
+    run in memory: one read per thread, not one per 16-byte frame record, and the saved
+    stack comes from the same bytes (``_read_regions``). Reads outside the window go to
+    the target."""
 
     def __init__(self, target: TargetOS, start: int, end: int):
         self.target = target
         self.start = start
         self.data = target.read(start, end - start) if end > start else b""
+
+    def holds(self, start: int, end: int) -> bool:
+        return self.start <= start and end <= self.start + len(self.data)
 
     def read(self, address: int, size: int) -> bytes:
         offset = address - self.start
@@ -329,10 +348,12 @@ def _thread_wants(
     bits: AddressableBits | None,
     options: CaptureOptions,
     first: bool,
+    windows: list[StackWindow],
 ) -> list[Want]:
     """The thread's stack from sp (the part near sp first), code around its pc and return
     addresses, and under ``referenced`` what its registers and stack words point to.
-    ``first``: the crashed thread (or, without a crash, the first one), kept first."""
+    ``first``: the crashed thread (or, without a crash, the first one), kept first.
+    The stack as read for the walk is added to ``windows``."""
     info = arch_info(target.arch)
     gpr = thread.regsets.get(RegKind.GPR, {})
     wants = []
@@ -347,7 +368,11 @@ def _thread_wants(
         wants.append(Want(start, near, Priority.CRASHED_STACK if first else Priority.STACKS))
         wants.append(Want(near, end, Priority.REST))
         saved_stack = (start, end)
-        window = StackWindow(target, start, min(end, start + WALK_WINDOW))
+        # from the start of sp's page: a backend may save the stack from there
+        # (extra_ranges), and the saved bytes then come from this one read too
+        low = max(stack.start, start - start % PAGE)
+        window = StackWindow(target, low, min(end, low + WALK_WINDOW))
+        windows.append(window)
         walked = return_addresses(window, target.arch, gpr, stack, bits)
         if not walked:
             # No frame chain from here: libc's system-call wrappers reuse the frame
@@ -361,7 +386,7 @@ def _thread_wants(
         code_addresses.append(_strip(gpr.get("lr", 0), bits))  # a leaf's caller
     for address in code_addresses:
         code = mappings.at(address)
-        if code is None or not code.protection & Protection.EXECUTE:
+        if code is None or not int(code.protection) & EXECUTE:
             continue
         wants.append(
             Want(
@@ -397,7 +422,7 @@ def _scan_for_code(
     for offset in range(0, len(data) - 7, 8):
         value = _strip(int.from_bytes(data[offset : offset + 8], "little"), bits)
         mapping = mappings.at(value) if value > 0x1000 else None
-        if mapping is not None and mapping.protection & Protection.EXECUTE:
+        if mapping is not None and int(mapping.protection) & EXECUTE:
             hits.append(value)
             if len(hits) == SCAN_HITS:
                 break
@@ -405,12 +430,19 @@ def _scan_for_code(
 
 
 def _read_regions(
-    target: TargetOS, pieces: Sequence[Piece], lazy: bool, progress: Progress | None
+    target: TargetOS,
+    pieces: Sequence[Piece],
+    lazy: bool,
+    progress: Progress | None,
+    windows: Sequence[StackWindow] = (),
 ) -> tuple[Region, ...]:
-    """Each chosen piece as a region: small ones read now, large ones (``lazy``) read when
-    the file is written. Bytes that cannot be read are left out (a region ends where a
-    read comes up short): a core never describes memory it does not hold."""
+    """Each chosen piece as a region: small ones read now (from a stack ``windows`` already
+    holds, else from the target), large ones (``lazy``) read when the file is written.
+    Bytes that cannot be read are left out (a region ends where a read comes up short): a
+    core never describes memory it does not hold."""
     regions = []
+    windows = sorted(windows, key=lambda w: w.start)
+    window_starts = [w.start for w in windows]
     for piece in pieces:
         size = piece.end - piece.start
         if lazy and size >= policy.LAZY_MIN:
@@ -421,7 +453,11 @@ def _read_regions(
                     Region(address=piece.start, data=source, protection=piece.protection)
                 )
             continue
-        data = target.read(piece.start, size)
+        i = bisect.bisect_right(window_starts, piece.start) - 1
+        if i >= 0 and windows[i].holds(piece.start, piece.end):
+            data = windows[i].read(piece.start, size)
+        else:
+            data = target.read(piece.start, size)
         if data:
             regions.append(Region(address=piece.start, data=data, protection=piece.protection))
     if progress is not None:

@@ -24,7 +24,7 @@ from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..linux_abi import SegmentFlags, SegmentType
-from ..model import Protection, RawItem, Snapshot, Thread
+from ..model import PROTECTIONS, Protection, RawItem, Snapshot, Thread
 from ..schema_io import fixed_format
 from ..writer import CoreCost, SegmentPlacement, align
 from . import notes, schema
@@ -66,7 +66,7 @@ class Layout:
     file_size: int
 
 
-def segment_flags(protection: Protection) -> int:
+def _segment_flags(protection: Protection) -> int:
     flags = 0
     if protection & Protection.READ:
         flags |= SegmentFlags.PF_R
@@ -74,7 +74,16 @@ def segment_flags(protection: Protection) -> int:
         flags |= SegmentFlags.PF_W
     if protection & Protection.EXECUTE:
         flags |= SegmentFlags.PF_X
-    return flags
+    return int(flags)
+
+
+#: p_flags by int(protection): looked up, not computed (enum operators cost microseconds,
+#: and a 1,000-thread core has thousands of segments)
+_SEGMENT_FLAGS = tuple(_segment_flags(p) for p in PROTECTIONS)
+
+
+def segment_flags(protection: Protection) -> int:
+    return _SEGMENT_FLAGS[int(protection)]
 
 
 def ordered_threads(snapshot: Snapshot) -> tuple[Thread, ...]:

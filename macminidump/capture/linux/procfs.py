@@ -9,6 +9,7 @@ decides what a missing file means.
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 TYPE_CHECKING = False  # (not typing's: the supervisor starts without typing)
@@ -93,6 +94,38 @@ def name(where: str) -> str | None:
     return text.rstrip("\n") if text is not None else None
 
 
+class ThreadNames:
+    """The comm of each thread of process ``pid``, through one open /proc/PID/task: a
+    read costs three system calls and no Python file object (1,000 threads, 1,000
+    reads). Close it after use."""
+
+    def __init__(self, pid: int):
+        try:
+            self._task: int | None = os.open(f"/proc/{pid}/task", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            self._task = None
+
+    def name(self, tid: int) -> str | None:
+        if self._task is None:
+            return None
+        try:
+            fd = os.open(f"{tid}/comm", os.O_RDONLY, dir_fd=self._task)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, 256)  # comm is at most 16 bytes, and its newline
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return data.decode("utf-8", "replace").rstrip("\n")
+
+    def close(self) -> None:
+        if self._task is not None:
+            os.close(self._task)
+            self._task = None
+
+
 def yama_scope() -> int | None:
     text = read_text("/proc/sys/kernel/yama/ptrace_scope")
     try:
@@ -101,26 +134,37 @@ def yama_scope() -> int | None:
         return None
 
 
+#: a line of /proc/PID/maps: start-end perms offset dev inode [path]
+_MAPS_LINE = re.compile(
+    r"^([0-9a-f]+)-([0-9a-f]+) (\S*) ([0-9a-f]+) \S+ \S+(?:[ \t]+([^\n]*))?$", re.M
+)
+#: rwx of a maps line -> Protection bits
+_PERMS = {
+    f"{r}{w}{x}": (r == "r") + (w == "w") * 2 + (x == "x") * 4
+    for r in "r-"
+    for w in "w-"
+    for x in "x-"
+}
+
+
 def maps(where: str) -> list[MemoryMapping]:
     """``where``/maps parsed; empty when it cannot be read."""
     from ...model import PROTECTIONS
     from ..base import MemoryMapping
 
     out = []
-    for line in (read_text(f"{where}/maps") or "").splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) < 5:
-            continue
-        start, _, end = parts[0].partition("-")
-        perms = parts[1]
-        prot = ("r" in perms[0:1]) * 1 + ("w" in perms[1:2]) * 2 + ("x" in perms[2:3]) * 4
+    # (one regex over the file, not a split per line: 2,000 mappings with 1,000 threads)
+    for start, end, perms, offset, path in _MAPS_LINE.findall(read_text(f"{where}/maps") or ""):
+        prot = _PERMS.get(perms[:3])
+        if prot is None:
+            prot = ("r" in perms[0:1]) * 1 + ("w" in perms[1:2]) * 2 + ("x" in perms[2:3]) * 4
         out.append(
             MemoryMapping(
                 start=int(start, 16),
                 end=int(end, 16),
                 protection=PROTECTIONS[prot],
-                path=parts[5] if len(parts) > 5 else "",
-                offset=int(parts[2], 16),
+                path=path,
+                offset=int(offset, 16),
             )
         )
     return out
@@ -150,18 +194,25 @@ def dont_dump(where: str) -> list[tuple[int, int]] | None:
     text = read_text(f"{where}/smaps")
     if not text:
         return None
-    if " dd" not in text:
-        return []  # nothing marked (most processes): no need to parse 25 lines a mapping
+    # 25 lines a mapping and 2,000 mappings in a 1,000-thread process: find the few
+    # marked ones (the kernel's [vvar] is one), then the header line above each
     marked = []
-    span = (0, 0)
-    for line in text.splitlines():
-        head = line.split(maxsplit=2)
-        if len(head) >= 2 and "-" in head[0] and not head[0].endswith(":"):
-            start, _, end = head[0].partition("-")
-            span = (int(start, 16), int(end, 16))
-        elif head[:1] == ["VmFlags:"] and "dd" in line.split()[1:]:
-            marked.append(span)
+    for flags in _DONT_DUMP.finditer(text):
+        line = text.rfind("\n", 0, flags.start())
+        while line >= 0:
+            line_start = text.rfind("\n", 0, line) + 1
+            header = _SMAPS_HEADER.match(text, line_start)
+            if header:
+                marked.append((int(header.group(1), 16), int(header.group(2), 16)))
+                break
+            line = line_start - 1
     return marked
+
+
+#: an smaps header line (start-end perms ...), and a VmFlags line holding ``dd`` (a
+#: literal start, so the search skips through the text rather than trying every line)
+_SMAPS_HEADER = re.compile(r"([0-9a-f]+)-([0-9a-f]+) ")
+_DONT_DUMP = re.compile(r"VmFlags:[^\n]*? dd(?=[ \t\n]|$)")
 
 
 #: /proc/PID/stat fields (1-based) of the environment strings' start and end

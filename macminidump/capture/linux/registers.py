@@ -44,6 +44,8 @@ class ThreadRegisters:
     def __init__(self) -> None:
         self._buffer = ctypes.create_string_buffer(XSTATE_BUFFER)
         self._address = ctypes.addressof(self._buffer)
+        self._iov = IoVec(self._address, XSTATE_BUFFER)
+        self._iov_address = ctypes.addressof(self._iov)
 
     def read(self, tid: int) -> tuple[dict[RegKind, dict[str, int]], bytes | None] | None:
         """(register sets by kind, the XSAVE area or None); None when the thread is gone.
@@ -53,12 +55,18 @@ class ThreadRegisters:
         if request(PTRACE_GETREGS, tid, 0, address):
             return None
         regsets = {RegKind.GPR: gpr(ctypes.string_at(address, _USER_REGS.size))}
-        if request(PTRACE_GETFPREGS, tid, 0, address) == 0:
-            regsets[RegKind.FPR] = fxsave_registers(ctypes.string_at(address, FXSAVE_SIZE))
-        iov = IoVec(address, XSTATE_BUFFER)
+        iov = self._iov
+        iov.iov_len = XSTATE_BUFFER
         xsave = None
-        if request(PTRACE_GETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov)) == 0:
+        if request(PTRACE_GETREGSET, tid, NT_X86_XSTATE, self._iov_address) == 0:
             xsave = ctypes.string_at(address, min(iov.iov_len, XSTATE_BUFFER))
+        if xsave is not None and len(xsave) >= FXSAVE_SIZE:
+            # the XSAVE area starts with the fxsave image: the same registers as
+            # PTRACE_GETFPREGS gives (only its software-reserved tail differs), one
+            # system call a thread fewer
+            regsets[RegKind.FPR] = fxsave_registers(xsave)
+        elif request(PTRACE_GETFPREGS, tid, 0, address) == 0:
+            regsets[RegKind.FPR] = fxsave_registers(ctypes.string_at(address, FXSAVE_SIZE))
         return regsets, xsave
 
 
@@ -80,6 +88,11 @@ def trim_xstate(data: bytes) -> bytes:
     cut to the size those features take (2,688 B with AVX-512; 11,008 B from ptrace on a
     CPU with AMX would make gdb warn "Unexpected size")."""
     if len(data) < XSAVE_XCOMP_BV_OFFSET:
+        return data
+    xcr0 = int.from_bytes(data[XSAVE_XCR0_OFFSET : XSAVE_XCR0_OFFSET + 8], "little")
+    if not xcr0 & XFEATURE_AMX and len(data) <= _xstate_size(xcr0):
+        # no AMX on this CPU (so none in XSTATE_BV either) and no more than the size:
+        # nothing to trim (the common case, once a thread)
         return data
     out = bytearray(data)
     for offset in (XSAVE_XCR0_OFFSET, XSAVE_XSTATE_BV_OFFSET):

@@ -45,6 +45,8 @@ class LinuxTarget:
         self._registers = registers.ThreadRegisters()
         #: each thread's sp, as threads() read it (its stack is saved from a page start)
         self._stack_pointers: dict[int, int] = {}
+        #: the mappings, read once while stopped
+        self._mappings: list[MemoryMapping] | None = None
         #: how long the last stop() took, in seconds
         self.stop_seconds = 0.0
 
@@ -94,6 +96,7 @@ class LinuxTarget:
             raise TargetError(f"process {pid} is a kernel thread")
 
     def resume(self) -> None:
+        self._mappings = None
         self.tracee.release()
 
     def _proc(self) -> str:
@@ -106,9 +109,13 @@ class LinuxTarget:
     def threads(self) -> Sequence[CapturedThread]:
         self.tracee.check_tracer()
         self._stack_pointers.clear()  # (a target is stopped again for each capture)
-        return [self._thread(tid) for tid in self.tracee.stopped()]
+        names = procfs.ThreadNames(self.pid)
+        try:
+            return [self._thread(tid, names) for tid in self.tracee.stopped()]
+        finally:
+            names.close()
 
-    def _thread(self, tid: int) -> CapturedThread:
+    def _thread(self, tid: int, names: procfs.ThreadNames) -> CapturedThread:
         read = self._registers.read(tid)
         if read is None:
             raise self.tracee.gone()
@@ -117,17 +124,21 @@ class LinuxTarget:
         return CapturedThread(
             id=tid,
             regsets=regsets,
-            name=procfs.name(procfs.directory(self.pid, tid)),
+            name=names.name(tid),
             xsave=registers.trim_xstate(xsave) if xsave is not None else None,
         )
 
     # -- memory ----------------------------------------------------------------------------
 
     def mappings(self) -> Sequence[MemoryMapping]:
-        found = procfs.maps(self._proc())
-        if not found:  # a live process always has mappings
-            raise self.tracee.gone()
-        return found
+        # read once a stop: the capture and the library list both ask, and a stopped
+        # process maps nothing new
+        if self._mappings is None:
+            found = procfs.maps(self._proc())
+            if not found:  # a live process always has mappings
+                raise self.tracee.gone()
+            self._mappings = found
+        return self._mappings
 
     def modified_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[MemoryMapping]:
         written = procfs.written_mappings(self._proc())
