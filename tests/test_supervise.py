@@ -706,3 +706,54 @@ def test_a_thread_event_costs_the_same_with_many_threads_alive(
     threads = 200 + 300 + 1
     # polling every traced thread after each event would make about 200 × 900 calls
     assert calls["waitpid"] + calls["waitid"] < 10 * threads, calls
+
+
+CLONED_PROCESS = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+static char stack[1 << 16];
+static int crash(void *a) {
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    (void)a;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "TracerPid:", 10) && atoi(line + 10) != 0) return 7; /* traced */
+    *(volatile int *)0 = 1;
+    return 0;
+}
+int main(void) {
+    /* a process, not a thread (no CLONE_THREAD), announced by no signal: ptrace reports it
+       as a clone event, so the supervisor traces it until it lets it go */
+    pid_t pid = clone(crash, stack + sizeof stack, 0, 0);
+    int status;
+    if (pid < 0 || waitpid(pid, &status, __WALL) != pid) return 1;
+    printf("child %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : -WEXITSTATUS(status));
+    return 4;
+}
+"""
+
+
+@pytest.mark.parametrize("only_child", [False, True])
+def test_a_cloned_process_is_let_go(only_child: bool, tmp_path: Path) -> None:
+    """A process the program clones without CLONE_THREAD is not a thread of it: it runs
+    untraced (it exits 7 when it finds a tracer), its crash is its own (no core), and the
+    program goes on to its exit status."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "no C compiler: apt-get install gcc"
+    (tmp_path / "cloned.c").write_text(CLONED_PROCESS)
+    exe = tmp_path / "cloned"
+    subprocess.run([cc, "-O2", "-o", str(exe), str(tmp_path / "cloned.c")], check=True)
+    code = (
+        "import sys\nfrom macminidump.capture.supervise import run_supervised\n"
+        f"sys.exit(run_supervised([{str(exe)!r}], {str(tmp_path / 'x.core')!r}, "
+        f"only_child={only_child}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert (out.returncode, out.stdout) == (4, f"child {int(signal.SIGSEGV)}\n"), out.stderr
+    assert not (tmp_path / "x.core").exists()

@@ -16,7 +16,10 @@ How it follows the program:
   (``PTRACE_SEIZE`` with TRACECLONE, TRACEEXEC and EXITKILL: the child dies with the
   supervisor), then ``execvp``s. An exec that fails comes back through a close-on-exec
   pipe as a ``CaptureError``; the child is reaped.
-- Every thread is followed through clone events. Every stop is answered at once: a signal
+- Every thread is traced from its creation (TRACECLONE attaches it) and known from its
+  first stop on: a thread of the program (``tgkill`` with no signal tells, no /proc
+  read) or a process it cloned, which is let go. Every stop is answered at once, with
+  one ``PTRACE_CONT`` and nothing more for the common ones: a signal
   that would not kill (handled, ignored, or not a crash signal) is passed on unchanged;
   a group-stop (SIGSTOP, SIGTSTP, ...) is left in place with ``PTRACE_LISTEN``, so job
   control works as without a tracer.
@@ -58,7 +61,6 @@ from collections.abc import Callable, Iterator, Sequence
 from ..errors import CaptureError, MacMiniDumpError, TargetError
 from .linux import procfs, ptrace
 from .linux.ptrace import (
-    PTRACE_CONT,
     PTRACE_DETACH,
     PTRACE_EVENT_CLONE,
     PTRACE_EVENT_EXEC,
@@ -122,6 +124,8 @@ _PEEK = os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT | WALL
 #: only when no other thread of the process takes it
 WAIT_ALONE, WAIT_SHARED = 1.0, 0.005
 EXIT_NOT_STARTED = 127
+#: the wait status of a clone event stop (SIGTRAP | PTRACE_EVENT_CLONE << 8, stopped)
+_CLONE_EVENT = (signal.SIGTRAP | PTRACE_EVENT_CLONE << 8) << 8 | 0x7F
 REAP_TIMEOUT = 10.0
 
 
@@ -330,13 +334,18 @@ class _Supervisor:
 
     def _follow_only_child(self) -> None:
         """Every event until the end, when the program is this process's only child."""
+        # (the hot loop of `run`: a thread created costs three turns, its parent's clone
+        # event, its own first stop and its exit, each on the program's critical path)
+        waitpid, resume, handle, tids = os.waitpid, ptrace.resume, self._handle, self.tids
         while self.status is None:
             try:
-                tid, status = os.waitpid(-1, WALL)
+                tid, status = waitpid(-1, WALL)
             except ChildProcessError:
                 return  # the program was lost: the general loop says so
-            if tid in self.tids or self._adopt(tid):
-                self._handle(tid, status, time.perf_counter())
+            if status == _CLONE_EVENT:
+                resume(tid)  # (as _handle would, sooner)
+            elif tid in tids or self._adopt(tid):
+                handle(tid, status)
 
     def _drain(self, block: bool) -> bool:
         """Handle every stop and exit, one tracee at a time as the kernel names them:
@@ -365,14 +374,17 @@ class _Supervisor:
                 got = 0  # reaped meanwhile by another thread of this process
             if got:
                 progressed = True
-                self._handle(tid, status, time.perf_counter())
+                self._handle(tid, status)
         return progressed
 
     def _adopt(self, tid: int) -> bool:
-        """Whether ``tid``, which has something to report, is a thread this supervisor
-        traces but did not know yet: a new thread whose first stop came before its
-        parent's clone event, or one whose clone event was lost when its parent was
-        killed at the event."""
+        """Whether ``tid``, which has something to report, is one this supervisor traces
+        but did not know yet: a new thread of the program at its first stop (every thread
+        is followed from there: its parent's clone event carries nothing the supervisor
+        needs), or a process cloned by it (followed only to be let go)."""
+        if ptrace.in_thread_group(self.pid, tid):
+            self.tids.add(tid)  # (a thread's tracer is the program's: this supervisor)
+            return True
         fields = procfs.status(procfs.directory(tid))
         if procfs.tracer_pid(fields) != self.tracer and fields.get("Tgid") != str(self.pid):
             return False
@@ -400,7 +412,7 @@ class _Supervisor:
                     continue
                 if got:
                     again = progressed = True
-                    self._handle(tid, status, time.perf_counter())
+                    self._handle(tid, status)
         return progressed
 
     def _wait(self, alone: bool) -> None:
@@ -408,8 +420,9 @@ class _Supervisor:
             self._adopt_unknown()  # quiet for a while: make sure no tracee went unnoticed
 
     def _adopt_unknown(self) -> None:
-        """Threads traced by this thread but not known (a clone whose event was lost when
-        its parent was killed at the event): they must be reaped too."""
+        """Threads traced by this thread but not known: created, their first stop not seen
+        yet (a crash captures them too), or never to be seen (killed at once): they must
+        be reaped too."""
         try:
             listed = os.listdir(f"/proc/{self.pid}/task")
         except OSError:
@@ -426,13 +439,18 @@ class _Supervisor:
         self.listening.discard(tid)
         self.foreign.discard(tid)
 
-    def _handle(self, tid: int, status: int, seen: float) -> None:
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            self._forget(tid)
-            if tid == self.pid:
-                self.status = status
+    def _handle(self, tid: int, status: int) -> None:
+        # (this runs for every event of every thread: a thread costs three, its clone
+        # event, its first stop and its exit; the common ones are answered first)
+        if status == _CLONE_EVENT:
+            # the new thread is followed from its own first stop (see _adopt)
+            ptrace.resume(tid)
             return
         if not os.WIFSTOPPED(status):
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self._forget(tid)
+                if tid == self.pid:
+                    self.status = status
             return
         if tid in self.foreign:
             # not a thread of the program: let it go its own way
@@ -447,34 +465,18 @@ class _Supervisor:
                     self.listening.add(tid)
                     self._mirror_stop(sig)
                     return
-            # an interrupt, a new thread's first stop, the end of a group-stop
+            # a new thread's first stop, an interrupt, the end of a group-stop
             self.listening.discard(tid)
-            ptrace.request(PTRACE_CONT, tid, 0, 0)
-        elif event == PTRACE_EVENT_CLONE:
-            self._cloned(tid)
-            ptrace.request(PTRACE_CONT, tid, 0, 0)
-        elif event == PTRACE_EVENT_EXEC:
-            self.execed = True
-            ptrace.request(PTRACE_CONT, tid, 0, 0)
+            ptrace.resume(tid)
         elif event == 0:  # a signal-delivery-stop
             if not self.crashed and sig in FATAL_SIGNALS and self._kills(tid, sig):
-                self._crash(tid, sig, seen)
+                self._crash(tid, sig, time.perf_counter())
             else:
-                ptrace.request(PTRACE_CONT, tid, 0, sig)
+                ptrace.resume(tid, sig)
         else:
-            ptrace.request(PTRACE_CONT, tid, 0, 0)
-
-    def _cloned(self, tid: int) -> None:
-        child = ptrace.event_message(tid)
-        if not child:
-            return
-        # one stat, not a /proc read: this runs for every thread the program creates
-        if os.path.exists(f"/proc/{self.pid}/task/{child}"):
-            self.tids.add(child)
-        elif os.path.exists(f"/proc/{child}"):  # a process, not a thread of the program
-            self.tids.add(child)
-            self.foreign.add(child)
-        # else: gone already (its stops came first, through _adopt, and it was reaped)
+            if event == PTRACE_EVENT_EXEC:
+                self.execed = True
+            ptrace.resume(tid)
 
     def _kills(self, tid: int, sig: int) -> bool:
         """Whether delivering ``sig`` now takes its default action (for these: a core dump
@@ -505,6 +507,7 @@ class _Supervisor:
         from .supervised_crash import CrashReport, SupervisedTarget, signal_info
 
         info = signal_info(tid, sig)
+        self._adopt_unknown()  # threads created whose first stop has not been seen yet
         target = SupervisedTarget(self.pid, tid, self.tids - {tid} - self.foreign)
         size: int | None = None
         error: str | None = None
@@ -544,13 +547,13 @@ class _Supervisor:
             self.status = target.exit_status
         self.tids |= now.keys()
         if now.get(crashed) == STOPPED:
-            ptrace.request(PTRACE_CONT, crashed, 0, sig)
+            ptrace.resume(crashed, sig)
         for tid, state in now.items():
             if tid == crashed:
                 continue
             self.listening.discard(tid)
             if state == STOPPED and tid in tracee.statuses:
-                self._handle(tid, tracee.statuses[tid], time.perf_counter())
+                self._handle(tid, tracee.statuses[tid])
             # a thread still running reports its stop to the event loop later
 
     # -- the end ------------------------------------------------------------------------------
@@ -578,7 +581,7 @@ class _Supervisor:
                     if tid == self.pid:
                         self.status = status
                 elif got:
-                    ptrace.request(PTRACE_CONT, tid, 0, 0)  # a stop on the way to death
+                    ptrace.resume(tid)  # a stop on the way to death
             time.sleep(0.001)
 
     def result(self) -> int:

@@ -89,6 +89,32 @@ def request(op: int, tid: int, addr: int | None = None, data: object = None) -> 
     return 0
 
 
+# The two calls a supervisor makes per thread event (bench/bench_run.py), bound once
+# without errno bookkeeping or argument conversion (a third of each call's cost): libffi
+# passes a Python int as a C int sign-extended to its 64-bit register, which is what
+# glibc's variadic ptrace reads for a thread id, a signal number or a null address.
+# PyDLL: neither call blocks, so the GIL is not released and taken back around them.
+_bare = ctypes.PyDLL(None)
+_resume = _bare.ptrace
+_resume.restype = ctypes.c_long
+_syscall = _bare.syscall
+_syscall.restype = ctypes.c_long
+SYS_TGKILL = 234
+
+
+def resume(tid: int, sig: int = 0) -> bool:
+    """PTRACE_CONT of a thread in a ptrace stop, delivering ``sig`` (0: none); whether the
+    kernel took it (it refuses a thread that is not stopped, or gone)."""
+    return _resume(PTRACE_CONT, tid, 0, sig) == 0
+
+
+def in_thread_group(pid: int, tid: int) -> bool:
+    """Whether ``tid`` is a thread of process ``pid``: tgkill with no signal, which the
+    kernel refuses for a thread of another group (a /proc lookup only when refused for
+    another reason)."""
+    return _syscall(SYS_TGKILL, pid, tid, 0) == 0 or os.path.exists(f"/proc/{pid}/task/{tid}")
+
+
 def event_message(tid: int) -> int | None:
     """PTRACE_GETEVENTMSG of a thread in an event stop (a clone's new thread id)."""
     msg = ctypes.c_ulong()
