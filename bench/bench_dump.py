@@ -5,6 +5,10 @@
 * ``sample``: `examples/sample.c` (4 threads, the quick start's program).
 * ``heap``: bench_linux's 4-thread program with a ``--heap-mib`` heap, touched.
 
+Beside the sample's dumps, for where the time goes: ``python -c pass``, ``import attrs,
+construct`` (the two libraries alone) and an import of every module of the package that
+a dump loads (found by doing one), each a fresh process in the same rounds.
+
 Each process is dumped by `macminidump dump PID -o FILE` (the command as a user installs
 it, ``pip install`` of this checkout into a fresh venv, or ``--here`` this interpreter's:
 Python start-up, imports, capture, render) and by `gcore -o FILE PID`, alternating in a
@@ -25,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from _timing import as_json, interleave, print_text, run_command, user_install, verdict
@@ -39,8 +43,29 @@ def remove_outputs(directory: Path) -> None:
         f.unlink()
 
 
+def modules_a_dump_imports(pid: int, directory: Path, python: str, env: Mapping[str, str]) -> str:
+    """The package's modules one `dump` loads, as one import statement (found by doing a
+    dump in a fresh interpreter and looking)."""
+    code = (
+        "import contextlib, io, sys\nfrom macminidump.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main(['dump', '{pid}', '-o', {str(directory / 'out.modules')!r}])\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('macminidump'))))"
+    )
+    found = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"dump {pid} failed: {found.stderr}")
+    remove_outputs(directory)
+    return "import " + found.stdout.strip().splitlines()[-1]
+
+
 def dump_vs_gcore(
-    pid: int, directory: Path, rounds: int, cli: Sequence[str], env: Mapping[str, str]
+    pid: int,
+    directory: Path,
+    rounds: int,
+    cli: Sequence[str],
+    env: Mapping[str, str],
+    also: Mapping[str, Callable[[], float]] = {},  # noqa: B006 (read only)
 ) -> dict:
     out = directory / "out"
 
@@ -54,7 +79,7 @@ def dump_vs_gcore(
         remove_outputs(directory)
         return t
 
-    return interleave({"macminidump dump": ours, "gcore": theirs}, rounds)
+    return interleave({"macminidump dump": ours, "gcore": theirs, **also}, rounds)
 
 
 def in_process_thousand(exe: Path, directory: Path, rounds: int) -> list[float]:
@@ -104,9 +129,24 @@ def main() -> int:
         ]
         try:
             time.sleep(0.3)
+            py, env = installed.python, installed.env
+            imports = modules_a_dump_imports(cases[0][1].pid, directory, py, env)
+            # where a dump's time goes: the interpreter, its libraries, all its imports
+            parts = {
+                "python -c pass": lambda: run_command([py, "-c", "pass"], env),
+                "import attrs, construct": lambda: run_command(
+                    [py, "-c", "import attrs, construct"], env
+                ),
+                "import what dump imports": lambda: run_command([py, "-c", imports], env),
+            }
             for name, proc, target in cases:
                 samples = dump_vs_gcore(
-                    proc.pid, directory, args.rounds, installed.command, installed.env
+                    proc.pid,
+                    directory,
+                    args.rounds,
+                    installed.command,
+                    env,
+                    also=parts if name == "sample" else {},
                 )
                 v = verdict(samples["macminidump dump"], samples["gcore"], target)
                 report[name] = (samples, v)
