@@ -209,9 +209,10 @@ def captured(
         first = first or (threads[0] if threads else None)
         wants: list[Want] = []
         windows: list[StackWindow] = []
+        code: dict[int, Want | None] = {}
         for thread in threads:
             wants += _thread_wants(
-                target, thread, mappings, bits, options, thread is first, windows
+                target, thread, mappings, bits, options, thread is first, windows, code
             )
         wants += [Want(a, b, Priority.HEADERS) for a, b in target.extra_ranges(mappings.sorted)]
         wants += policy.included(options, mappings)
@@ -349,11 +350,14 @@ def _thread_wants(
     options: CaptureOptions,
     first: bool,
     windows: list[StackWindow],
+    code_wanted: dict[int, Want | None],
 ) -> list[Want]:
     """The thread's stack from sp (the part near sp first), code around its pc and return
     addresses, and under ``referenced`` what its registers and stack words point to.
     ``first``: the crashed thread (or, without a crash, the first one), kept first.
-    The stack as read for the walk is added to ``windows``."""
+    The stack as read for the walk is added to ``windows``; ``code_wanted`` holds the
+    code window of each address seen so far (threads of a process share most return
+    addresses: each is wanted once)."""
     info = arch_info(target.arch)
     gpr = thread.regsets.get(RegKind.GPR, {})
     wants = []
@@ -385,16 +389,18 @@ def _thread_wants(
     if target.arch == Arch.ARM64:
         code_addresses.append(_strip(gpr.get("lr", 0), bits))  # a leaf's caller
     for address in code_addresses:
+        if address in code_wanted:
+            continue
         code = mappings.at(address)
         if code is None or not int(code.protection) & EXECUTE:
+            code_wanted[address] = None
             continue
-        wants.append(
-            Want(
-                max(code.start, address - options.code_window),
-                min(code.end, address + options.code_window),
-                Priority.HEADERS,
-            )
+        want = code_wanted[address] = Want(
+            max(code.start, address - options.code_window),
+            min(code.end, address + options.code_window),
+            Priority.HEADERS,
         )
+        wants.append(want)
     if options.memory != Memory.STACKS:
         values = [_strip(v, bits) for v in gpr.values()]
         wants += policy.referenced(target, mappings, values, saved_stack, 2 if first else 1)

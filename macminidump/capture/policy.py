@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -389,7 +390,8 @@ def fit(
     """The pieces to save, in address order, and the record of what the budget cut."""
     budget = options.max_size
     holes = sorted(excluded)
-    ordered = sorted(enumerate(wants), key=lambda iw: (iw[1].priority, iw[0]))
+    # by priority, in the given order within one (a stable sort)
+    ordered = sorted(wants, key=_PRIORITY)
     claimed = _Claimed()
     pieces: list[Piece] = []
     omitted: list[OmittedRange] = []
@@ -397,7 +399,12 @@ def fit(
     if budget is not None and cost is not None:
         _check_floor(ordered, mappings, holes, cost, budget)
     cut = False
-    for _, want in ordered:
+    seen: set[tuple[int, int]] = set()
+    for want in ordered:
+        span = (want.start, want.end)
+        if span in seen:
+            continue  # taken (or cut) before, whole: nothing left for it to add
+        seen.add(span)
         for start, end in _subtract(claimed.free_parts(want.start, want.end), holes):
             for mapping in mappings.overlapping(start, end):
                 a, b = max(start, mapping.start), min(end, mapping.end)
@@ -460,8 +467,11 @@ def _hit(holes: Sequence[tuple[int, int]], start: int, end: int) -> bool:
     return any(x < end and start < y for x, y in holes)
 
 
+_PRIORITY = operator.attrgetter("priority")
+
+
 def _check_floor(
-    ordered: Sequence[tuple[int, Want]],
+    ordered: Sequence[Want],
     mappings: MappingIndex,
     holes: Sequence[tuple[int, int]],
     cost: CoreCost,
@@ -469,7 +479,7 @@ def _check_floor(
 ) -> None:
     """A budget must hold the crashed thread's registers and the top of its stack."""
     floor = cost.fixed
-    crashed = [w for _, w in ordered if w.priority == Priority.CRASHED_STACK]
+    crashed = [w for w in ordered if w.priority == Priority.CRASHED_STACK]
     if crashed:
         top = crashed[0]
         top_end = min(top.end, top.start + TOP_OF_STACK)

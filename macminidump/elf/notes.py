@@ -10,9 +10,10 @@ the bad payload sits. A note whose strings are not UTF-8 (a process name set wit
 from __future__ import annotations
 
 import contextlib
+import operator
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -57,39 +58,90 @@ def default_owner(note_type: int) -> str:
     return NoteOwner.LINUX.value if note_type in _LINUX_TYPES else NoteOwner.CORE.value
 
 
-#: id(declaration) -> (its struct or None, each leaf field's path of names, and the
-#: (index, size) of its byte fields: struct pads or cuts bytes where construct refuses)
-_FLAT: dict[
-    int,
-    tuple[struct.Struct | None, tuple[tuple[str, ...], ...], tuple[tuple[int, int], ...]],
-] = {}
+Leaves = Callable[[Any], Sequence[Any]]
+
+
+def _leaves(paths: Sequence[tuple[str, ...]]) -> Leaves:
+    """values -> the leaf values in the order of ``paths`` (each a path of names into
+    nested mappings): one ``itemgetter`` a level, not a loop a field."""
+    groups: list[tuple[str, list[tuple[str, ...]]]] = []
+    for path in paths:
+        if len(path) > 1 and groups and groups[-1][0] == path[0] and groups[-1][1]:
+            groups[-1][1].append(path[1:])
+        else:
+            groups.append((path[0], [path[1:]] if len(path) > 1 else []))
+    names = [name for name, _ in groups]
+    top = operator.itemgetter(*names) if len(names) > 1 else lambda v: (v[names[0]],)
+    subs = [_leaves(sub) if sub else None for _, sub in groups]
+    if not any(subs):
+        return top
+
+    def leaves(values: Any) -> list[Any]:
+        out: list[Any] = []
+        for value, sub in zip(top(values), subs):
+            if sub is None:
+                out.append(value)
+            else:
+                out += sub(value)
+        return out
+
+    return leaves
+
+
+@attrs.frozen
+class _Flat:
+    """A declaration's struct fast path (see ``_build``)."""
+
+    fmt: struct.Struct
+    leaves: Leaves
+    #: the byte fields' values, and the lengths they must have: struct pads or cuts
+    #: bytes where construct refuses
+    byte_fields: Leaves | None
+    byte_sizes: tuple[int, ...]
+
+
+#: id(declaration) -> its struct fast path, or None where it has none
+_FLAT: dict[int, _Flat | None] = {}
+
+
+def _flat(decl: Any) -> _Flat | None:
+    try:
+        return _FLAT[id(decl)]
+    except KeyError:
+        pass
+    try:
+        fmt, paths = nested_format(decl)
+    except TypeError:
+        _FLAT[id(decl)] = None
+        return None
+    codes = re.findall(r"\d*[a-zA-Z?]", fmt.format[1:])
+    sized = [(i, int(c[:-1])) for i, c in enumerate(codes) if c.endswith("s")]
+    positions = [i for i, _ in sized]
+    byte_fields = (
+        None
+        if not sized
+        else operator.itemgetter(*positions)
+        if len(sized) > 1
+        else lambda items: (items[positions[0]],)
+    )
+    flat = _FLAT[id(decl)] = _Flat(
+        fmt, _leaves(paths), byte_fields, tuple(size for _, size in sized)
+    )
+    return flat
 
 
 def _build(decl: Any, values: Any, what: str) -> bytes:
     # A declaration of integers and fixed bytes (nested structs too) packs through its
     # struct.Struct: a note per thread of a 1,000-thread process costs microseconds, not
     # a millisecond. Whatever the struct refuses goes to construct, which names the field.
-    flat = _FLAT.get(id(decl))
-    if flat is None:
-        fmt: struct.Struct | None
-        try:
-            fmt, paths = nested_format(decl)
-        except TypeError:
-            fmt, paths = None, ()
-        codes = re.findall(r"\d*[a-zA-Z?]", fmt.format[1:]) if fmt is not None else []
-        sized = tuple((i, int(c[:-1])) for i, c in enumerate(codes) if c.endswith("s"))
-        flat = _FLAT[id(decl)] = (fmt, paths, sized)
-    fmt, paths, sized = flat
-    if fmt is not None and isinstance(values, Mapping):
+    flat = _flat(decl)
+    if flat is not None and isinstance(values, Mapping):
         with contextlib.suppress(struct.error, KeyError, TypeError):
-            items = []
-            for path in paths:
-                value = values
-                for name in path:
-                    value = value[name]
-                items.append(value)
-            if all(len(items[i]) == size for i, size in sized):
-                return fmt.pack(*items)
+            items = flat.leaves(values)
+            if flat.byte_fields is None or (
+                tuple(map(len, flat.byte_fields(items))) == flat.byte_sizes
+            ):
+                return flat.fmt.pack(*items)
     try:
         return bytes(decl.build(values))
     except (construct.ConstructError, ValueError, TypeError, OverflowError) as e:
@@ -127,6 +179,17 @@ class Prstatus:
 
 
 _ZERO_TIME = {"tv_sec": 0, "tv_usec": 0}
+_USER_REGS_OF = operator.itemgetter(*X86_64_USER_REGS)
+_FPREGS_OF = operator.itemgetter(*X86_64_FPREGS)
+
+
+def _every(names: Sequence[str], getter: Leaves, registers: Mapping[str, int]) -> dict[str, int]:
+    """``names`` -> their values in ``registers``, 0 for those it lacks (a capture has
+    them all: one itemgetter, not a lookup a register)."""
+    try:
+        return dict(zip(names, getter(registers)))
+    except KeyError:
+        return {name: registers.get(name, 0) for name in names}
 
 
 def encode_prstatus(
@@ -155,7 +218,7 @@ def encode_prstatus(
         pr_stime=_ZERO_TIME,
         pr_cutime=_ZERO_TIME,
         pr_cstime=_ZERO_TIME,
-        pr_reg={name: gpr.get(name, 0) for name in X86_64_USER_REGS},
+        pr_reg=_every(X86_64_USER_REGS, _USER_REGS_OF, gpr),
         pr_fpvalid=1 if fpvalid else 0,
         pad1=bytes(4),
     )
@@ -166,16 +229,13 @@ def decode_prstatus(buffer: Any, offset: int, size: int) -> Prstatus:
     if size != PRSTATUS_SIZE:
         raise ParseError(f"NT_PRSTATUS of {size} bytes (x86_64's is {PRSTATUS_SIZE})", offset)
     # through the declaration's struct (one unpack, not construct's walk per thread)
-    if not _PRSTATUS_FORMAT:
-        _PRSTATUS_FORMAT.append(nested_format(schema.elf_prstatus_x86_64))
-    fmt, paths = _PRSTATUS_FORMAT[0]
-    v: dict[str, Any] = {}
-    registers: dict[str, int] = {}
-    for path, value in zip(paths, unpack_at(fmt, buffer, offset, "NT_PRSTATUS"), strict=True):
-        if path[0] == "pr_reg":
-            registers[path[1]] = value
-        else:
-            v[path[0]] = value
+    if _PRSTATUS_DECODER is None:
+        _prstatus_decoder()
+    assert _PRSTATUS_DECODER is not None
+    fmt, fields, registers_at = _PRSTATUS_DECODER
+    values = unpack_at(fmt, buffer, offset, "NT_PRSTATUS")
+    v = dict(zip(_PRSTATUS_FIELDS, fields(values)))
+    registers = dict(zip(X86_64_USER_REGS, values[registers_at]))
     return Prstatus(
         pid=v["pr_pid"],
         ppid=v["pr_ppid"],
@@ -192,7 +252,33 @@ def decode_prstatus(buffer: Any, offset: int, size: int) -> Prstatus:
     )
 
 
-_PRSTATUS_FORMAT: list[tuple[struct.Struct, tuple[tuple[str, ...], ...]]] = []
+#: what decode_prstatus reads of NT_PRSTATUS besides the registers
+_PRSTATUS_FIELDS = (
+    "pr_pid",
+    "pr_ppid",
+    "pr_pgrp",
+    "pr_sid",
+    "pr_cursig",
+    "si_signo",
+    "si_code",
+    "si_errno",
+    "pr_sigpend",
+    "pr_sighold",
+    "pr_fpvalid",
+)
+#: the declaration's struct, a getter of _PRSTATUS_FIELDS and the registers' slice
+_PRSTATUS_DECODER: tuple[struct.Struct, Leaves, slice] | None = None
+
+
+def _prstatus_decoder() -> None:
+    global _PRSTATUS_DECODER
+    fmt, paths = nested_format(schema.elf_prstatus_x86_64)
+    at = {path: i for i, path in enumerate(paths)}
+    registers = [at[("pr_reg", name)] for name in X86_64_USER_REGS]
+    if registers != list(range(registers[0], registers[0] + len(registers))):
+        raise TypeError("pr_reg is not user_regs_struct's registers in order")
+    fields = operator.itemgetter(*(at[(name,)] for name in _PRSTATUS_FIELDS))
+    _PRSTATUS_DECODER = (fmt, fields, slice(registers[0], registers[-1] + 1))
 
 
 # --------------------------------------------------------------------------- NT_PRPSINFO
@@ -337,6 +423,10 @@ def decode_file(buffer: Any, offset: int, size: int) -> tuple[FileMapping, ...] 
 # --------------------------------------------------------------------------- NT_FPREGSET
 
 
+#: the fxsave fields held as 16 bytes (st and xmm registers)
+_WIDE_FPREGS = tuple(name for name in X86_64_FPREGS if name.startswith(("stmm", "xmm")))
+
+
 def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
     """The fxsave area; ``fpu_cs``/``fpu_ds`` (32-bit selectors) have no slot in it."""
     for name in ("fpu_cs", "fpu_ds"):
@@ -345,13 +435,9 @@ def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
                 f"thread {thread_id:#x}: register {name} has no slot in an ELF core "
                 "(64-bit fxsave keeps only fpu_ip/fpu_dp)"
             )
-    values: dict[str, Any] = {}
-    for name in X86_64_FPREGS:
-        value = fpr.get(name, 0)
-        if name.startswith(("stmm", "xmm")):
-            values[name] = value.to_bytes(16, "little")
-        else:
-            values[name] = value
+    values: dict[str, Any] = _every(X86_64_FPREGS, _FPREGS_OF, fpr)
+    for name in _WIDE_FPREGS:
+        values[name] = values[name].to_bytes(16, "little")
     values["padding"] = bytes(96)
     return _build(schema.user_fpregs_struct, values, f"thread {thread_id:#x}: NT_FPREGSET")
 
