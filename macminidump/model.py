@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 import operator
+import struct
 import uuid as uuid_mod
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
@@ -518,39 +519,67 @@ def _validate_threads(arch: Arch, threads: tuple[Thread, ...]) -> None:
         raise ModelError("more than one thread is marked crashed")
 
 
-#: (arch, kind, register names in order) -> per width, the positions of its registers
-#: and the bound of their values (see ``_registers_fit``)
-_FIT_PLANS: dict[tuple[Arch, RegKind, tuple[str, ...]], tuple[tuple[Any, int], ...]] = {}
+@attrs.frozen
+class _FitPlan:
+    """How ``_registers_fit`` checks a register set with exactly ``names``."""
+
+    names: frozenset[str]
+    #: the values, those of at most 8 bytes first (in ``narrow``'s order), then the rest
+    values_of: Any
+    #: packs the narrow values: struct checks each is an int within its width, in C
+    narrow: struct.Struct
+    #: how many values are wider than 8 bytes, and their bound
+    wide_count: int
+    wide_limit: int
+
+
+#: (arch, kind) -> the plan for the register names last seen there
+_FIT_PLANS: dict[tuple[Arch, RegKind], _FitPlan] = {}
+_STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _fit_plan(arch: Arch, kind: RegKind, names: Iterable[str]) -> _FitPlan | None:
+    table = arch_info(arch).registers[kind]
+    names = list(names)
+    if not names or any(name not in table for name in names):
+        return None
+    narrow = [name for name in names if table[name] in _STRUCT_CODES]
+    wide = [name for name in names if table[name] not in _STRUCT_CODES]
+    if len({table[name] for name in wide}) > 1:
+        return None
+    ordered = narrow + wide
+    return _FitPlan(
+        names=frozenset(names),
+        values_of=(
+            operator.itemgetter(*ordered) if len(ordered) > 1 else lambda v: (v[ordered[0]],)
+        ),
+        narrow=struct.Struct("<" + "".join(_STRUCT_CODES[table[name]] for name in narrow)),
+        wide_count=len(wide),
+        wide_limit=1 << (8 * table[wide[0]]) if wide else 0,
+    )
 
 
 def _registers_fit(arch: Arch, kind: RegKind, values: Mapping[str, int]) -> bool:
     """Whether every register of a set is known to ``arch`` and its value a plain int
-    that fits its width: checked a width at a time, not a register at a time (a
-    1,000-thread Snapshot holds 60,000 registers). False: let the caller find which
-    register does not fit."""
-    names = tuple(values)
-    plan = _FIT_PLANS.get((arch, kind, names))
-    if plan is None:
-        table = arch_info(arch).registers[kind]
-        if not names or any(name not in table for name in names):
+    that fits its width, checked in bulk (a 1,000-thread Snapshot holds 60,000
+    registers). False: let the caller find which register does not fit."""
+    plan = _FIT_PLANS.get((arch, kind))
+    if plan is None or values.keys() != plan.names:
+        plan = _fit_plan(arch, kind, values)
+        if plan is None:
             return False
-        by_width: dict[int, list[int]] = {}
-        for i, name in enumerate(names):
-            by_width.setdefault(table[name], []).append(i)
-        # (itemgetter of two or more positions gives a tuple: a lone one is given twice)
-        plan = tuple(
-            (operator.itemgetter(*(at if len(at) > 1 else at * 2)), 1 << (8 * width))
-            for width, at in by_width.items()
-        )
-        if len(_FIT_PLANS) < 256:
-            _FIT_PLANS[(arch, kind, names)] = plan
-    numbers = tuple(values.values())
+        _FIT_PLANS[(arch, kind)] = plan
+    numbers = plan.values_of(values)
     if set(map(type, numbers)) != {int}:
         return False
-    for group, limit in plan:
-        chosen = group(numbers)
-        if min(chosen) < 0 or max(chosen) >= limit:
-            return False
+    count = len(numbers) - plan.wide_count
+    try:
+        plan.narrow.pack(*numbers[:count])
+    except struct.error:
+        return False
+    if plan.wide_count:
+        wide = numbers[count:]
+        return min(wide) >= 0 and max(wide) < plan.wide_limit
     return True
 
 
