@@ -55,7 +55,7 @@ def _to_protection(value: Any) -> Protection:
     if type(value) is int and 0 <= value <= 7:
         return PROTECTIONS[value]  # Protection(value) costs microseconds per region
     if isinstance(value, str):
-        known = _PROTECTION_TEXTS.get(value)
+        known = PROTECTION_OF_TEXT.get(value)
         return known if known is not None else Protection.parse(value)
     if isinstance(value, int) and 0 <= value <= 7:
         return Protection(value)
@@ -65,7 +65,7 @@ def _to_protection(value: Any) -> Protection:
 #: Protection(n) for n in 0..7, looked up instead of built (an enum call costs microseconds)
 PROTECTIONS = tuple(Protection(i) for i in range(8))
 #: "rw-" -> Protection, for specs of many regions
-_PROTECTION_TEXTS = {p.text(): p for p in PROTECTIONS}
+PROTECTION_OF_TEXT = {p.text(): p for p in PROTECTIONS}
 
 # --------------------------------------------------------------------------- memory data
 
@@ -82,9 +82,17 @@ class DataSource(Protocol):
     def chunks(self, chunk_size: int) -> Iterator[bytes | memoryview]: ...
 
 
-@attrs.frozen(repr=False, eq=False)
 class BytesSource:
-    data: bytes = attrs.field(converter=bytes)
+    """Bytes held in memory (a spec's, a capture's small regions).
+
+    A plain slotted class, not attrs: a spec of 10,000 regions makes 10,000 of them, and
+    attrs' frozen __init__ with a converter costs several times this one.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | bytearray | memoryview):
+        self.data = data if type(data) is bytes else bytes(data)
 
     @property
     def size(self) -> int:

@@ -8,7 +8,10 @@ of the offending key, e.g. ``$.threads[0].regsets[1].registers[2].name``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import json
+import operator
 import os
 import reprlib
 import stat
@@ -22,7 +25,10 @@ from .arch import Arch, RegKind, arch_info
 from .errors import MacMiniDumpError, SpecError
 from .limits import MAX_SPEC_BYTES, check_spec_expansion
 from .model import (
+    PROTECTION_OF_TEXT,
+    PROTECTIONS,
     AddressableBits,
+    BytesSource,
     FileMapping,
     Image,
     ImageSegment,
@@ -281,6 +287,20 @@ _TOP_KEYS = (
 
 
 def snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None = None) -> Snapshot:
+    """A spec (as read by ``read_spec``) → Snapshot; every mistake is one SpecError."""
+    # A large spec makes tens of thousands of objects, none in a cycle, beside a document
+    # of as many: the cyclic collector's passes over them free nothing and took about a
+    # third of the time (1,000 threads, 10,000 regions).
+    if not gc.isenabled():
+        return _snapshot_from_spec(spec, base_dir)
+    gc.disable()
+    try:
+        return _snapshot_from_spec(spec, base_dir)
+    finally:
+        gc.enable()
+
+
+def _snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None) -> Snapshot:
     root = _Path()
     spec = _mapping(spec, root, _TOP_KEYS)
     spec_format(spec)
@@ -438,52 +458,91 @@ def _file_mapping(value: Any, path: _Path) -> FileMapping:
     )
 
 
+_THREAD_KEYS = ("thread-id", "name", "crashed", "regsets", "xsave", "raw-states")
+_FLAVOR_OF = {kind.value: kind for kind in RegKind}
+_NAME_AND_VALUE = operator.itemgetter("name", "value")
+
+
+@functools.cache
+def _bounds(arch: Arch, kind: RegKind) -> dict[str, int]:
+    """Register name -> the first value too large for it (of ``arch``'s ``kind`` set)."""
+    return {name: 1 << (8 * width) for name, width in arch_info(arch).registers[kind].items()}
+
+
+def _plain_registers(registers: Any, bounds: dict[str, int]) -> dict[str, int] | None:
+    """A list of ``{name: known register, value: int that fits}``, each name once, checked
+    in bulk without a path; None for anything else (the loop in ``_thread`` says what)."""
+    if type(registers) is not list:
+        return None
+    try:
+        values = dict(map(_NAME_AND_VALUE, registers))
+    except (KeyError, TypeError, IndexError, ValueError):
+        return None
+    if (
+        len(values) != len(registers)
+        or set(map(type, registers)) != {dict}
+        or set(map(len, registers)) != {2}
+        or not values.keys() <= bounds.keys()
+        or set(map(type, values.values())) != {int}
+        or min(values.values()) < 0
+        or not all(map(operator.lt, values.values(), map(bounds.__getitem__, values)))
+    ):
+        return None
+    return values
+
+
 def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
-    t = _mapping(value, path, ("thread-id", "name", "crashed", "regsets", "xsave", "raw-states"))
+    t = _mapping(value, path, _THREAD_KEYS)
     regsets = []
     info = arch_info(arch)
     for i, rs in enumerate(_list(t.get("regsets"), path.key("regsets"))):
-        rpath = path.key("regsets").index(i)
-        rs = _mapping(rs, rpath, ("flavor", "registers"))
+        if type(rs) is not dict or not rs.keys() <= {"flavor", "registers"}:
+            rs = _mapping(rs, path.key("regsets").index(i), ("flavor", "registers"))
         flavor = rs.get("flavor")
-        if flavor not in [k.value for k in RegKind]:
-            raise rpath.key("flavor").fail(
-                f"unknown flavor {_show(flavor)} (expected gpr, fpr or exc)"
+        kind = _FLAVOR_OF.get(flavor) if isinstance(flavor, str) else None
+        if kind is None:
+            raise (
+                path.key("regsets")
+                .index(i)
+                .key("flavor")
+                .fail(f"unknown flavor {_show(flavor)} (expected gpr, fpr or exc)")
             )
-        kind = RegKind(flavor)
-        values: dict[str, int] = {}
-        widths = info.registers[kind]
-        for j, reg in enumerate(_list(rs.get("registers"), rpath.key("registers"))):
-            # the common case, checked without building a path: {name: known, value: int}
-            if type(reg) is dict and len(reg) == 2:
-                known, number = reg.get("name"), reg.get("value")
-                if type(known) is str and known not in values and type(number) is int:
-                    width = widths.get(known)
-                    if width and 0 <= number < (1 << (8 * width)):
-                        values[known] = number
-                        continue
-            gpath = rpath.key("registers").index(j)
-            reg = _mapping(reg, gpath, ("name", "value"))
-            name = _str(reg.get("name"), gpath.key("name"))
-            width = info.width(kind, name)
-            if width is None:
-                raise gpath.key("name").fail(
-                    f"{arch} has no {kind} register {_show(name)} "
-                    f"(known: {', '.join(info.registers[kind])})"
-                )
-            if name in values:
-                raise gpath.key("name").fail(f"register {_show(name)} given twice")
-            values[name] = _int(reg.get("value"), gpath.key("value"), 8 * width)
+        given = rs.get("registers")
+        values = {} if given is None else _plain_registers(given, _bounds(arch, kind))
+        if values is None:
+            values = {}
+            rpath = path.key("regsets").index(i)
+            widths = info.registers[kind]
+            for j, reg in enumerate(_list(given, rpath.key("registers"))):
+                gpath = rpath.key("registers").index(j)
+                reg = _mapping(reg, gpath, ("name", "value"))
+                name = _str(reg.get("name"), gpath.key("name"))
+                width = widths.get(name)
+                if width is None:
+                    raise gpath.key("name").fail(
+                        f"{arch} has no {kind} register {_show(name)} (known: {', '.join(widths)})"
+                    )
+                if name in values:
+                    raise gpath.key("name").fail(f"register {_show(name)} given twice")
+                values[name] = _int(reg.get("value"), gpath.key("value"), 8 * width)
         regsets.append(RegisterSet(kind, values))
-    raw_states = _each(t, "raw-states", path, _raw)
+    raw_states = _each(t, "raw-states", path, _raw) if t.get("raw-states") is not None else ()
     xsave = _hex(t["xsave"], path.key("xsave")) if "xsave" in t else None
+    thread_id = t.get("thread-id", index)
+    if type(thread_id) is not int or not 0 <= thread_id < (1 << 64):
+        thread_id = _int(thread_id, path.key("thread-id"))
     thread_name = t.get("name")
+    if thread_name is not None:
+        thread_name = _str(thread_name, path.key("name"))
+    crashed = t.get("crashed", False)
+    if type(crashed) is not bool:
+        crashed = _bool(crashed, path.key("crashed"))
     return _guard(
         path,
         lambda: Thread(
-            id=_int(t.get("thread-id", index), path.key("thread-id")),
-            name=None if thread_name is None else _str(thread_name, path.key("name")),
-            crashed=_bool(t.get("crashed", False), path.key("crashed")),
+            id=thread_id,
+            name=thread_name,
+            crashed=crashed,
             regsets=tuple(regsets),
             raw_states=raw_states,
             xsave=xsave,
@@ -492,10 +551,66 @@ def _thread(value: Any, path: _Path, arch: Arch, index: int) -> Thread:
 
 
 _DATA_KEYS = {"UInt8": (1, "B"), "UInt32": (4, "I"), "UInt64": (8, "Q"), "hex": (0, "")}
+_REGION_KEYS = ("addr", "protection", "max-protection", "name", *_DATA_KEYS)
+_WORDS = {key: f"<%d{code}" for key, (_, code) in _DATA_KEYS.items() if code}
+
+
+def _plain_region(r: dict[str, Any]) -> Region | None:
+    """The common region, checked without building a path: an integer address, known
+    protection texts, a name, and the bytes as a non-empty list of integers that fit.
+    None for anything else: ``_region`` then says what is wrong, and where."""
+    address = r.get("addr")
+    if type(address) is not int:
+        return None
+    protection = max_protection = PROTECTIONS[3]
+    name = ""
+    data = None
+    for key, value in r.items():
+        if key == "addr":
+            continue
+        if key == "protection" or key == "max-protection":
+            known = PROTECTION_OF_TEXT.get(value) if type(value) is str else None
+            if known is None:
+                return None
+            if key == "protection":
+                protection = known
+            else:
+                max_protection = known
+        elif key == "name":
+            if type(value) is not str:
+                return None
+            name = value
+        elif key == "hex":
+            if data is not None or type(value) is not str:
+                return None
+            try:
+                data = bytes.fromhex(value)
+            except ValueError:
+                return None
+        else:
+            words = _WORDS.get(key)
+            # bools pack as integers: only exact ints here (the slow path names a bool)
+            if words is None or data is not None or type(value) is not list or not value:
+                return None
+            if set(map(type, value)) != {int}:
+                return None
+            try:
+                data = struct.pack(words % len(value), *value)
+            except struct.error:
+                return None
+    if not data or not 0 <= address <= (1 << 64) - len(data):
+        return None
+    if "max-protection" not in r:
+        max_protection = protection
+    return Region.trusted(address, BytesSource(data), protection, max_protection, name)
 
 
 def _region(value: Any, path: _Path) -> Region:
-    r = _mapping(value, path, ("addr", "protection", "max-protection", "name", *_DATA_KEYS))
+    if type(value) is dict:
+        region = _plain_region(value)
+        if region is not None:
+            return region
+    r = _mapping(value, path, _REGION_KEYS)
     given = [k for k in _DATA_KEYS if k in r]
     if len(given) != 1:
         raise path.fail("give the bytes in exactly one of UInt8, UInt32, UInt64 or hex")

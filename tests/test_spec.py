@@ -6,11 +6,16 @@ import glob
 import os
 from pathlib import Path
 
+import hypothesis
 import pytest
 import yaml
+from hypothesis import strategies as st
 
 from macminidump import SpecError, load_spec, render_macho_bytes, snapshot_from_spec
+from macminidump import spec as bulk
+from macminidump.arch import Arch, RegKind, arch_info
 from macminidump.macho.parse import parse_macho_bytes
+from macminidump.model import Region, RegisterSet
 from macminidump.spec import read_spec, spec_format
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "macho" / "yaml"
@@ -202,3 +207,138 @@ def test_binary_read_from_file(tmp_path: Path) -> None:
     junk.write_bytes(b"\x7fELF" + bytes(60))
     with pytest.raises(SpecError, match=r"\$\.binaries\[0\]\.name: .*not a 64-bit"):
         snapshot_from_spec({"cpu": "arm64", "binaries": [{"name": str(junk), "slide": 0}]})
+
+
+# Large specs take a path that checks regions and register sets in bulk (spec._plain_region,
+# spec._plain_registers); anything unusual goes the one-by-one way, which names the key.
+# Each row is a value the bulk checks must not let through.
+_REGS = [{"name": "x0", "value": 1}, {"name": "x1", "value": 2}]
+
+
+def _gpr(registers: object) -> dict:
+    return {"threads": [{"regsets": [{"flavor": "gpr", "registers": registers}]}]}
+
+
+@pytest.mark.parametrize(
+    ("patch", "path", "message"),
+    [
+        ({"memory-regions": [{"addr": 16, "UInt64": [1, True]}]}, "UInt64[1]", "not an integer"),
+        ({"memory-regions": [{"addr": 16, "UInt64": [1.0]}]}, "UInt64[0]", "not an integer"),
+        ({"memory-regions": [{"addr": 16, "UInt32": [1 << 32]}]}, "UInt32[0]", "32 bits"),
+        ({"memory-regions": [{"addr": 16, "UInt8": [-1]}]}, "UInt8[0]", "8 bits"),
+        ({"memory-regions": [{"addr": 16, "UInt8": []}]}, "UInt8", "at least one byte"),
+        ({"memory-regions": [{"addr": 16, "hex": ""}]}, "hex", "at least one byte"),
+        ({"memory-regions": [{"addr": 16, "UInt8": 7}]}, "UInt8", "expected a list"),
+        ({"memory-regions": [{"addr": -1, "UInt8": [1]}]}, "addr", "does not fit"),
+        ({"memory-regions": [{"addr": True, "UInt8": [1]}]}, "addr", "not an integer"),
+        ({"memory-regions": [{"addr": (1 << 64) - 1, "UInt8": [1, 2]}]}, "", "outside 0..2^64"),
+        ({"memory-regions": [{"addr": 0, "hex": "00", "max-protection": "rwz"}]}, "", "rwx"),
+        ({"memory-regions": [{"addr": 0, "hex": "00", "protection": 3}]}, "protection", "string"),
+        ({"memory-regions": [{"addr": 0, "hex": "00", "name": 5}]}, "name", "not a string"),
+        ({"memory-regions": [{"addr": 0, "hex": "00", "size": 5}]}, "size", "unknown key"),
+        ({"memory-regions": [{"addr": 0, "UInt8": [1], "UInt32": [1]}]}, "", "exactly one"),
+    ],
+)
+def test_bulk_region_checks_leave_every_mistake_to_be_named(
+    patch: dict, path: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        snapshot_from_spec({**BASE, **patch})
+    assert info.value.path == "$.memory-regions[0]" + (f".{path}" if path else "")
+    assert message in info.value.message, str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("registers", "path", "message"),
+    [
+        ([*_REGS, {"name": "x2", "value": True}], "registers[2].value", "not an integer"),
+        ([*_REGS, {"name": "x2", "value": -1}], "registers[2].value", "64 bits"),
+        ([{"name": "cpsr", "value": 1 << 32}], "registers[0].value", "32 bits"),
+        ([*_REGS, {"name": "x1", "value": 3}], "registers[2].name", "given twice"),
+        ([*_REGS, {"name": "rip", "value": 3}], "registers[2].name", "no gpr register 'rip'"),
+        ([{"name": "x0", "value": 1, "size": 8}], "registers[0].size", "unknown key"),
+        ([{"name": "x0"}], "registers[0].value", "not an integer"),
+        ([["x0", 1]], "registers[0]", "expected a mapping"),
+        ([{"name": 5, "value": 1}], "registers[0].name", "not a string"),
+        (0, "registers", "expected a list"),
+    ],
+)
+def test_bulk_register_checks_leave_every_mistake_to_be_named(
+    registers: object, path: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        snapshot_from_spec({**BASE, **_gpr(registers)})
+    assert info.value.path == f"$.threads[0].regsets[0].{path}"
+    assert message in info.value.message, str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("thread", "path", "message"),
+    [
+        ({"raw-states": 0}, "raw-states", "expected a list"),
+        ({"crashed": "yes"}, "crashed", "true or false"),
+        ({"crashed": 1}, "crashed", "true or false"),
+        ({"thread-id": -1}, "thread-id", "does not fit"),
+        ({"name": 5}, "name", "not a string"),
+        ({"regsets": [{"flavor": 1}]}, "regsets[0].flavor", "unknown flavor"),
+        ({"regsets": [{"flavor": "gpr", "values": []}]}, "regsets[0].values", "unknown key"),
+    ],
+)
+def test_thread_mistakes_are_named(thread: dict, path: str, message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        snapshot_from_spec({**BASE, "threads": [{"regsets": [], **thread}]})
+    assert info.value.path == f"$.threads[0].{path}"
+    assert message in info.value.message, str(info.value)
+
+
+_PROTECTION_TEXTS = ["---", "r--", "rw-", "r-x", "rwx", "-w-", "--x", "-wx"]
+
+
+@st.composite
+def _region_entries(draw: st.DrawFn) -> tuple[dict, Region]:
+    """A region as a spec writes it (any of its optional keys, the bytes in any of the four
+    encodings), and the Region the model's own constructor makes of the same values."""
+    encoding = draw(st.sampled_from(["UInt8", "UInt32", "UInt64", "hex"]))
+    width = {"UInt8": 1, "UInt32": 4, "UInt64": 8, "hex": 1}[encoding]
+    words = draw(st.lists(st.integers(0, (1 << (8 * width)) - 1), min_size=1, max_size=6))
+    data = b"".join(w.to_bytes(width, "little") for w in words)
+    address = draw(st.integers(0, (1 << 64) - len(data)))
+    entry: dict = {"addr": address}
+    entry[encoding] = data.hex() if encoding == "hex" else words
+    kwargs: dict = {"address": address, "data": data}
+    for key, field in (("protection", "protection"), ("max-protection", "max_protection")):
+        if draw(st.booleans()):
+            entry[key] = kwargs[field] = draw(st.sampled_from(_PROTECTION_TEXTS))
+    if draw(st.booleans()):
+        entry["name"] = kwargs["name"] = draw(st.text(max_size=16))
+    keys = list(entry)
+    order = draw(st.permutations(keys))
+    return {k: entry[k] for k in order}, Region(**kwargs)
+
+
+@hypothesis.given(_region_entries())
+@hypothesis.settings(max_examples=300, deadline=None)
+def test_bulk_regions_equal_the_models_own(case: tuple[dict, Region]) -> None:
+    entry, expected = case
+    assert bulk._plain_region(entry) is not None  # the bulk path, not the one-by-one
+    (region,) = snapshot_from_spec({**BASE, "memory-regions": [entry]}).regions
+    assert region == expected
+    assert (region.protection, region.max_protection, region.name) == (
+        expected.protection,
+        expected.max_protection,
+        expected.name,
+    )
+
+
+@hypothesis.given(st.data())
+@hypothesis.settings(max_examples=200, deadline=None)
+def test_bulk_register_sets_equal_the_models_own(data: st.DataObject) -> None:
+    widths = arch_info(Arch.ARM64).registers[RegKind.GPR]
+    names = data.draw(st.lists(st.sampled_from(sorted(widths)), unique=True))
+    values = {n: data.draw(st.integers(0, (1 << (8 * widths[n])) - 1)) for n in names}
+    registers = [{"name": n, "value": v} for n, v in values.items()]
+    if registers:  # the bulk path, not the one-by-one
+        assert bulk._plain_registers(registers, bulk._bounds(Arch.ARM64, RegKind.GPR)) == values
+    (thread,) = snapshot_from_spec({**BASE, **_gpr(registers)}).threads
+    assert thread.regsets == (RegisterSet(RegKind.GPR, values),)
+    assert list(thread.gpr) == names
