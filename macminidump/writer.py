@@ -31,7 +31,7 @@ import signal
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -81,9 +81,9 @@ def align(value: int, to: int) -> int:
     return (value + to - 1) // to * to
 
 
-@attrs.frozen
-class SegmentPlacement:
-    """Where a layout puts a region's bytes in the file."""
+class SegmentPlacement(NamedTuple):
+    """Where a layout puts a region's bytes in the file (a tuple: a large core has tens
+    of thousands)."""
 
     region: Region
     offset: int

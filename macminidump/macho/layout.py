@@ -10,7 +10,12 @@ back, as LLDB's own writer lays them out.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import itertools
+import operator
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -18,7 +23,7 @@ from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..mach_flavors import MACH_ARCHES
-from ..model import Snapshot, Thread
+from ..model import Region, Snapshot, Thread
 from ..schema_io import build
 from ..writer import CoreCost, SegmentPlacement, align
 from . import codec, notes, schema
@@ -66,6 +71,16 @@ NOTE_ALIGN = 16
 #: page: a core of many small regions stays small (formats/macho-core.md).
 FIRST_SEGMENT_ALIGN = 0x1000
 
+_SEGMENT = codec.SEGMENT.struct
+_LOAD_COMMAND = codec.LOAD_COMMAND.struct
+_LC_THREAD = int(LoadCommand.LC_THREAD)
+_LC_SEGMENT_64 = int(LoadCommand.LC_SEGMENT_64)
+_DATA_SIZE = operator.attrgetter("data.size")
+_NAME = operator.attrgetter("name")
+_ADDRESS = operator.attrgetter("address")
+_PROTECTION = operator.attrgetter("protection")
+_MAX_PROTECTION = operator.attrgetter("max_protection")
+
 
 @attrs.frozen
 class Layout:
@@ -77,34 +92,68 @@ class Layout:
     file_size: int
 
 
-def thread_command(arch: Arch, thread: Thread) -> bytes:
+class _FlavorPlan(NamedTuple):
+    """How one register kind of an architecture is written (worked out once per arch)."""
+
+    kind: RegKind
+    flavor: int
+    names: tuple[str, ...]
+    #: every slot at 0: a register set not given in full is completed with zeros
+    zeros: dict[str, int]
+    #: the state's values in slot order, from a dict holding every name
+    take: Callable[[Mapping[str, int]], tuple[int, ...]]
+    flat: codec.FlatCodec | None
+    decl: Any
+    #: the state's header (flavor, count), inside its wrapper's header when wrapped
+    header: bytes
+
+
+@functools.cache
+def _flavor_plans(arch: Arch) -> tuple[_FlavorPlan, ...]:
     cputype = int(CPU[arch][0])
-    body = bytearray()
+    plans = []
     for kind, flavor in FLAVORS[arch]:
-        values = thread.regset(kind)
+        _, flat, decl, size = codec.FLAVORS[(cputype, int(flavor))]
+        names = tuple(sc.name for sc in decl.subcons if sc.name)
+        header = codec.THREAD_STATE_HEADER.pack(dict(flavor=int(flavor), count=size // 4))
+        if (arch, flavor) in WRAPPED:
+            wrapper = X86_WRAPPER_OF[X86Flavor(flavor)]
+            count = (len(header) + size) // 4
+            header = codec.THREAD_STATE_HEADER.pack(dict(flavor=int(wrapper), count=count)) + header
+        take = operator.itemgetter(*names)
+        plans.append(
+            _FlavorPlan(kind, int(flavor), names, dict.fromkeys(names, 0), take, flat, decl, header)
+        )
+    return tuple(plans)
+
+
+def thread_command(arch: Arch, thread: Thread) -> bytes:
+    body = bytearray()
+    for plan in _flavor_plans(arch):
+        values = thread.regset(plan.kind)
         # every thread gets a GPR flavor (a thread without one is invisible to LLDB)
-        if not values and kind != RegKind.GPR:
+        if not values and plan.kind != RegKind.GPR:
             continue
-        _, flat, decl, _ = codec.FLAVORS[(cputype, int(flavor))]
-        names = [sc.name for sc in decl.subcons if sc.name]
-        for name in set(values) - set(names):
+        for name in values.keys() - plan.zeros.keys():
             # registers of another format (e.g. Linux's fs_base) have no slot here
             if values[name]:
                 raise RenderError(
                     f"thread {thread.id:#x}: register {name} has no slot in a Mach-O core"
                 )
-        fields = {name: values.get(name, 0) for name in names}
-        what = f"thread {thread.id:#x}: {kind} registers"
+        fields = {**plan.zeros, **values}
+        what = f"thread {thread.id:#x}: {plan.kind} registers"
         try:
-            state = flat.pack(fields) if flat is not None else build(decl, fields, what)
+            if plan.flat is not None:
+                try:
+                    state = plan.flat.struct.pack(*plan.take(fields))
+                except struct.error:
+                    state = plan.flat.pack(fields)  # raises, naming the field
+            else:
+                state = build(plan.decl, fields, what)
         except ValueError as e:
             raise RenderError(f"{what}: {e}") from None
-        header = codec.THREAD_STATE_HEADER.pack(dict(flavor=int(flavor), count=len(state) // 4))
-        if (arch, flavor) in WRAPPED:
-            wrapper = X86_WRAPPER_OF[X86Flavor(flavor)]
-            count = (len(header) + len(state)) // 4
-            header = codec.THREAD_STATE_HEADER.pack(dict(flavor=int(wrapper), count=count)) + header
-        body += header + state
+        body += plan.header
+        body += state
     if thread.xsave is not None:
         # (x86_AVX_STATE64 and friends hold it in another layout: not written yet)
         raise RenderError(f"thread {thread.id:#x}: its XSAVE area has no place in a Mach-O core")
@@ -113,7 +162,7 @@ def thread_command(arch: Arch, thread: Thread) -> bytes:
             raise RenderError(f"thread {thread.id:#x}: raw state {raw.kind} is not a Mach-O flavor")
         body += codec.THREAD_STATE_HEADER.pack(dict(flavor=raw.kind, count=len(raw.data) // 4))
         body += raw.data
-    return codec.LOAD_COMMAND.pack(dict(cmd=LoadCommand.LC_THREAD, cmdsize=8 + len(body))) + body
+    return _LOAD_COMMAND.pack(_LC_THREAD, 8 + len(body)) + body
 
 
 def _note_plan(snapshot: Snapshot) -> list[tuple[str, int, object]]:
@@ -219,29 +268,7 @@ def layout_macho(snapshot: Snapshot) -> Layout:
         offset = align(offset + size, NOTE_ALIGN)
 
     offset = align(offset, FIRST_SEGMENT_ALIGN)
-    seg_cmds = bytearray()
-    placements = []
-    segment: dict[str, Any] = dict(
-        cmd=int(LoadCommand.LC_SEGMENT_64), cmdsize=seg_size, nsects=0, flags=0
-    )
-    for region in snapshot.regions:
-        size = region.data.size
-        segment.update(
-            segname=region.name,
-            vmaddr=region.address,
-            # vmsize == filesize: for a larger vmsize LLDB serves the next file bytes
-            vmsize=size,
-            fileoff=offset,
-            filesize=size,
-            maxprot=int(region.max_protection),
-            initprot=int(region.protection),
-        )
-        try:
-            seg_cmds += codec.SEGMENT.pack(segment)
-        except ValueError as e:
-            raise RenderError(f"region at {region.address:#x}: {e}") from None
-        placements.append(SegmentPlacement(region, offset))
-        offset += size
+    seg_cmds, placements, offset = _segments(snapshot.regions, offset)
     end = max([HEADER_SIZE + sizeofcmds, offset if placements else 0])
     end = max([end] + [o + len(d) for o, d in payloads])
 
@@ -259,9 +286,67 @@ def layout_macho(snapshot: Snapshot) -> Layout:
             reserved=0,
         ),
     )
-    head = header + b"".join(threads) + bytes(note_cmds) + bytes(seg_cmds) + b"".join(raw_commands)
+    head = header + b"".join(threads) + bytes(note_cmds) + seg_cmds + b"".join(raw_commands)
     assert len(head) == HEADER_SIZE + sizeofcmds
     return Layout(head, tuple(payloads), tuple(placements), end)
+
+
+def _segments(
+    regions: tuple[Region, ...], offset: int
+) -> tuple[bytes, list[SegmentPlacement], int]:
+    """The LC_SEGMENT_64 commands of ``regions``, their data packed back to back from
+    ``offset``, and where the data ends. Packed in bulk (10,000 regions in a large spec);
+    a region the bulk pack refuses (a name that does not fit, say) is packed on its own
+    through the declaration's codec, which names the field."""
+    sizes = list(map(_DATA_SIZE, regions))
+    offsets = list(itertools.accumulate(sizes, initial=offset))
+    end = offsets.pop()
+    names = list(map(_NAME, regions))
+    try:
+        if any(names):
+            raise ValueError("named segments are packed one by one")
+        count = len(regions)
+        commands = b"".join(
+            map(
+                _SEGMENT.pack,
+                itertools.repeat(_LC_SEGMENT_64, count),
+                itertools.repeat(_SEGMENT.size, count),
+                itertools.repeat(b"", count),
+                map(_ADDRESS, regions),
+                sizes,  # vmsize == filesize: for a larger vmsize LLDB serves the next file bytes
+                offsets,
+                sizes,
+                map(_MAX_PROTECTION, regions),
+                map(_PROTECTION, regions),
+                itertools.repeat(0, count),
+                itertools.repeat(0, count),
+            )
+        )
+    except (struct.error, ValueError):
+        commands = b"".join(map(_segment_command, regions, offsets))
+    return commands, list(map(SegmentPlacement, regions, offsets)), end
+
+
+def _segment_command(region: Region, offset: int) -> bytes:
+    size = region.data.size
+    try:
+        return codec.SEGMENT.pack(
+            dict(
+                cmd=_LC_SEGMENT_64,
+                cmdsize=_SEGMENT.size,
+                segname=region.name,
+                vmaddr=region.address,
+                vmsize=size,
+                fileoff=offset,
+                filesize=size,
+                maxprot=int(region.max_protection),
+                initprot=int(region.protection),
+                nsects=0,
+                flags=0,
+            )
+        )
+    except ValueError as e:
+        raise RenderError(f"region at {region.address:#x}: {e}") from None
 
 
 def core_cost(skeleton: Snapshot) -> CoreCost:
