@@ -308,6 +308,49 @@ def test_build_refuses_more_records_than_its_reader_accepts(tmp_path: Path) -> N
     assert sorted(os.listdir(tmp_path)) == ["many.yaml"]
 
 
+def test_build_refuses_more_segments_than_its_reader_accepts(tmp_path: Path) -> None:
+    """Without raw items the check before the rename is the reader's pass over the file
+    alone (macho.render.read_back): its record budget still refuses a core of one-byte
+    regions, each a 72-byte segment command, past ``record_limit``."""
+    from macminidump.limits import BYTES_PER_RECORD, FIXED_RECORDS
+
+    count = FIXED_RECORDS * BYTES_PER_RECORD // (BYTES_PER_RECORD - 73) + 100
+    regions = ",".join(f'{{"addr": {i * 16}, "UInt8": [1]}}' for i in range(count))
+    spec = tmp_path / "many.json"
+    spec.write_text(f'{{"cpu": "arm64", "memory-regions": [{regions}]}}')
+    out = cli("build", str(spec), "-o", str(tmp_path / "many.core"))
+    assert out.returncode == 2 and "cannot read back" in one_line(out.stderr)
+    assert "records" in one_line(out.stderr)
+    assert sorted(os.listdir(tmp_path)) == ["many.json"]
+    fewer = tmp_path / "fewer.json"
+    regions = ",".join(f'{{"addr": {i * 16}, "UInt8": [1]}}' for i in range(FIXED_RECORDS - 10))
+    fewer.write_text(f'{{"cpu": "arm64", "memory-regions": [{regions}]}}')
+    assert cli("build", str(fewer), "-o", str(tmp_path / "fewer.core")).returncode == 0
+
+
+def test_build_refuses_a_raw_note_its_reader_models_differently(tmp_path: Path) -> None:
+    """A raw note replaces the note the renderer would write: here a thread list with one
+    id twice, which the reader's model refuses; the model is built before the rename."""
+    import json
+
+    metadata = json.dumps({"threads": [{"thread_id": 7}, {"thread_id": 7}]}).encode()
+    gpr = {"flavor": "gpr", "registers": []}
+    spec = tmp_path / "twice.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "cpu": "arm64",
+                "threads": [{"thread-id": 1, "regsets": [gpr]}, {"thread-id": 2, "regsets": [gpr]}],
+                "raw-notes": [{"owner": "process metadata", "hex": metadata.hex()}],
+            }
+        )
+    )
+    out = cli("build", str(spec), "-o", str(tmp_path / "twice.core"))
+    assert out.returncode == 2 and "cannot read back" in one_line(out.stderr)
+    assert "two threads have id 0x7" in one_line(out.stderr)
+    assert sorted(os.listdir(tmp_path)) == ["twice.json"]
+
+
 def test_writer_verify_runs_before_the_rename(tmp_path: Path) -> None:
     """Whatever ``verify`` rejects is never put in place, and the old file stays."""
     from macminidump.errors import ParseError, RenderError

@@ -9,6 +9,7 @@ the file offset.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, NamedTuple
 
@@ -51,6 +52,7 @@ _NOTE = codec.NOTE.struct
 _LC = codec.LOAD_COMMAND.struct
 _FLAVOR = codec.THREAD_STATE_HEADER.struct
 _NO_NAME = bytes(16)
+_ADDRESS_END = 1 << 64
 _LC_THREAD, _LC_SEGMENT_64, _LC_NOTE = (
     int(LoadCommand.LC_THREAD),
     int(LoadCommand.LC_SEGMENT_64),
@@ -127,7 +129,7 @@ class MachOCore(CoreReader):
         self.commands: list[Command] = []
         self.threads: list[list[FlavorState]] = []
         self.notes: list[Note] = []
-        self.regions: list[Region] = []
+        self._segments: list[tuple[int, bytes, int, int, int, int, int]] = []
         self._region_offsets: set[int] = set()
         offset = 32
         file_size = len(buf)
@@ -159,9 +161,11 @@ class MachOCore(CoreReader):
                 # a segment with no data (filesize 0) is kept as it is; one with sections
                 # becomes a region (cores have no use for section headers: they are dropped)
                 if filesize > 0:
-                    self.regions.append(
-                        self._region(offset, segname, vmaddr, fileoff, filesize, maxprot, initprot)
-                    )
+                    segment = (offset, segname, vmaddr, fileoff, filesize, maxprot, initprot)
+                    if vmaddr + filesize > _ADDRESS_END:
+                        self._region(*segment)  # raises, as the model words it
+                    # the Region is built by snapshot(): a check of the file needs none
+                    self._segments.append(segment)
                     self._region_offsets.add(offset)
             elif cmd == _LC_NOTE:
                 if cmdsize < _NOTE.size:
@@ -201,6 +205,11 @@ class MachOCore(CoreReader):
             )
         except MacMiniDumpError as e:
             raise ParseError(f"LC_SEGMENT_64: {e}", offset) from None
+
+    @functools.cached_property
+    def regions(self) -> list[Region]:
+        """A region (a window of the buffer) per segment with data, in file order."""
+        return [self._region(*segment) for segment in self._segments]
 
     @property
     def segments(self) -> list[dict[str, Any]]:
