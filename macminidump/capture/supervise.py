@@ -124,8 +124,10 @@ _PEEK = os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT | WALL
 #: only when no other thread of the process takes it
 WAIT_ALONE, WAIT_SHARED = 1.0, 0.005
 EXIT_NOT_STARTED = 127
-#: the wait status of a clone event stop (SIGTRAP | PTRACE_EVENT_CLONE << 8, stopped)
+#: wait statuses of the two stops of every thread created: its parent's clone event, and
+#: its own first stop (SIGTRAP | event << 8 as the stop signal: ptrace(2), "PTRACE_SEIZE")
 _CLONE_EVENT = (signal.SIGTRAP | PTRACE_EVENT_CLONE << 8) << 8 | 0x7F
+_FIRST_STOP = (signal.SIGTRAP | PTRACE_EVENT_STOP << 8) << 8 | 0x7F
 REAP_TIMEOUT = 10.0
 
 
@@ -334,18 +336,28 @@ class _Supervisor:
 
     def _follow_only_child(self) -> None:
         """Every event until the end, when the program is this process's only child."""
-        # (the hot loop of `run`: a thread created costs three turns, its parent's clone
-        # event, its own first stop and its exit, each on the program's critical path)
-        waitpid, resume, handle, tids = os.waitpid, ptrace.resume, self._handle, self.tids
-        while self.status is None:
+        # The hot loop of `run`: each thread the program creates costs three turns (its
+        # parent's clone event, its own first stop, its end), the first two on the
+        # program's critical path. Those three are answered here as _handle would, with
+        # no more than the one call each needs; everything else goes to _handle.
+        waitpid, resume, in_group = os.waitpid, ptrace.resume, ptrace.in_thread_group
+        handle, forget, tids, pid = self._handle, self._forget, self.tids, self.pid
+        while True:
             try:
                 tid, status = waitpid(-1, WALL)
             except ChildProcessError:
                 return  # the program was lost: the general loop says so
             if status == _CLONE_EVENT:
-                resume(tid)  # (as _handle would, sooner)
+                resume(tid)
+            elif status == _FIRST_STOP and tid not in tids and in_group(pid, tid):
+                tids.add(tid)
+                resume(tid)
+            elif status == 0 and tid != pid:  # a thread's end (exit code 0)
+                forget(tid)
             elif tid in tids or self._adopt(tid):
                 handle(tid, status)
+                if self.status is not None:
+                    return
 
     def _drain(self, block: bool) -> bool:
         """Handle every stop and exit, one tracee at a time as the kernel names them:
@@ -452,13 +464,14 @@ class _Supervisor:
                 if tid == self.pid:
                     self.status = status
             return
-        if tid in self.foreign:
-            # not a thread of the program: let it go its own way
-            ptrace.request(PTRACE_DETACH, tid, 0, 0)
-            self._forget(tid)
-            return
         sig = os.WSTOPSIG(status)
         event = status >> 16
+        if tid in self.foreign:
+            # not a thread of the program: let it go its own way (with the signal of a
+            # signal-delivery-stop)
+            ptrace.request(PTRACE_DETACH, tid, 0, 0 if event else sig)
+            self._forget(tid)
+            return
         if event == PTRACE_EVENT_STOP:
             if sig in STOP_SIGNALS:  # a group-stop: stay stopped, without the tracer
                 if ptrace.request(PTRACE_LISTEN, tid) == 0:
