@@ -237,9 +237,13 @@ def _to_registers(value: Mapping[str, int]) -> Mapping[str, int]:
     return MappingProxyType(dict(value))
 
 
+def _to_kind(value: Any) -> RegKind:
+    return value if type(value) is RegKind else RegKind(value)  # (an enum call costs ~1 us)
+
+
 @attrs.frozen
 class RegisterSet:
-    kind: RegKind = attrs.field(converter=RegKind)
+    kind: RegKind = attrs.field(converter=_to_kind)
     # a read-only view; hashed by its items because a mappingproxy is unhashable
     values: Mapping[str, int] = attrs.field(
         converter=_to_registers, hash=False, eq=attrs.cmp_using(eq=lambda a, b: dict(a) == dict(b))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -35,7 +36,9 @@ import attrs
 from ..arch import Arch, RegKind, arch_info
 from ..errors import CaptureError
 from ..model import (
+    PROTECTIONS,
     AddressableBits,
+    BytesSource,
     FileMapping,
     Image,
     ProcessInfo,
@@ -208,12 +211,9 @@ def captured(
         first = next((t for t in threads if crash is not None and t.id == crash.thread_id), None)
         first = first or (threads[0] if threads else None)
         wants: list[Want] = []
-        windows: list[StackWindow] = []
-        code: dict[int, Want | None] = {}
+        each = _ThreadWants(target, mappings, bits, options)
         for thread in threads:
-            wants += _thread_wants(
-                target, thread, mappings, bits, options, thread is first, windows, code
-            )
+            wants += each.wants(thread, thread is first)
         wants += [Want(a, b, Priority.HEADERS) for a, b in target.extra_ranges(mappings.sorted)]
         wants += policy.included(options, mappings)
         wants += policy.mapping_wants(target, options, mappings.sorted)
@@ -241,7 +241,7 @@ def captured(
             reserved = policy.reserved_selection(options)
             budget_cost = cost(Snapshot(**fields, memory_selection=reserved))
         choice = policy.fit(wants, mappings, options, excluded, budget_cost)
-        regions = _read_regions(target, choice.pieces, lazy, progress, windows)
+        regions = _read_regions(target, choice.pieces, lazy, progress, each.windows)
         snapshot = Snapshot(**fields, regions=regions, memory_selection=choice.selection)
         if target.exited:
             raise CaptureError("the process exited during capture")
@@ -310,6 +310,10 @@ class StackWindow:
         return self.target.read(address, size)
 
 
+#: a frame record: the caller's fp, then the return address (64-bit little-endian)
+_FRAME_RECORD = struct.Struct("<QQ")
+
+
 def return_addresses(
     target: TargetOS | StackWindow,
     arch: Arch,
@@ -326,14 +330,16 @@ def return_addresses(
     info = arch_info(arch)
     out = []
     fp = _strip(gpr.get(info.fp, 0), bits)
+    low, high = stack.start, stack.end - 16
     for _ in range(MAX_FRAMES):
-        if fp == 0 or fp % 8 or not (stack.start <= fp and fp + 16 <= stack.end):
+        if fp == 0 or fp % 8 or not low <= fp <= high:
             break
         record = target.read(fp, 16)
         if len(record) < 16:
             break
-        caller_fp = _strip(int.from_bytes(record[:8], "little"), bits)
-        ret = _strip(int.from_bytes(record[8:], "little"), bits)
+        caller_fp, ret = _FRAME_RECORD.unpack(record)
+        if bits is not None:
+            caller_fp, ret = bits.strip(caller_fp), bits.strip(ret)
         if ret:
             out.append(ret)
         if caller_fp <= fp:
@@ -342,69 +348,86 @@ def return_addresses(
     return out
 
 
-def _thread_wants(
-    target: TargetOS,
-    thread: CapturedThread,
-    mappings: MappingIndex,
-    bits: AddressableBits | None,
-    options: CaptureOptions,
-    first: bool,
-    windows: list[StackWindow],
-    code_wanted: dict[int, Want | None],
-) -> list[Want]:
-    """The thread's stack from sp (the part near sp first), code around its pc and return
-    addresses, and under ``referenced`` what its registers and stack words point to.
-    ``first``: the crashed thread (or, without a crash, the first one), kept first.
-    The stack as read for the walk is added to ``windows``; ``code_wanted`` holds the
-    code window of each address seen so far (threads of a process share most return
-    addresses: each is wanted once)."""
-    info = arch_info(target.arch)
-    gpr = thread.regsets.get(RegKind.GPR, {})
-    wants = []
-    sp = gpr.get(info.sp, 0)
-    stack = mappings.at(sp) or mappings.at(sp - info.red_zone)
-    code_addresses = [_strip(gpr.get(info.pc, 0), bits)]
-    saved_stack = None
-    if stack is not None:
-        start = max(stack.start, sp - info.red_zone)
-        end = stack.end if options.max_stack is None else min(stack.end, sp + options.max_stack)
-        near = min(end, max(sp, start) + policy.NEAR_SP)
-        wants.append(Want(start, near, Priority.CRASHED_STACK if first else Priority.STACKS))
-        wants.append(Want(near, end, Priority.REST))
-        saved_stack = (start, end)
-        # from the start of sp's page: a backend may save the stack from there
-        # (extra_ranges), and the saved bytes then come from this one read too
-        low = max(stack.start, start - start % PAGE)
-        window = StackWindow(target, low, min(end, low + WALK_WINDOW))
-        windows.append(window)
-        walked = return_addresses(window, target.arch, gpr, stack, bits)
-        if not walked:
-            # No frame chain from here: libc's system-call wrappers reuse the frame
-            # register, so a thread blocked in one has fp = 0. Scan its stack instead.
-            walked = _scan_for_code(window, max(stack.start, sp), end, mappings, bits)
-        code_addresses += walked
-        if target.arch == Arch.X86_64 and stack.contains(sp) and sp + 8 <= stack.end:
-            # a frameless leaf or a thread in a system call: its return address is at [sp]
-            code_addresses.append(int.from_bytes(window.read(sp, 8).ljust(8, b"\0"), "little"))
-    if target.arch == Arch.ARM64:
-        code_addresses.append(_strip(gpr.get("lr", 0), bits))  # a leaf's caller
-    for address in code_addresses:
-        if address in code_wanted:
-            continue
-        code = mappings.at(address)
-        if code is None or not int(code.protection) & EXECUTE:
-            code_wanted[address] = None
-            continue
-        want = code_wanted[address] = Want(
-            max(code.start, address - options.code_window),
-            min(code.end, address + options.code_window),
-            Priority.HEADERS,
+class _ThreadWants:
+    """What each thread needs saved (``wants``), for one capture: what the threads share
+    (their stacks as read, the code window of each address) is kept across them."""
+
+    def __init__(
+        self,
+        target: TargetOS,
+        mappings: MappingIndex,
+        bits: AddressableBits | None,
+        options: CaptureOptions,
+    ):
+        self.target, self.mappings, self.bits, self.options = target, mappings, bits, options
+        self.arch = target.arch
+        self.info = arch_info(self.arch)
+        #: each thread's stack as read for its walk (``_read_regions`` takes saved bytes
+        #: from them)
+        self.windows: list[StackWindow] = []
+        #: address -> the code window wanted around it (None: not in code); threads of a
+        #: process share most return addresses, and each is wanted once
+        self.code_wanted: dict[int, Want | None] = {}
+
+    def wants(self, thread: CapturedThread, first: bool) -> list[Want]:
+        """The thread's stack from sp (the part near sp first), code around its pc and
+        return addresses, and under ``referenced`` what its registers and stack words
+        point to. ``first``: the crashed thread (or, without a crash, the first one),
+        kept first."""
+        target, mappings, bits, options, info = (
+            self.target,
+            self.mappings,
+            self.bits,
+            self.options,
+            self.info,
         )
-        wants.append(want)
-    if options.memory != Memory.STACKS:
-        values = [_strip(v, bits) for v in gpr.values()]
-        wants += policy.referenced(target, mappings, values, saved_stack, 2 if first else 1)
-    return wants
+        gpr = thread.regsets.get(RegKind.GPR, {})
+        wants = []
+        sp = gpr.get(info.sp, 0)
+        stack = mappings.at(sp) or mappings.at(sp - info.red_zone)
+        code_addresses = [_strip(gpr.get(info.pc, 0), bits)]
+        saved_stack = None
+        if stack is not None:
+            start = max(stack.start, sp - info.red_zone)
+            end = stack.end if options.max_stack is None else min(stack.end, sp + options.max_stack)
+            near = min(end, max(sp, start) + policy.NEAR_SP)
+            wants.append(Want(start, near, Priority.CRASHED_STACK if first else Priority.STACKS))
+            wants.append(Want(near, end, Priority.REST))
+            saved_stack = (start, end)
+            # from the start of sp's page: a backend may save the stack from there
+            # (extra_ranges), and the saved bytes then come from this one read too
+            low = max(stack.start, start - start % PAGE)
+            window = StackWindow(target, low, min(end, low + WALK_WINDOW))
+            self.windows.append(window)
+            walked = return_addresses(window, self.arch, gpr, stack, bits)
+            if not walked:
+                # No frame chain from here: libc's system-call wrappers reuse the frame
+                # register, so a thread blocked in one has fp = 0. Scan its stack instead.
+                walked = _scan_for_code(window, max(stack.start, sp), end, mappings, bits)
+            code_addresses += walked
+            if self.arch == Arch.X86_64 and stack.contains(sp) and sp + 8 <= stack.end:
+                # a frameless leaf or a thread in a system call: its return address is at [sp]
+                code_addresses.append(int.from_bytes(window.read(sp, 8).ljust(8, b"\0"), "little"))
+        if self.arch == Arch.ARM64:
+            code_addresses.append(_strip(gpr.get("lr", 0), bits))  # a leaf's caller
+        code_wanted = self.code_wanted
+        for address in code_addresses:
+            if address in code_wanted:
+                continue
+            code = mappings.at(address)
+            if code is None or not int(code.protection) & EXECUTE:
+                code_wanted[address] = None
+                continue
+            want = code_wanted[address] = Want(
+                max(code.start, address - options.code_window),
+                min(code.end, address + options.code_window),
+                Priority.HEADERS,
+            )
+            wants.append(want)
+        if options.memory != Memory.STACKS:
+            values = [_strip(v, bits) for v in gpr.values()]
+            wants += policy.referenced(target, mappings, values, saved_stack, 2 if first else 1)
+        return wants
 
 
 SCAN_BYTES = 0x4000
@@ -465,7 +488,11 @@ def _read_regions(
         else:
             data = target.read(piece.start, size)
         if data:
-            regions.append(Region(address=piece.start, data=data, protection=piece.protection))
+            # (typed already: a 1,000-thread capture saves over a thousand regions)
+            protection = PROTECTIONS[int(piece.protection)]
+            regions.append(
+                Region.trusted(piece.start, BytesSource(data), protection, protection, "")
+            )
     if progress is not None:
         progress.expect(sum(r.size for r in regions if isinstance(r.data, TargetSource)))
     return tuple(regions)

@@ -17,6 +17,7 @@ Note order (LLDB gives each note to the thread whose NT_PRSTATUS precedes it):
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 import attrs
 
@@ -50,8 +51,9 @@ _PHDR = fixed_format(schema.elf64_phdr)
 _NHDR = fixed_format(schema.elf64_nhdr)
 
 
-@attrs.frozen
-class NoteEntry:
+class NoteEntry(NamedTuple):
+    """One note of the plan (a tuple: a 1,000-thread core has 3,000)."""
+
     owner: str
     type: int
     desc: bytes

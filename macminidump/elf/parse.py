@@ -43,7 +43,7 @@ from ..model import (
     Thread,
 )
 from ..reader import CoreReader
-from ..schema_io import fixed_format, parse_at, plain, unpack_at
+from ..schema_io import fixed_format, parse_at, plain
 from ..writer import align
 from . import notes, schema
 from .constants import (
@@ -199,14 +199,19 @@ class ElfCore(CoreReader):
     def _notes(self, start: int, end: int) -> None:
         buf = self.buffer
         offset = start
+        header_size = _NHDR.size
+        unpack_header = _NHDR.unpack_from
+        spend = self.records.spend
+        owners: dict[bytes, str] = {}  # (three notes a thread, of two or three owners)
         while offset < end:
-            if end - offset < _NHDR.size:
+            if end - offset < header_size:
                 if not any(buf[offset:end]):
                     break  # alignment padding at the end of the segment
                 raise ParseError("note header runs past the end of the note segment", offset)
-            namesz, descsz, note_type = unpack_at(_NHDR, buf, offset, "note header")
-            self.records.spend(1, offset, "notes")
-            name_at = offset + _NHDR.size
+            # (within the segment, which lies within the file: checked by the caller)
+            namesz, descsz, note_type = unpack_header(buf, offset)
+            spend(1, offset, "notes")
+            name_at = offset + header_size
             desc_at = name_at + align(namesz, NOTE_ALIGN)
             if desc_at > end or desc_at + descsz > end:
                 raise ParseError(
@@ -214,7 +219,10 @@ class ElfCore(CoreReader):
                     f"segment ({end:#x})",
                     offset,
                 )
-            owner = bytes(buf[name_at : name_at + namesz]).rstrip(b"\0").decode("latin-1")
+            raw_owner = bytes(buf[name_at : name_at + namesz])
+            owner = owners.get(raw_owner)
+            if owner is None:
+                owner = owners[raw_owner] = raw_owner.rstrip(b"\0").decode("latin-1")
             decoded = self._decode(owner, note_type, desc_at, descsz)
             self.notes.append(Note(owner, note_type, offset, desc_at, descsz, decoded))
             offset = min(end, desc_at + align(descsz, NOTE_ALIGN))

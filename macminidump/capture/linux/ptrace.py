@@ -115,6 +115,13 @@ def in_thread_group(pid: int, tid: int) -> bool:
     return _syscall(SYS_TGKILL, pid, tid, 0) == 0 or os.path.exists(f"/proc/{pid}/task/{tid}")
 
 
+def read_request(op: int, tid: int, addr: int, data: ctypes.c_void_p) -> bool:
+    """A ptrace request that reads a stopped thread's state into memory at ``data`` (a
+    pointer made once, for a buffer reused): whether it succeeded. Bound as ``resume``
+    is (a capture makes two a thread); ``addr`` is a small number (a register set's)."""
+    return _bare.ptrace(op, tid, addr, data) == 0  # (the function bound for resume)
+
+
 def event_message(tid: int) -> int | None:
     """PTRACE_GETEVENTMSG of a thread in an event stop (a clone's new thread id)."""
     msg = ctypes.c_ulong()

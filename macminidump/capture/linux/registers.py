@@ -19,7 +19,14 @@ from ...linux_abi import (
     user_regs_struct_x86_64,
 )
 from ...schema_io import fixed_format
-from .ptrace import PTRACE_GETFPREGS, PTRACE_GETREGS, PTRACE_GETREGSET, IoVec, request
+from .ptrace import (
+    PTRACE_GETFPREGS,
+    PTRACE_GETREGS,
+    PTRACE_GETREGSET,
+    IoVec,
+    read_request,
+    request,
+)
 
 _USER_REGS = fixed_format(user_regs_struct_x86_64)
 #: large enough for every XSAVE layout seen (11,008 B with AMX)
@@ -44,21 +51,22 @@ class ThreadRegisters:
     def __init__(self) -> None:
         self._buffer = ctypes.create_string_buffer(XSTATE_BUFFER)
         self._address = ctypes.addressof(self._buffer)
+        self._pointer = ctypes.c_void_p(self._address)
         self._iov = IoVec(self._address, XSTATE_BUFFER)
-        self._iov_address = ctypes.addressof(self._iov)
+        self._iov_pointer = ctypes.c_void_p(ctypes.addressof(self._iov))
 
     def read(self, tid: int) -> tuple[dict[RegKind, dict[str, int]], bytes | None] | None:
         """(register sets by kind, the XSAVE area or None); None when the thread is gone.
 
         The fxsave area or the XSAVE area is missing where the kernel refuses it."""
         address = self._address
-        if request(PTRACE_GETREGS, tid, 0, address):
+        if not read_request(PTRACE_GETREGS, tid, 0, self._pointer):
             return None
         regsets = {RegKind.GPR: gpr(ctypes.string_at(address, _USER_REGS.size))}
         iov = self._iov
         iov.iov_len = XSTATE_BUFFER
         xsave = None
-        if request(PTRACE_GETREGSET, tid, NT_X86_XSTATE, self._iov_address) == 0:
+        if read_request(PTRACE_GETREGSET, tid, NT_X86_XSTATE, self._iov_pointer):
             xsave = ctypes.string_at(address, min(iov.iov_len, XSTATE_BUFFER))
         if xsave is not None and len(xsave) >= FXSAVE_SIZE:
             # the XSAVE area starts with the fxsave image: the same registers as
@@ -83,16 +91,26 @@ def _xstate_size(xcr0: int) -> int:
     return XSTATE_SSE_SIZE
 
 
+#: xcr0 (as its 8 bytes) -> the largest XSAVE area it leaves untrimmed (-1: with AMX)
+_UNTRIMMED: dict[bytes, int] = {}
+
+
 def trim_xstate(data: bytes) -> bytes:
     """The XSAVE area as gcore writes it: AMX bits masked out of xcr0 and XSTATE_BV, and
     cut to the size those features take (2,688 B with AVX-512; 11,008 B from ptrace on a
     CPU with AMX would make gdb warn "Unexpected size")."""
     if len(data) < XSAVE_XCOMP_BV_OFFSET:
         return data
-    xcr0 = int.from_bytes(data[XSAVE_XCR0_OFFSET : XSAVE_XCR0_OFFSET + 8], "little")
-    if not xcr0 & XFEATURE_AMX and len(data) <= _xstate_size(xcr0):
-        # no AMX on this CPU (so none in XSTATE_BV either) and no more than the size:
-        # nothing to trim (the common case, once a thread)
+    # no AMX (so none in XSTATE_BV either) and no more than the size: nothing to trim,
+    # the common case, and the same xcr0 for every thread of a process
+    key = data[XSAVE_XCR0_OFFSET : XSAVE_XCR0_OFFSET + 8]
+    untrimmed = _UNTRIMMED.get(key)
+    if untrimmed is None:
+        xcr0 = int.from_bytes(key, "little")
+        untrimmed = -1 if xcr0 & XFEATURE_AMX else _xstate_size(xcr0)
+        if len(_UNTRIMMED) < 64:
+            _UNTRIMMED[key] = untrimmed
+    if len(data) <= untrimmed:
         return data
     out = bytearray(data)
     for offset in (XSAVE_XCR0_OFFSET, XSAVE_XSTATE_BV_OFFSET):
