@@ -7,6 +7,7 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import MacMiniDumpError, ParseError
@@ -98,6 +99,30 @@ class CoreReader:
             raise
         except MacMiniDumpError as e:
             raise ParseError(str(e), path=self.path) from None
+
+    @classmethod
+    def read_back(cls, snapshot: Snapshot) -> Callable[[Any], object]:
+        """The check a core of ``snapshot`` in this reader's format passes before it is
+        put in place (a renderer's ``verify``): the reader's whole pass over the file
+        (``cls(buffer)``: the header, every load command or program header, thread state
+        and note decoded, every bound of ``limits`` spent), and the model built from what
+        it read (``snapshot()``) when ``snapshot`` holds raw items.
+
+        Building the model can fail only on a model invariant (two threads of one id,
+        overlapping regions...); it reads no further byte and spends no record. Without
+        raw items everything it would build was written from ``snapshot``'s own values,
+        which met those invariants when ``snapshot`` was built (tests/test_roundtrip.py,
+        tests/test_elf_roundtrip.py: what is read back equals what was written). A raw
+        note or load command can say something else (another thread list, one more
+        segment), so then the model is built too.
+        """
+        if (
+            snapshot.raw_notes
+            or snapshot.raw_commands
+            or any(t.raw_states for t in snapshot.threads)
+        ):
+            return lambda buffer: cls(buffer).snapshot()
+        return cls
 
     def _parse(self) -> None:
         raise NotImplementedError

@@ -310,7 +310,7 @@ def test_build_refuses_more_records_than_its_reader_accepts(tmp_path: Path) -> N
 
 def test_build_refuses_more_segments_than_its_reader_accepts(tmp_path: Path) -> None:
     """Without raw items the check before the rename is the reader's pass over the file
-    alone (macho.render.read_back): its record budget still refuses a core of one-byte
+    alone (CoreReader.read_back): its record budget still refuses a core of one-byte
     regions, each a 72-byte segment command, past ``record_limit``."""
     from macminidump.limits import BYTES_PER_RECORD, FIXED_RECORDS
 
@@ -326,6 +326,26 @@ def test_build_refuses_more_segments_than_its_reader_accepts(tmp_path: Path) -> 
     regions = ",".join(f'{{"addr": {i * 16}, "UInt8": [1]}}' for i in range(FIXED_RECORDS - 10))
     fewer.write_text(f'{{"cpu": "arm64", "memory-regions": [{regions}]}}')
     assert cli("build", str(fewer), "-o", str(tmp_path / "fewer.core")).returncode == 0
+
+
+def test_elf_refuses_more_program_headers_than_its_reader_accepts(tmp_path: Path) -> None:
+    """The ELF renderer's check is the reader's pass too (CoreReader.read_back, no raw
+    items): one-byte regions, each a 56-byte program header and 16 bytes of data, past
+    ``record_limit`` are refused and nothing is written; fewer are written."""
+    from macminidump.elf.render import render_elf
+    from macminidump.errors import RenderError
+    from macminidump.limits import BYTES_PER_RECORD, FIXED_RECORDS
+    from macminidump.model import Region, Snapshot
+
+    def snapshot(count: int) -> Snapshot:
+        regions = [Region(address=i * 16, data=b"\1") for i in range(count)]
+        return Snapshot(arch="x86_64", regions=regions)
+
+    count = FIXED_RECORDS * BYTES_PER_RECORD // (BYTES_PER_RECORD - 72) + 100
+    with pytest.raises(RenderError, match="cannot read back.*records"):
+        render_elf(snapshot(count), tmp_path / "many.core")
+    assert os.listdir(tmp_path) == []
+    assert render_elf(snapshot(FIXED_RECORDS - 10), tmp_path / "fewer.core") > 0
 
 
 def test_build_refuses_a_raw_note_its_reader_models_differently(tmp_path: Path) -> None:

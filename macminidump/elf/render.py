@@ -37,5 +37,5 @@ def render_elf(snapshot: Snapshot, path: str | os.PathLike[str]) -> int:
         layout.file_size,
         lambda pwrite: _write_layout(layout, pwrite),
         # what the reader rejects is never written (limits agree: see ``limits``)
-        verify=lambda buffer: ElfCore(buffer).snapshot(),
+        verify=ElfCore.read_back(snapshot),
     )

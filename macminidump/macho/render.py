@@ -9,8 +9,6 @@ with mode 0600 (cores hold secrets) and renamed into place only when complete (s
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
 
 from ..model import Snapshot
 from ..writer import CHUNK, Pwrite, write_bytes, write_file, write_placements
@@ -41,23 +39,5 @@ def render_macho(snapshot: Snapshot, path: str | os.PathLike[str]) -> int:
         layout.file_size,
         lambda pwrite: _write_layout(layout, pwrite),
         # what the reader rejects is never written (limits agree: see ``limits``)
-        verify=read_back(snapshot),
+        verify=MachOCore.read_back(snapshot),
     )
-
-
-def read_back(snapshot: Snapshot) -> Callable[[Any], object]:
-    """The check a core of ``snapshot`` passes before it is put in place: the reader's
-    whole pass over the file (``MachOCore(buffer)``: the header, every load command, thread
-    state and note decoded, every bound of ``limits`` spent), and the model built from
-    what it read (``snapshot()``) when ``snapshot`` holds raw items.
-
-    Building the model can fail only on a model invariant (two threads of one id,
-    overlapping regions...); it reads no further byte and spends no record. Without raw
-    items everything it would build was written from ``snapshot``'s own values, which met
-    those invariants when ``snapshot`` was built (tests/test_roundtrip.py: what is read
-    back equals what was written). A raw note or load command can say something else
-    (another thread list, one more segment), so then the model is built too.
-    """
-    if snapshot.raw_notes or snapshot.raw_commands or any(t.raw_states for t in snapshot.threads):
-        return lambda buffer: MachOCore(buffer).snapshot()
-    return MachOCore
