@@ -309,6 +309,14 @@ class StackWindow:
             return self.data[offset : offset + size]
         return self.target.read(address, size)
 
+    def frame(self, fp: int) -> tuple[int, int] | None:
+        """The frame record at ``fp``: (the caller's fp, the return address)."""
+        offset = fp - self.start
+        if 0 <= offset and offset + 16 <= len(self.data):
+            return _FRAME_RECORD.unpack_from(self.data, offset)  # type: ignore[return-value]
+        record = self.target.read(fp, 16)
+        return _FRAME_RECORD.unpack(record) if len(record) == 16 else None
+
 
 #: a frame record: the caller's fp, then the return address (64-bit little-endian)
 _FRAME_RECORD = struct.Struct("<QQ")
@@ -331,13 +339,14 @@ def return_addresses(
     out = []
     fp = _strip(gpr.get(info.fp, 0), bits)
     low, high = stack.start, stack.end - 16
+    frame = (target if isinstance(target, StackWindow) else StackWindow(target, 0, 0)).frame
     for _ in range(MAX_FRAMES):
         if fp == 0 or fp % 8 or not low <= fp <= high:
             break
-        record = target.read(fp, 16)
-        if len(record) < 16:
+        record = frame(fp)
+        if record is None:
             break
-        caller_fp, ret = _FRAME_RECORD.unpack(record)
+        caller_fp, ret = record
         if bits is not None:
             caller_fp, ret = bits.strip(caller_fp), bits.strip(ret)
         if ret:
@@ -392,7 +401,8 @@ class _ThreadWants:
             end = stack.end if options.max_stack is None else min(stack.end, sp + options.max_stack)
             near = min(end, max(sp, start) + policy.NEAR_SP)
             wants.append(Want(start, near, Priority.CRASHED_STACK if first else Priority.STACKS))
-            wants.append(Want(near, end, Priority.REST))
+            if near < end:
+                wants.append(Want(near, end, Priority.REST))
             saved_stack = (start, end)
             # from the start of sp's page: a backend may save the stack from there
             # (extra_ranges), and the saved bytes then come from this one read too

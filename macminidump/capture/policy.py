@@ -35,7 +35,7 @@ import enum
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
 
@@ -187,9 +187,9 @@ class CaptureOptions:
         return argv
 
 
-@attrs.frozen
-class Want:
-    """A range a capture would like to save, and how much it matters."""
+class Want(NamedTuple):
+    """A range a capture would like to save, and how much it matters (a tuple: a
+    1,000-thread capture wants thousands)."""
 
     start: int
     end: int
@@ -200,9 +200,8 @@ class Want:
 CostOf = Callable[["Snapshot"], CoreCost]
 
 
-@attrs.frozen
-class Piece:
-    """A chosen range inside one mapping (so one protection)."""
+class Piece(NamedTuple):
+    """A chosen range inside one mapping (so one protection); a tuple, as ``Want``."""
 
     start: int
     end: int
