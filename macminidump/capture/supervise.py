@@ -49,12 +49,12 @@ Use it from one thread (ptrace requests come from the thread that seized the pro
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import resource
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -174,12 +174,19 @@ def run_supervised(
     return supervisor.result()
 
 
+def _in_main_thread() -> bool:
+    """Whether this is the thread Python runs signal handlers in, the only one that may
+    change dispositions: the process's first thread (``threading`` is not imported for
+    it: ``run`` starts as fast as the command line)."""
+    return _thread.get_native_id() == os.getpid()
+
+
 @contextlib.contextmanager
 def _ignoring(signals: Sequence[int]) -> Iterator[dict[int, object]]:
     """The signals ignored for the duration (main thread only: elsewhere Python cannot
     change dispositions); yields the previous dispositions."""
     previous: dict[int, object] = {}
-    if threading.current_thread() is threading.main_thread():
+    if _in_main_thread():
         for sig in signals:
             previous[sig] = signal.signal(sig, signal.SIG_IGN)
     try:
@@ -194,7 +201,7 @@ def _forwarding(signals: Sequence[int], forward: Callable[[int], None]) -> Itera
     """While the program runs, these signals to the supervisor go to the program (main
     thread only), so its own handlers run: the supervisor's death would kill it (EXITKILL)."""
     previous: dict[int, object] = {}
-    if threading.current_thread() is threading.main_thread():
+    if _in_main_thread():
         for sig in signals:
             previous[sig] = signal.signal(sig, lambda signum, _frame: forward(signum))
     try:
@@ -267,7 +274,7 @@ class _Supervisor:
         self.status: int | None = None
         self.execed = False
         self.crashed = False
-        self.tracer = threading.get_native_id()
+        self.tracer = _thread.get_native_id()
         self._report_fd = -1
         self.interactive = False
         #: a child that is not a tracee was waiting to be reaped at the last look

@@ -135,9 +135,9 @@ def yama_scope() -> int | None:
 
 
 #: a line of /proc/PID/maps: start-end perms offset dev inode [path]
-_MAPS_LINE = re.compile(
-    r"^([0-9a-f]+)-([0-9a-f]+) (\S*) ([0-9a-f]+) \S+ \S+(?:[ \t]+([^\n]*))?$", re.M
-)
+# (the patterns here are compiled when first used, through re's cache: the supervisor
+# imports this module and never reads maps unless a program crashes)
+_MAPS_LINE = r"(?m)^([0-9a-f]+)-([0-9a-f]+) (\S*) ([0-9a-f]+) \S+ \S+(?:[ \t]+([^\n]*))?$"
 #: rwx of a maps line -> Protection bits
 _PERMS = {
     f"{r}{w}{x}": (r == "r") + (w == "w") * 2 + (x == "x") * 4
@@ -154,7 +154,7 @@ def maps(where: str) -> list[MemoryMapping]:
 
     out = []
     # (one regex over the file, not a split per line: 2,000 mappings with 1,000 threads)
-    for start, end, perms, offset, path in _MAPS_LINE.findall(read_text(f"{where}/maps") or ""):
+    for start, end, perms, offset, path in re.findall(_MAPS_LINE, read_text(f"{where}/maps") or ""):
         prot = _PERMS.get(perms[:3])
         if prot is None:
             prot = ("r" in perms[0:1]) * 1 + ("w" in perms[1:2]) * 2 + ("x" in perms[2:3]) * 4
@@ -197,11 +197,12 @@ def dont_dump(where: str) -> list[tuple[int, int]] | None:
     # 25 lines a mapping and 2,000 mappings in a 1,000-thread process: find the few
     # marked ones (the kernel's [vvar] is one), then the header line above each
     marked = []
-    for flags in _DONT_DUMP.finditer(text):
+    smaps_header = re.compile(_SMAPS_HEADER)
+    for flags in re.finditer(_DONT_DUMP, text):
         line = text.rfind("\n", 0, flags.start())
         while line >= 0:
             line_start = text.rfind("\n", 0, line) + 1
-            header = _SMAPS_HEADER.match(text, line_start)
+            header = smaps_header.match(text, line_start)
             if header:
                 marked.append((int(header.group(1), 16), int(header.group(2), 16)))
                 break
@@ -211,8 +212,8 @@ def dont_dump(where: str) -> list[tuple[int, int]] | None:
 
 #: an smaps header line (start-end perms ...), and a VmFlags line holding ``dd`` (a
 #: literal start, so the search skips through the text rather than trying every line)
-_SMAPS_HEADER = re.compile(r"([0-9a-f]+)-([0-9a-f]+) ")
-_DONT_DUMP = re.compile(r"VmFlags:[^\n]*? dd(?=[ \t\n]|$)")
+_SMAPS_HEADER = r"([0-9a-f]+)-([0-9a-f]+) "
+_DONT_DUMP = r"VmFlags:[^\n]*? dd(?=[ \t\n]|$)"
 
 
 #: /proc/PID/stat fields (1-based) of the environment strings' start and end

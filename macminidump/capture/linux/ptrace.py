@@ -22,10 +22,10 @@ thread.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import errno
 import os
-import threading
 import time
 from collections.abc import Iterable
 
@@ -212,7 +212,7 @@ class Tracee:
     def seize_all(self) -> None:
         """Seize and stop every thread (see the module doc). Raises TargetError when the
         process cannot be traced, CaptureError when it does not stop; release() after."""
-        self.tracer = threading.get_native_id()
+        self.tracer = _thread.get_native_id()
         self.exited = False
         self._skipped.clear()
         self.statuses.clear()
@@ -235,7 +235,7 @@ class Tracee:
     def take_over(self, stopped: int, others: Iterable[int]) -> None:
         """Stop threads this thread already traces: ``stopped`` is in a stop already, the
         ``others`` are interrupted and waited for."""
-        self.tracer = threading.get_native_id()
+        self.tracer = _thread.get_native_id()
         self.states[stopped] = STOPPED
         for tid in others:
             if tid != stopped:
@@ -365,7 +365,7 @@ class Tracee:
         """Raise unless the threads are stopped and this is the thread that stopped them."""
         if self.tracer is None:
             raise CaptureError(f"process {self.pid} is not stopped: call stop() first")
-        if threading.get_native_id() != self.tracer:
+        if _thread.get_native_id() != self.tracer:
             raise CaptureError("a LinuxTarget must be used from the thread that stopped it")
 
     def check_alive(self) -> None:
