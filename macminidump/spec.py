@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import json
 import operator
 import os
@@ -316,7 +317,9 @@ def _snapshot_from_spec(spec: Mapping[str, Any], base_dir: str | None) -> Snapsh
     threads = tuple(
         _thread(t, where.index(i), arch, i) for i, t in enumerate(_list(spec.get("threads"), where))
     )
-    regions = _each(spec, "memory-regions", root, _region)
+    regions = _plain_regions(spec.get("memory-regions"))
+    if regions is None:
+        regions = _each(spec, "memory-regions", root, _region)
     images = _each(spec, "binaries", root, lambda b, at: _binary(b, at, base_dir))
     bits = None
     if spec.get("addressable-bits") is not None:
@@ -603,6 +606,69 @@ def _plain_region(r: dict[str, Any]) -> Region | None:
     if "max-protection" not in r:
         max_protection = protection
     return Region.trusted(address, BytesSource(data), protection, max_protection, name)
+
+
+def _plain_regions(items: Any) -> tuple[Region, ...] | None:
+    """Every region at once, when all are plain (as ``_plain_region`` takes them) and
+    written with the same keys in the same order, as a generated spec writes them: the
+    words of all regions checked and packed in one pass each. None for anything else:
+    then region by region."""
+    if type(items) is not list or not items or set(map(type, items)) != {dict}:
+        return None
+    shapes = set(map(tuple, items))
+    if len(shapes) != 1:
+        return None
+    (keys,) = shapes
+    if len(set(keys)) != len(keys) or "addr" not in keys or not set(keys) <= set(_REGION_KEYS):
+        return None
+    given = [k for k in keys if k in _DATA_KEYS]
+    if len(given) != 1:
+        return None
+    key = given[0]
+    addresses = list(map(operator.itemgetter("addr"), items))
+    values = list(map(operator.itemgetter(key), items))
+    if set(map(type, addresses)) != {int}:
+        return None
+    try:
+        if key == "hex":
+            if set(map(type, values)) != {str}:
+                return None
+            chunks = list(map(bytes.fromhex, values))
+        else:
+            if set(map(type, values)) != {list}:
+                return None
+            # bools pack as integers: only exact ints here (the slow path names a bool)
+            if set(map(type, itertools.chain.from_iterable(values))) != {int}:
+                return None
+            width, code = _DATA_KEYS[key]
+            counts = list(map(len, values))
+            packed = struct.pack(f"<{sum(counts)}{code}", *itertools.chain.from_iterable(values))
+            ends = list(itertools.accumulate(c * width for c in counts))
+            chunks = list(map(packed.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+    except (struct.error, ValueError):
+        return None
+    sizes = list(map(len, chunks))
+    if min(sizes) == 0 or min(addresses) < 0 or max(map(operator.add, addresses, sizes)) > 1 << 64:
+        return None
+    default: list[Any] = [PROTECTIONS[3]] * len(items)
+    found: dict[str, list[Any]] = {}
+    for name in ("protection", "max-protection"):
+        if name in keys:
+            texts = list(map(operator.itemgetter(name), items))
+            if set(map(type, texts)) != {str}:
+                return None
+            found[name] = list(map(PROTECTION_OF_TEXT.get, texts))
+            if None in found[name]:
+                return None
+    protections = found.get("protection", default)
+    max_protections = found.get("max-protection", protections)
+    names: Any = itertools.repeat("")
+    if "name" in keys:
+        names = list(map(operator.itemgetter("name"), items))
+        if set(map(type, names)) != {str}:
+            return None
+    sources: Any = map(BytesSource, chunks)
+    return tuple(map(Region.trusted, addresses, sources, protections, max_protections, names))
 
 
 def _region(value: Any, path: _Path) -> Region:

@@ -294,40 +294,66 @@ def test_thread_mistakes_are_named(thread: dict, path: str, message: str) -> Non
 _PROTECTION_TEXTS = ["---", "r--", "rw-", "r-x", "rwx", "-w-", "--x", "-wx"]
 
 
+_ENCODINGS = ["UInt8", "UInt32", "UInt64", "hex"]
+_OPTIONAL = ["protection", "max-protection", "name"]
+
+
 @st.composite
-def _region_entries(draw: st.DrawFn) -> tuple[dict, Region]:
-    """A region as a spec writes it (any of its optional keys, the bytes in any of the four
-    encodings), and the Region the model's own constructor makes of the same values."""
-    encoding = draw(st.sampled_from(["UInt8", "UInt32", "UInt64", "hex"]))
+def _region_shapes(draw: st.DrawFn) -> tuple[str, ...]:
+    """The keys of a region as a spec writes it, in some order: addr, one encoding of the
+    bytes, and any of the optional keys."""
+    optional = draw(st.lists(st.sampled_from(_OPTIONAL), unique=True))
+    return tuple(draw(st.permutations(["addr", draw(st.sampled_from(_ENCODINGS)), *optional])))
+
+
+@st.composite
+def _region_entries(draw: st.DrawFn, shape: tuple[str, ...]) -> tuple[dict, Region]:
+    """A region written with the keys ``shape``, and the Region the model's own
+    constructor makes of the same values."""
+    (encoding,) = (k for k in shape if k in _ENCODINGS)
     width = {"UInt8": 1, "UInt32": 4, "UInt64": 8, "hex": 1}[encoding]
     words = draw(st.lists(st.integers(0, (1 << (8 * width)) - 1), min_size=1, max_size=6))
     data = b"".join(w.to_bytes(width, "little") for w in words)
     address = draw(st.integers(0, (1 << 64) - len(data)))
-    entry: dict = {"addr": address}
-    entry[encoding] = data.hex() if encoding == "hex" else words
+    values: dict = {"addr": address, encoding: data.hex() if encoding == "hex" else words}
     kwargs: dict = {"address": address, "data": data}
     for key, field in (("protection", "protection"), ("max-protection", "max_protection")):
-        if draw(st.booleans()):
-            entry[key] = kwargs[field] = draw(st.sampled_from(_PROTECTION_TEXTS))
-    if draw(st.booleans()):
-        entry["name"] = kwargs["name"] = draw(st.text(max_size=16))
-    keys = list(entry)
-    order = draw(st.permutations(keys))
-    return {k: entry[k] for k in order}, Region(**kwargs)
+        if key in shape:
+            values[key] = kwargs[field] = draw(st.sampled_from(_PROTECTION_TEXTS))
+    if "name" in shape:
+        values["name"] = kwargs["name"] = draw(st.text(max_size=16))
+    return {k: values[k] for k in shape}, Region(**kwargs)
 
 
-@hypothesis.given(_region_entries())
+@st.composite
+def _region_lists(draw: st.DrawFn) -> list[tuple[dict, Region]]:
+    """Regions written alike (as a generated spec writes them), or each its own way."""
+    shapes = draw(st.lists(_region_shapes(), min_size=1, max_size=3))
+    count = draw(st.integers(1, 5))
+    return [draw(_region_entries(shapes[i % len(shapes)])) for i in range(count)]
+
+
+@hypothesis.given(_region_lists())
 @hypothesis.settings(max_examples=300, deadline=None)
-def test_bulk_regions_equal_the_models_own(case: tuple[dict, Region]) -> None:
-    entry, expected = case
-    assert bulk._plain_region(entry) is not None  # the bulk path, not the one-by-one
-    (region,) = snapshot_from_spec({**BASE, "memory-regions": [entry]}).regions
-    assert region == expected
-    assert (region.protection, region.max_protection, region.name) == (
-        expected.protection,
-        expected.max_protection,
-        expected.name,
-    )
+def test_bulk_regions_equal_the_models_own(cases: list[tuple[dict, Region]]) -> None:
+    entries = [entry for entry, _ in cases]
+    expected = tuple(region for _, region in cases)
+    # one at a time, and all at once when they are written alike: the bulk paths, checked
+    # to be the ones taken (else the one-by-one path would answer and prove nothing)
+    one_by_one = tuple(bulk._plain_region(entry) for entry in entries)
+    assert one_by_one == expected
+    together = bulk._plain_regions(entries)
+    if len({tuple(entry) for entry in entries}) == 1:
+        assert together == expected
+    else:
+        assert together is None
+    for got in (one_by_one, together or one_by_one):
+        assert [(r and r.max_protection, r and r.name) for r in got] == [
+            (r.max_protection, r.name) for r in expected
+        ]
+    if len(entries) == 1:
+        (region,) = snapshot_from_spec({**BASE, "memory-regions": entries}).regions
+        assert region == expected[0]
 
 
 @hypothesis.given(st.data())
