@@ -10,6 +10,8 @@ the file offset.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import os
 from typing import Any, NamedTuple
 
@@ -53,6 +55,12 @@ _LC = codec.LOAD_COMMAND.struct
 _FLAVOR = codec.THREAD_STATE_HEADER.struct
 _NO_NAME = bytes(16)
 _ADDRESS_END = 1 << 64
+_PLAIN_SEGMENT = (int(LoadCommand.LC_SEGMENT_64), codec.SEGMENT.size)
+_CMD_AND_SIZE = operator.itemgetter(0, 1)
+_VMADDR, _FILEOFF, _FILESIZE = (
+    operator.itemgetter(codec.SEGMENT.names.index(name))
+    for name in ("vmaddr", "fileoff", "filesize")
+)
 _LC_THREAD, _LC_SEGMENT_64, _LC_NOTE = (
     int(LoadCommand.LC_THREAD),
     int(LoadCommand.LC_SEGMENT_64),
@@ -129,13 +137,14 @@ class MachOCore(CoreReader):
         self.commands: list[Command] = []
         self.threads: list[list[FlavorState]] = []
         self.notes: list[Note] = []
-        self._segments: list[tuple[int, bytes, int, int, int, int, int]] = []
-        self._region_offsets: set[int] = set()
+        #: (command offset, the command's fields) of each segment with data
+        self._segments: list[tuple[int, tuple[Any, ...]]] = []
         offset = 32
         file_size = len(buf)
+        done = 0
         # The hot loop (10,000 segments in a large core) unpacks without unpack_at: every
         # read below is inside [offset, offset + cmdsize) <= end <= file_size, checked first.
-        for _ in range(ncmds):
+        while done < ncmds:
             if offset + 8 > end:
                 raise ParseError("load command header runs past sizeofcmds", offset)
             cmd, cmdsize = _LC.unpack_from(buf, offset)
@@ -143,15 +152,21 @@ class MachOCore(CoreReader):
                 raise ParseError(
                     f"load command {cmd:#x} has size {cmdsize}, outside the load commands", offset
                 )
+            if cmd == _LC_SEGMENT_64 and cmdsize == _SEGMENT.size:
+                run = self._segment_run(offset, min(ncmds - done, (end - offset) // cmdsize))
+                if run:
+                    done += run
+                    offset += run * cmdsize
+                    continue
+            done += 1
             self.commands.append(Command(cmd, offset, cmdsize))
             if cmd == _LC_THREAD:
                 self.threads.append(self._thread_states(offset + 8, offset + cmdsize))
             elif cmd == _LC_SEGMENT_64:
                 if cmdsize < _SEGMENT.size:
                     raise ParseError(f"LC_SEGMENT_64 of {cmdsize} bytes", offset)
-                _, _, segname, vmaddr, _, fileoff, filesize, maxprot, initprot, _, _ = (
-                    _SEGMENT.unpack_from(buf, offset)
-                )
+                fields = _SEGMENT.unpack_from(buf, offset)
+                _, _, segname, vmaddr, _, fileoff, filesize, maxprot, initprot, _, _ = fields
                 if fileoff + filesize > file_size:
                     raise ParseError(
                         f"segment data [{fileoff:#x}, +{filesize:#x}) runs past the end of the "
@@ -161,12 +176,10 @@ class MachOCore(CoreReader):
                 # a segment with no data (filesize 0) is kept as it is; one with sections
                 # becomes a region (cores have no use for section headers: they are dropped)
                 if filesize > 0:
-                    segment = (offset, segname, vmaddr, fileoff, filesize, maxprot, initprot)
                     if vmaddr + filesize > _ADDRESS_END:
-                        self._region(*segment)  # raises, as the model words it
+                        self._region(offset, fields)  # raises, as the model words it
                     # the Region is built by snapshot(): a check of the file needs none
-                    self._segments.append(segment)
-                    self._region_offsets.add(offset)
+                    self._segments.append((offset, fields))
             elif cmd == _LC_NOTE:
                 if cmdsize < _NOTE.size:
                     raise ParseError(f"LC_NOTE of {cmdsize} bytes", offset)
@@ -185,16 +198,36 @@ class MachOCore(CoreReader):
                 )
             offset += cmdsize
 
-    def _region(
-        self,
-        offset: int,
-        segname: bytes,
-        vmaddr: int,
-        fileoff: int,
-        filesize: int,
-        maxprot: int,
-        initprot: int,
-    ) -> Region:
+    def _segment_run(self, start: int, most: int) -> int:
+        """Read the run of plain segment commands (LC_SEGMENT_64 of the declaration's size,
+        no sections) at ``start``, at most ``most`` of them, in one pass: how many were
+        read. 0 when one of them is not what the loop above would accept quietly: the loop
+        then reads them one by one and names the first that is wrong, at its offset."""
+        size = _SEGMENT.size
+        rows = list(_SEGMENT.iter_unpack(memoryview(self.buffer)[start : start + most * size]))
+        heads = list(map(_CMD_AND_SIZE, rows))
+        count = len(list(itertools.takewhile(_PLAIN_SEGMENT.__eq__, heads)))
+        del rows[count:]
+        fileoffs = list(map(_FILEOFF, rows))
+        filesizes = list(map(_FILESIZE, rows))
+        if max(map(operator.add, fileoffs, filesizes)) > len(self.buffer):
+            return 0
+        if max(map(operator.add, map(_VMADDR, rows), filesizes)) > _ADDRESS_END:
+            return 0
+        offsets = range(start, start + count * size, size)
+        self.commands += map(
+            tuple.__new__,
+            itertools.repeat(Command),
+            zip(itertools.repeat(_LC_SEGMENT_64), offsets, itertools.repeat(size)),
+        )
+        if 0 in filesizes:  # those without data are kept as commands only
+            self._segments += [(o, r) for o, r, n in zip(offsets, rows, filesizes) if n]
+        else:
+            self._segments += zip(offsets, rows)
+        return count
+
+    def _region(self, offset: int, fields: tuple[Any, ...]) -> Region:
+        _, _, segname, vmaddr, _, fileoff, filesize, maxprot, initprot, _, _ = fields
         try:
             return Region.trusted(
                 vmaddr,
@@ -209,7 +242,7 @@ class MachOCore(CoreReader):
     @functools.cached_property
     def regions(self) -> list[Region]:
         """A region (a window of the buffer) per segment with data, in file order."""
-        return [self._region(*segment) for segment in self._segments]
+        return [self._region(offset, fields) for offset, fields in self._segments]
 
     @property
     def segments(self) -> list[dict[str, Any]]:
@@ -292,10 +325,11 @@ class MachOCore(CoreReader):
 
     def _snapshot(self) -> Snapshot:
         buf = self.buffer
+        region_offsets = {offset for offset, _ in self._segments}
         raw_commands = [
             RawItem("macho", c.cmd, bytes(buf[c.offset + 8 : c.offset + c.size]))
             for c in self.commands
-            if c.cmd not in (_LC_THREAD, _LC_NOTE) and c.offset not in self._region_offsets
+            if c.cmd not in (_LC_THREAD, _LC_NOTE) and c.offset not in region_offsets
         ]
 
         metadata: list[notes.ThreadMetadata] | None = None
