@@ -119,14 +119,16 @@ def write_placements(pwrite: Pwrite, placements: Iterable[SegmentPlacement]) -> 
     zeros in the file anyway) are gathered into one write of up to ``CHUNK`` bytes, so
     10,000 small stacks cost a few writes, not 10,000."""
     batch = bytearray()
-    batch_at = 0
-    for placement in placements:
-        region, offset = placement.region, placement.offset
-        size = region.data.size
+    batch_at = batch_end = 0
+    for region, offset in placements:
+        source = region.data
+        size = source.size
         if batch:
-            gap = offset - (batch_at + len(batch))
-            if 0 <= gap <= GATHER_GAP and len(batch) + gap + size <= CHUNK:
-                batch += bytes(gap)
+            gap = offset - batch_end
+            if 0 <= gap <= GATHER_GAP and batch_end + gap + size - batch_at <= CHUNK:
+                if gap:
+                    batch += bytes(gap)
+                    batch_end = offset
             else:
                 pwrite(memoryview(batch), batch_at)
                 batch = bytearray()
@@ -135,10 +137,11 @@ def write_placements(pwrite: Pwrite, placements: Iterable[SegmentPlacement]) -> 
             continue
         if not batch:
             batch_at = offset
-        data = region.data.read(0, size)
+        data = source.read(0, size)
         if len(data) != size:
             raise RenderError(f"region at {region.address:#x} gave {len(data)} bytes, not {size}")
         batch += data
+        batch_end = offset + size
     if batch:
         pwrite(memoryview(batch), batch_at)
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import strategies
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from macminidump.macho.parse import parse_macho, parse_macho_bytes
 from macminidump.macho.render import render_macho, render_macho_bytes
-from macminidump.model import Snapshot
+from macminidump.model import Region, Snapshot, content_of
 from macminidump.spec import dump_spec, snapshot_from_spec, spec_from_snapshot
+from macminidump.writer import CHUNK, GATHER_GAP, SegmentPlacement, write_placements
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -178,3 +180,38 @@ def test_independent_readers_accept_every_core(snapshot: Snapshot) -> None:
         assert sorted(s.virtual_address for s in segments) == sorted(
             r.address for r in snapshot.regions
         )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, 7, 4096, CHUNK // 4, CHUNK // 4 + 1, CHUNK // 2, 9000]),
+            st.sampled_from([0, 0, 1, 100, GATHER_GAP, GATHER_GAP + 1, 70000]),
+        ),
+        min_size=1,
+        max_size=24,
+    ),
+    st.integers(0, 5000),
+)
+@settings(max_examples=60, deadline=None)
+def test_write_placements_puts_every_byte_once(sizes_and_gaps: list, start: int) -> None:
+    """Gathering neighbours into one write changes no byte: each region's bytes land at
+    its offset, zeros between, and no two writes overlap."""
+    placements, offset = [], start
+    for i, (size, gap) in enumerate(sizes_and_gaps):
+        data = bytes([i + 1]) * size
+        placements.append(SegmentPlacement(Region(address=i << 32, data=data), offset))
+        offset += size + gap
+    out, writes = bytearray(offset), []
+
+    def pwrite(data: bytes | memoryview, at: int) -> None:
+        writes.append((at, len(data)))
+        out[at : at + len(data)] = data
+
+    write_placements(pwrite, placements)
+    expected = bytearray(offset)
+    for p in placements:
+        expected[p.offset : p.offset + p.region.size] = content_of(p.region.data)
+    assert out == expected
+    ordered = sorted(writes)
+    assert all(a + n <= b for (a, n), (b, _) in zip(ordered, ordered[1:]))
