@@ -45,9 +45,12 @@ class Sample:
 
 
 def run_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> float:
-    """Wall time of one run of ``argv``, output discarded; a failure stops the benchmark."""
+    """Wall time of one run of ``argv``, output discarded; a failure stops the benchmark.
+
+    It runs in ``/``: `python -c` puts its working directory first on sys.path, and in a
+    checkout that would import the sources there instead of the installed package."""
     started = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd="/")
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode()}")

@@ -52,7 +52,9 @@ def modules_a_dump_imports(pid: int, directory: Path, python: str, env: Mapping[
         f"    main(['dump', '{pid}', '-o', {str(directory / 'out.modules')!r}])\n"
         "print(','.join(sorted(m for m in sys.modules if m.startswith('macminidump'))))"
     )
-    found = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True)
+    found = subprocess.run(
+        [python, "-c", code], env=env, capture_output=True, text=True, cwd="/"
+    )  # (in /: see run_command)
     if found.returncode != 0:
         raise SystemExit(f"dump {pid} failed: {found.stderr}")
     remove_outputs(directory)

@@ -1,5 +1,5 @@
-"""``python -m macminidump``: the command line (``cli.main``)."""
+"""``python -m macminidump``: the command line (``cli.console``)."""
 
-from .cli import main
+from .cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

@@ -91,8 +91,8 @@ def install(
         "# crash (see /proc/sys/kernel/core_pattern); `--uninstall` removes it\n"
         "import sys\n"
         f"sys.path.insert(0, {root!r})\n"
-        "from macminidump.cli import main\n"
-        f"sys.exit(main({argv!r} + sys.argv[1:]))\n"
+        "from macminidump.cli import console\n"
+        f"sys.exit(console({argv!r} + sys.argv[1:]))\n"
     )
     _write_atomically(launcher, script, 0o700)
     if not _ours(previous):
