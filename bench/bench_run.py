@@ -11,10 +11,12 @@ Two programs, built here with cc:
 
 Each runs directly, under ``floor`` (a minimal supervisor in C, built here: it seizes the
 program with PTRACE_O_TRACECLONE, waits for every thread's stops and resumes each, and
-does nothing else) and under ``macminidump run -o CORE -- PROGRAM`` (the command as a
-user installs it: ``pip install`` of this checkout into a fresh venv; ``--here``: this
-interpreter's). All three alternate, shuffled, every round. Target: `run` ≤ 1.25× the
-floor on both programs (a miss must exceed the noise between rounds).
+does nothing else), under ``python floor`` (the same loop in Python, with the same
+interpreter: one ``os.waitpid`` and one ctypes PTRACE_CONT an event, what any Python
+supervisor pays; shown, not judged) and under ``macminidump run -o CORE -- PROGRAM``
+(the command as a user installs it: ``pip install`` of this checkout into a fresh venv;
+``--here``: this interpreter's). All four alternate, shuffled, every round. Target:
+`run` ≤ 1.25× the floor on both programs (a miss must exceed the noise between rounds).
 """
 
 from __future__ import annotations
@@ -93,6 +95,29 @@ int main(int argc, char **argv) {
 }
 """
 
+PYTHON_FLOOR = r"""
+import ctypes, os, sys
+ptrace = ctypes.PyDLL(None).ptrace
+ptrace.restype = ctypes.c_long
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(go_w)
+    os.read(go_r, 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+os.close(go_r)
+if ptrace(0x4206, pid, 0, 0x8 | 0x100000):  # PTRACE_SEIZE, TRACECLONE | EXITKILL
+    sys.exit(127)
+os.write(go_w, b"g")
+while True:
+    tid, status = os.waitpid(-1, 0x40000000)  # __WALL
+    if status & 0x7F == 0x7F:
+        sig = status >> 8 & 0xFF
+        ptrace(7, tid, 0, 0 if status >> 16 or sig == 5 else sig)  # PTRACE_CONT
+    elif tid == pid:
+        sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+
 
 def build(directory: Path, name: str, source: str) -> str:
     src = directory / f"{name}.c"
@@ -123,6 +148,9 @@ def main() -> int:
                 {
                     "direct": lambda exe=exe: run_command([exe], env),
                     "floor": lambda exe=exe: run_command([floor, exe], env),
+                    "python floor": lambda exe=exe: run_command(
+                        [installed.python, "-c", PYTHON_FLOOR, exe], env
+                    ),
                     "macminidump run": lambda exe=exe: run_command(
                         [*cli, "run", "-o", core, "--", exe], env
                     ),
