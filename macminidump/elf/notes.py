@@ -9,7 +9,6 @@ the bad payload sits. A note whose strings are not UTF-8 (a process name set wit
 
 from __future__ import annotations
 
-import contextlib
 import operator
 import re
 import struct
@@ -120,13 +119,15 @@ def _build(decl: Any, values: Any, what: str) -> bytes:
     # struct.Struct: a note per thread of a 1,000-thread process costs microseconds, not
     # a millisecond. Whatever the struct refuses goes to construct, which names the field.
     flat = _flat(decl)
-    if flat is not None and isinstance(values, Mapping):
-        with contextlib.suppress(struct.error, KeyError, TypeError):
+    if flat is not None and (type(values) is dict or isinstance(values, Mapping)):
+        try:
             items = flat.leaves(values)
             if flat.byte_fields is None or (
                 tuple(map(len, flat.byte_fields(items))) == flat.byte_sizes
             ):
                 return flat.fmt.pack(*items)
+        except (struct.error, KeyError, TypeError):
+            pass  # construct names the field
     try:
         return bytes(decl.build(values))
     except (construct.ConstructError, ValueError, TypeError, OverflowError) as e:
