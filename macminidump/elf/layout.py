@@ -170,11 +170,16 @@ def note_plan(snapshot: Snapshot) -> list[NoteEntry]:
     return plan
 
 
-def _note_bytes(entry: NoteEntry) -> bytes:
-    name = entry.owner.encode("utf-8") + b"\0"
+def _note_bytes(entry: NoteEntry, names: dict[str, bytes] | None = None) -> bytes:
+    """The note as the file holds it; ``names``: each owner's name as written (NUL
+    terminated), shared by the notes of a layout (three a thread, of two owners)."""
+    names = {} if names is None else names
+    name = names.get(entry.owner)
+    if name is None:
+        name = names[entry.owner] = entry.owner.encode("utf-8") + b"\0"
     desc = entry.desc
     # the header through its struct and the padding as the reader skips it (NOTE_ALIGN):
-    # three notes a thread; what the struct refuses goes to construct, which names it
+    # what the struct refuses goes to construct, which names it
     try:
         header = _NHDR.pack(len(name), len(desc), entry.type)
     except struct.error:
@@ -197,7 +202,8 @@ def layout_elf(snapshot: Snapshot) -> Layout:
     if snapshot.arch != Arch.X86_64:
         raise RenderError(f"ELF cores are written for x86_64 only, not {snapshot.arch}")
     plan = note_plan(snapshot)
-    note_blob = b"".join(_note_bytes(n) for n in plan)
+    names: dict[str, bytes] = {}
+    note_blob = b"".join([_note_bytes(n, names) for n in plan])
     raw_phdrs = [_raw_phdr(r) for r in snapshot.raw_commands]
     phnum = 1 + len(snapshot.regions) + len(raw_phdrs)
     if phnum >= PN_XNUM:
