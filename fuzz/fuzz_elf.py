@@ -12,15 +12,5 @@ with atheris.instrument_imports():
     import fuzzers
 
 
-def TestOneInput(data: bytes) -> None:
-    fuzzers.fuzz_elf_guarded(data)
-
-
-def main() -> None:
-    fuzzers.enable_ignore_list()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzzers.run_under_atheris(fuzzers.fuzz_elf_guarded)

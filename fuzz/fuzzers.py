@@ -54,6 +54,20 @@ def enable_ignore_list() -> None:
     COLLECT = os.environ.get("MACMINIDUMP_FUZZ_COLLECT") or None
 
 
+def run_under_atheris(target: Callable[[bytes], None]) -> None:
+    """The body of every atheris entry point (``fuzz_*.py``): the ignore and collect
+    settings read, then libFuzzer's loop over ``target`` with this process's arguments.
+    (Each entry point imports this module under ``atheris.instrument_imports()`` itself:
+    instrumenting has to wrap the import.)"""
+    import sys
+
+    import atheris
+
+    enable_ignore_list()
+    atheris.Setup(sys.argv, target)
+    atheris.Fuzz()
+
+
 def signature(exc: BaseException) -> str:
     """``ExceptionType@file.py:function`` of the innermost macminidump frame (else the last)."""
     # a RoundTripError is told apart by where its ParseError came from
