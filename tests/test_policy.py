@@ -27,11 +27,12 @@ from commands import stderr_on_a_terminal
 from macminidump import Region, Snapshot, Thread
 from macminidump.capture import policy
 from macminidump.capture.base import CaptureOptions, CrashContext, capture, captured
+from macminidump.capture.linux import procfs
 from macminidump.capture.mach import MachTarget
 from macminidump.capture.policy import Memory, parse_range, parse_size
 from macminidump.elf.layout import core_cost as elf_cost
 from macminidump.errors import TargetError
-from macminidump.model import SignalInfo
+from macminidump.model import Protection, SignalInfo
 from macminidump.parse import parse_core
 from macminidump.streaming import write_captured
 from macminidump.testing.fake_os import FakeTarget
@@ -377,14 +378,11 @@ def test_every_max_size_is_respected_and_the_crash_keeps_its_frames(
 def unreadable_mappings(pid: int) -> list[tuple[int, int]]:
     """Mappings the process itself cannot read (guard pages, [vsyscall]): gcore saves
     them (it reads through /proc/PID/mem, which ignores protections), a capture does not."""
-    out = []
-    with open(f"/proc/{pid}/maps") as f:
-        for line in f:
-            span, perms = line.split()[:2]
-            if perms[0] != "r":
-                start, _, end = span.partition("-")
-                out.append((int(start, 16), int(end, 16)))
-    return out
+    return [
+        (m.start, m.end)
+        for m in procfs.maps(procfs.directory(pid))
+        if not m.protection & Protection.READ
+    ]
 
 
 def test_full_matches_gcore_at_every_saved_address(live: tuple[int, int], tmp_path: Path) -> None:
