@@ -68,15 +68,13 @@ def run(argv: list[str]) -> tuple[float, int]:
 def left_out(pid: int) -> list[tuple[int, int]]:
     """What a capture leaves out and gcore saves: memory the process cannot read (guard
     pages, [vsyscall]) and the environment strings (never saved unless asked)."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    out = [(int(stat[47]), int(stat[48]))]
-    with open(f"/proc/{pid}/maps") as f:
-        for line in f:
-            span, perms = line.split()[:2]
-            if perms[0] != "r":
-                start, _, end = span.partition("-")
-                out.append((int(start, 16), int(end, 16)))
-    return out
+    from macminidump.capture.linux import procfs
+    from macminidump.model import Protection
+
+    where = procfs.directory(pid)
+    out = [(m.start, m.end) for m in procfs.maps(where) if not m.protection & Protection.READ]
+    environment = procfs.environment(where)
+    return out if environment is None else [environment, *out]
 
 
 def compare(ours: str, theirs: str, skip: list[tuple[int, int]]) -> int:
@@ -114,7 +112,10 @@ def main() -> int:
     (work / "heap.c").write_text(PROGRAM)
     exe = work / "heap"
     subprocess.run(["cc", "-O0", "-pthread", str(work / "heap.c"), "-o", str(exe)], check=True)
-    target = subprocess.Popen([str(exe), str(args.heap_mib)], stdout=subprocess.PIPE)
+    # without rseq, as tests/test_policy.py's live program: the kernel rewrites a thread's
+    # rseq CPU number when it migrates, so the two cores could differ there by one byte
+    no_rseq = {**os.environ, "GLIBC_TUNABLES": "glibc.pthread.rseq=0"}
+    target = subprocess.Popen([str(exe), str(args.heap_mib)], stdout=subprocess.PIPE, env=no_rseq)
     env_python = [sys.executable, "-m", "macminidump"]
     os.environ["PYTHONPATH"] = str(ROOT)
     try:
