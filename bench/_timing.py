@@ -9,6 +9,7 @@ subject is over even after allowing the noise measured between rounds.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -145,6 +146,17 @@ def ensure_bytecode() -> None:
     import macminidump
 
     compileall.compile_dir(os.path.dirname(macminidump.__file__), quiet=1)
+
+
+def end_to_end_arguments(doc: str, rounds: int) -> argparse.ArgumentParser:
+    """The options every end-to-end benchmark takes (``--rounds``, ``--here`` for
+    ``user_install``, ``--json``), described by the first paragraph of its ``doc``;
+    a benchmark adds its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--here", action="store_true", help="this interpreter's install")
+    parser.add_argument("--json", action="store_true")
+    return parser
 
 
 @attrs.frozen

@@ -17,22 +17,18 @@ every round, each a fresh process:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-from _timing import interleave, run_command, user_install, verdict
+from _timing import end_to_end_arguments, interleave, run_command, user_install, verdict
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = end_to_end_arguments(__doc__, rounds=5)
     parser.add_argument("--threads", type=int, default=1000)
     parser.add_argument("--regions", type=int, default=10000)
-    parser.add_argument("--here", action="store_true", help="this interpreter's install")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import yaml

@@ -22,7 +22,6 @@ of ``--rounds`` (target ≤ 100 ms).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -32,7 +31,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from _timing import as_json, interleave, print_text, run_command, user_install, verdict
+from _timing import (
+    as_json,
+    end_to_end_arguments,
+    interleave,
+    print_text,
+    run_command,
+    user_install,
+    verdict,
+)
 from bench_linux import build, start
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,11 +111,8 @@ def in_process_thousand(exe: Path, directory: Path, rounds: int) -> list[float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser = end_to_end_arguments(__doc__, rounds=7)
     parser.add_argument("--heap-mib", type=int, default=512)
-    parser.add_argument("--here", action="store_true", help="this interpreter's install")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     report: dict = {}

@@ -21,14 +21,21 @@ supervisor pays; shown, not judged) and under ``macminidump run -o CORE -- PROGR
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _timing import as_json, interleave, print_text, run_command, user_install, verdict
+from _timing import (
+    as_json,
+    end_to_end_arguments,
+    interleave,
+    print_text,
+    run_command,
+    user_install,
+    verdict,
+)
 
 PROGRAMS = {
     "idle-churn": r"""
@@ -128,10 +135,7 @@ def build(directory: Path, name: str, source: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--here", action="store_true", help="this interpreter's install")
-    parser.add_argument("--json", action="store_true")
+    parser = end_to_end_arguments(__doc__, rounds=7)
     args = parser.parse_args()
     results = {}
     with (

@@ -13,20 +13,16 @@ fresh process, interleaved with the baseline in a shuffled order every round:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 
-from _timing import interleave, run_command, user_install, verdict
+from _timing import end_to_end_arguments, interleave, run_command, user_install, verdict
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--here", action="store_true", help="this interpreter's install")
-    parser.add_argument("--json", action="store_true")
+    parser = end_to_end_arguments(__doc__, rounds=21)
     args = parser.parse_args()
 
     with user_install(args.here) as installed, tempfile.TemporaryDirectory() as d:
