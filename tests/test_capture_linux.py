@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import mmap
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ import pytest
 from macminidump import linux_abi
 from macminidump.arch import RegKind, arch_info
 from macminidump.capture.base import capture
-from macminidump.capture.linux import LinuxTarget, capture_pid, registers
+from macminidump.capture.linux import LinuxTarget, capture_pid, procfs, registers
 from macminidump.errors import CaptureError, ModelError
 from macminidump.model import Snapshot
 
@@ -349,6 +350,72 @@ def test_xstate_trimmed_as_gcore_does() -> None:
     assert len(registers.trim_xstate(area(avx512 | 1 << 9 | amx, 11008))) == 2696  # PKRU
     assert len(registers.trim_xstate(area(0x7, 832))) == 832  # AVX only: as ptrace gives it
     assert len(registers.trim_xstate(area(0x3, 576))) == 576
+
+
+# -- /proc/PID/smaps: what the dirty policy and the MADV_DONTDUMP rule read ------------------
+
+
+def test_smaps_written_and_dont_dump(tmp_path: Path) -> None:
+    """procfs.written_in and dont_dump_in on this process's own smaps: a written private
+    anonymous mapping is written, an untouched one and a read-only file are not; the
+    mapping marked MADV_DONTDUMP is listed, a file whose name holds "VmFlags: dd" is not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, *[ctypes.c_int] * 3, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    size = 4 * mmap.PAGESIZE
+    anonymous = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    rw = mmap.PROT_READ | mmap.PROT_WRITE
+    decoy = tmp_path / "x\nVmFlags: dd"
+    with open(decoy, "wb") as f:
+        f.write(b"\0" * size)
+        os.fsync(f.fileno())  # (pages not yet written back count as Private_Dirty)
+    with open(decoy, "rb") as f:
+        at = {
+            "written": libc.mmap(None, size, rw, anonymous, -1, 0),
+            "untouched": libc.mmap(None, size, mmap.PROT_READ, anonymous, -1, 0),
+            "secret": libc.mmap(None, size, rw, anonymous, -1, 0),
+            "file": libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_PRIVATE, f.fileno(), 0),
+        }
+    try:
+        assert all(a not in (None, ctypes.c_void_p(-1).value) for a in at.values()), at
+        ctypes.memmove(at["written"], b"hello", 5)
+        assert libc.madvise(at["secret"], size, mmap.MADV_DONTDUMP) == 0
+        assert ctypes.string_at(at["file"], 1) == ctypes.string_at(at["untouched"], 1) == b"\0"
+        mappings = procfs.maps("/proc/self")
+        vma = {k: next((m.start, m.end) for m in mappings if m.contains(a)) for k, a in at.items()}
+        assert "VmFlags" in next(m.path for m in mappings if m.start == vma["file"][0])
+        text = procfs.smaps("/proc/self")
+        assert text is not None and b"x\\012VmFlags: dd" in text  # (the kernel's escape)
+        starts = procfs.written_in(text)
+        assert vma["written"][0] in starts
+        assert vma["untouched"][0] not in starts and vma["file"][0] not in starts
+        marked = procfs.dont_dump_in(text)
+        # (what madvise marked is a mapping of its own, split from any neighbour)
+        assert (at["secret"], at["secret"] + size) in marked
+        assert vma["file"] not in marked and vma["written"] not in marked
+        assert (starts, sorted(marked)) == smaps_line_by_line(text)
+    finally:
+        for address in at.values():
+            libc.munmap(address, size)
+    assert procfs.smaps("/proc/0") is None and procfs.dont_dump("/proc/0") is None
+
+
+def smaps_line_by_line(text: bytes) -> tuple[set[int], list[tuple[int, int]]]:
+    """The test's own reading of smaps, one line at a time: (written, dont_dump)."""
+    written, marked = set(), []
+    for line in text.decode().splitlines():
+        header = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) ", line)
+        if header:
+            start, end, private = int(header[1], 16), int(header[2], 16), header[3][3] == "p"
+            continue
+        key, _, value = line.partition(":")
+        if key in ("Anonymous", "Private_Dirty") and private and int(value.split()[0]):
+            written.add(start)
+        if key == "VmFlags" and "dd" in value.split():
+            marked.append((start, end))
+    return written, sorted(marked)
 
 
 # -- a 4-thread program -------------------------------------------------------------------

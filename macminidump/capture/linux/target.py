@@ -47,6 +47,8 @@ class LinuxTarget:
         self._stack_pointers: dict[int, int] = {}
         #: the mappings, read once while stopped
         self._mappings: list[MemoryMapping] | None = None
+        #: /proc/PID/smaps, read once while stopped (dont_dump and the dirty policy ask)
+        self._smaps: bytes | None = None
         #: how long the last stop() took, in seconds
         self.stop_seconds = 0.0
 
@@ -96,8 +98,18 @@ class LinuxTarget:
             raise TargetError(f"process {pid} is a kernel thread")
 
     def resume(self) -> None:
-        self._mappings = None
+        self._mappings = self._smaps = None
         self.tracee.release()
+
+    def _smaps_text(self) -> bytes:
+        """/proc/PID/smaps of this stop. Read only after every thread stopped: a mapping
+        marked MADV_DONTDUMP after an earlier read would be saved."""
+        if self._smaps is None:
+            text = procfs.smaps(self._proc())
+            if text is None:  # a live process always has mappings
+                raise self.tracee.gone()
+            self._smaps = text
+        return self._smaps
 
     def _proc(self) -> str:
         """/proc directory of a live stopped thread (see ``Tracee.live_thread``)."""
@@ -141,9 +153,7 @@ class LinuxTarget:
         return self._mappings
 
     def modified_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[MemoryMapping]:
-        written = procfs.written_mappings(self._proc())
-        if written is None:
-            raise self.tracee.gone()
+        written = procfs.written_in(self._smaps_text())
         return [m for m in mappings if m.start in written]
 
     def read(self, address: int, size: int) -> bytes:
@@ -189,10 +199,7 @@ class LinuxTarget:
         )
 
     def dont_dump(self, mappings: Sequence[MemoryMapping]) -> Sequence[tuple[int, int]]:
-        marked = procfs.dont_dump(self._proc())
-        if marked is None:
-            raise self.tracee.gone()
-        return marked
+        return procfs.dont_dump_in(self._smaps_text())
 
     def environment(self, mappings: Sequence[MemoryMapping]) -> tuple[int, int] | None:
         return procfs.environment(procfs.directory(self.pid))
