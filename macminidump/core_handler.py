@@ -216,8 +216,7 @@ def handle_crash(
 
 def read_head(pipe: BinaryIO) -> bytes:
     """The ELF header, program headers and notes at the start of the kernel's core."""
-    from .elf.constants import PN_XNUM
-    from .elf.schema import EHDR_SIZE, PHDR_SIZE
+    from .elf.constants import EHDR_SIZE, PHDR_SIZE, PN_XNUM
 
     head = _read_exact(pipe, EHDR_SIZE)
     ehdr = _elf_header(head)
@@ -236,8 +235,8 @@ def read_head(pipe: BinaryIO) -> bytes:
 
 def _elf_header(head: bytes) -> Any:
     """The ELF header (named fields) of a 64-bit little-endian ELF core, or CaptureError."""
-    from .elf.constants import ElfClass, ElfData
-    from .elf.schema import PHDR_SIZE, elf64_ehdr
+    from .elf.constants import PHDR_SIZE, ElfClass, ElfData
+    from .elf.schema import elf64_ehdr
     from .errors import ParseError
     from .schema_io import parse_at
 
@@ -258,8 +257,9 @@ def _elf_header(head: bytes) -> Any:
 def _note_header(head: bytes, ehdr: Any) -> Any:
     """The PT_NOTE program header (a ``ProgramHeader``) of a core whose headers are in
     ``head``, or CaptureError."""
+    from .elf.constants import PHDR_SIZE
     from .elf.parse import ProgramHeader
-    from .elf.schema import PHDR_SIZE, elf64_phdr
+    from .elf.schema import elf64_phdr
     from .linux_abi import SegmentType
     from .schema_io import fixed_format
 
@@ -294,8 +294,9 @@ def _from_kernel_notes(
 ) -> tuple[list[CapturedThread], CrashContext, list[tuple[int, int]], ProcessInfo | None]:
     """Threads, the crash, auxv and process facts from the kernel's notes."""
     from .arch import RegKind
+    from .elf.constants import EHDR_SIZE, PHDR_SIZE
     from .elf.parse import parse_elf_bytes
-    from .elf.schema import EHDR_SIZE, PHDR_SIZE, elf64_ehdr, elf64_phdr
+    from .elf.schema import elf64_ehdr, elf64_phdr
     from .schema_io import build, plain
 
     ehdr = _elf_header(head)

@@ -6,20 +6,22 @@ parser), the ELF twin of :mod:`macminidump.macho_headers`. A loaded ELF object k
 first file page at its load address, so offsets from the header are file offsets for
 everything in that first PT_LOAD (the program headers and, in every toolchain's layout,
 the build-id note). The layouts are :mod:`macminidump.elf.schema`'s declarations,
-unpacked through their ``struct`` fast path.
+unpacked through the ``struct`` layouts generated from them (``elf/packed``), so the
+Linux capture and the read-back check import no construct.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 import attrs
 
-from .elf import schema
-from .elf.constants import ELFMAG, NOTE_ALIGN, ElfClass, ElfData
+from .elf.constants import EHDR_SIZE, ELFMAG, NOTE_ALIGN, ElfClass, ElfData
+from .elf.packed import ELF64_EHDR_FIELDS, ELF64_EHDR_FORMAT, ELF64_NHDR_FORMAT
 from .errors import ParseError
-from .linux_abi import SegmentType, elf64_phdr
-from .schema_io import fixed_format, parse_at
+from .linux_abi import SegmentType
+from .linux_abi_packed import ELF64_PHDR_FORMAT
 
 #: reads a binary: (offset from its header, size) -> up to size bytes, short where refused
 Read = Callable[[int, int], bytes]
@@ -35,9 +37,9 @@ NT_GNU_BUILD_ID = 3
 _GNU = b"GNU\0"
 _U64 = (1 << 64) - 1
 
-EHDR_SIZE = schema.elf64_ehdr.sizeof()
-_PHDR = fixed_format(elf64_phdr)
-_NHDR = fixed_format(schema.elf64_nhdr)
+_EHDR = struct.Struct(ELF64_EHDR_FORMAT)
+_PHDR = struct.Struct(ELF64_PHDR_FORMAT)
+_NHDR = struct.Struct(ELF64_NHDR_FORMAT)
 
 
 @attrs.frozen
@@ -95,8 +97,8 @@ def read_headers(read: Read) -> ElfHeaders:
         raise ParseError("not an ELF header (or cut short)", 0)
     if raw[4] != ElfClass.ELFCLASS64 or raw[5] != ElfData.ELFDATA2LSB:
         raise ParseError("not a 64-bit little-endian ELF object", 4)
-    h = parse_at(schema.elf64_ehdr, raw, 0, "ELF header")
-    phoff, phentsize, phnum = h.e_phoff, h.e_phentsize, h.e_phnum
+    h = dict(zip(ELF64_EHDR_FIELDS, _EHDR.unpack_from(raw, 0)))
+    phoff, phentsize, phnum = h["e_phoff"], h["e_phentsize"], h["e_phnum"]
     if phnum and phentsize < _PHDR.size:
         raise ParseError(f"e_phentsize {phentsize} < {_PHDR.size}", 54)
     if phnum > MAX_PHNUM:
@@ -114,7 +116,7 @@ def read_headers(read: Read) -> ElfHeaders:
     for s in segments:
         if s.type == SegmentType.PT_NOTE and s.filesz <= MAX_NOTES and build_id is None:
             build_id = _build_id(read(s.offset, s.filesz))
-    return ElfHeaders(int(h.e_type), int(h.e_machine), phoff, phentsize, tuple(segments), build_id)
+    return ElfHeaders(h["e_type"], h["e_machine"], phoff, phentsize, tuple(segments), build_id)
 
 
 def _build_id(notes: bytes) -> bytes | None:

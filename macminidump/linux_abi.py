@@ -8,22 +8,28 @@ type. The loaded program is itself ELF: its program header table (found through
 AT_PHDR), ``.dynamic`` and glibc's ``r_debug``/``link_map`` are what the capture walks to
 list the libraries, and the core's program headers are the same ``Elf64_Phdr``.
 
-So these layouts and numbers live here, in neither of their users: the Linux backend
+So these numbers and names live here, in neither of their users: the Linux backend
 (``capture/linux/``, which must know nothing of core files) and the ELF core format
-(``elf/``, which must know nothing of ptrace) both import them. Declarations (construct,
-the project's source of truth for layouts; hot paths derive ``struct`` formats from them
-with ``schema_io.fixed_format``) and numbers, plus the one decoder of the fxsave area.
-Register structs name their fields as :mod:`macminidump.arch` does.
+(``elf/``, which must know nothing of ptrace) both import them. Their layouts are declared
+in :mod:`macminidump.linux_abi_schema` (construct, the project's source of truth); this
+module, the one decoder of the fxsave area and the capture backend use the ``struct``
+layouts generated from those declarations (:mod:`macminidump.linux_abi_packed`), so
+that a dump imports no construct. Registers are named as :mod:`macminidump.arch` does.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from typing import Any
 
-from construct import Bytes, If, Int16ul, Int32sl, Int32ul, Int64sl, Int64ul, RepeatUntil, Struct
-
-from .schema_io import EnumOrInt, fixed_format
+from .linux_abi_packed import (
+    SIGINFO_FAULT_FIELDS,
+    SIGINFO_FAULT_FORMAT,
+    SIGINFO_FIELDS,
+    SIGINFO_FORMAT,
+    USER_FPREGS_STRUCT_FORMAT,
+)
 
 # -- signals ----------------------------------------------------------------------------------
 
@@ -82,23 +88,21 @@ def has_fault_address(signo: int, code: int) -> bool:
     return signo in FAULT_SIGNALS and code > 0
 
 
-def _has_fault_addr(ctx: Any) -> bool:
-    return has_fault_address(ctx.si_signo, ctx.si_code)
+#: siginfo_t (PTRACE_GETSIGINFO, NT_SIGINFO): ``linux_abi_schema.siginfo``'s two layouts
+SIGINFO = struct.Struct(SIGINFO_FORMAT)
+SIGINFO_FAULT = struct.Struct(SIGINFO_FAULT_FORMAT)
+SIGINFO_SIZE = SIGINFO.size
 
 
-SIGINFO_SIZE = 128
-
-#: siginfo_t (PTRACE_GETSIGINFO, NT_SIGINFO), 128 bytes. For a kernel-raised fault
-#: (``has_fault_address``) the address is ``si_addr``; otherwise ``si_addr`` is None. The
-#: rest of the union stays raw in ``si_rest`` (104 bytes after si_addr, else 112).
-siginfo = Struct(
-    "si_signo" / Int32sl,
-    "si_errno" / Int32sl,
-    "si_code" / Int32sl,
-    "pad0" / Bytes(4),
-    "si_addr" / If(_has_fault_addr, Int64ul),
-    "si_rest" / Bytes(lambda ctx: 104 if _has_fault_addr(ctx) else 112),
-)
+def siginfo_values(data: Any, offset: int = 0) -> tuple[int, int, int, int | None]:
+    """siginfo_t (SIGINFO_SIZE bytes at ``offset``) -> (si_signo, si_errno, si_code,
+    si_addr); si_addr is None unless ``has_fault_address``."""
+    v = dict(zip(SIGINFO_FIELDS, SIGINFO.unpack_from(data, offset)))
+    signo, errno, code = v["si_signo"], v["si_errno"], v["si_code"]
+    if not has_fault_address(signo, code):
+        return signo, errno, code, None
+    fault = dict(zip(SIGINFO_FAULT_FIELDS, SIGINFO_FAULT.unpack_from(data, offset)))
+    return signo, errno, code, fault["si_addr"]
 
 
 # -- the auxiliary vector -------------------------------------------------------------------
@@ -137,15 +141,6 @@ class AuxvType(enum.IntEnum):
     AT_MINSIGSTKSZ = 51
 
 
-auxv_entry = Struct(
-    "type" / EnumOrInt(Int64ul, AuxvType),
-    "value" / Int64ul,
-)
-
-#: /proc/PID/auxv, NT_AUXV: entries up to and including AT_NULL (what follows is not read)
-auxv = RepeatUntil(lambda obj, lst, ctx: obj["type"] == AuxvType.AT_NULL, auxv_entry)
-
-
 # -- registers (x86_64) ------------------------------------------------------------------------
 
 #: struct user_regs_struct (x86_64), in kernel order, named as in arch.py
@@ -179,9 +174,6 @@ X86_64_USER_REGS = (
     "gs",
 )
 
-#: PTRACE_GETREGS, NT_PRSTATUS's pr_reg
-user_regs_struct_x86_64 = Struct(*(name / Int64ul for name in X86_64_USER_REGS))
-
 #: the fxsave area fields of user_fpregs_struct (x86_64, NT_FPREGSET), named as in arch.py
 X86_64_FPREGS = (
     "fcw",
@@ -196,25 +188,7 @@ X86_64_FPREGS = (
     *(f"xmm{i}" for i in range(16)),
 )
 
-#: struct user_fpregs_struct (x86_64) = the 512-byte fxsave area (PTRACE_GETFPREGS,
-#: NT_FPREGSET). st registers keep all 16 bytes of their slot (10-byte value + 6 reserved)
-#: so the area round-trips exactly.
-user_fpregs_struct = Struct(
-    "fcw" / Int16ul,  # cwd
-    "fsw" / Int16ul,  # swd
-    "ftw" / Int16ul,  # twd (abridged tag in the low byte)
-    "fop" / Int16ul,
-    "fpu_ip" / Int64ul,  # rip
-    "fpu_dp" / Int64ul,  # rdp
-    "mxcsr" / Int32ul,
-    "mxcsrmask" / Int32ul,  # mxcr_mask
-    *(f"stmm{i}" / Bytes(16) for i in range(8)),  # st_space
-    *(f"xmm{i}" / Bytes(16) for i in range(16)),  # xmm_space
-    # bytes 464..511: the kernel keeps its software-reserved xstate info here
-    "padding" / Bytes(96),
-)
-
-_FXSAVE = fixed_format(user_fpregs_struct)
+_FXSAVE = struct.Struct(USER_FPREGS_STRUCT_FORMAT)
 FXSAVE_SIZE = _FXSAVE.size
 
 
@@ -268,19 +242,6 @@ class SegmentFlags(enum.IntFlag):
     PF_R = 4
 
 
-#: Elf64_Phdr: a program header, of the loaded program (at AT_PHDR) as of a core
-elf64_phdr = Struct(
-    "p_type" / EnumOrInt(Int32ul, SegmentType),
-    "p_flags" / Int32ul,  # SegmentFlags bits
-    "p_offset" / Int64ul,
-    "p_vaddr" / Int64ul,
-    "p_paddr" / Int64ul,
-    "p_filesz" / Int64ul,
-    "p_memsz" / Int64ul,
-    "p_align" / Int64ul,
-)
-
-
 class DynamicTag(enum.IntEnum):
     """d_tag of the ``.dynamic`` entries the capture reads (the list ends at DT_NULL)."""
 
@@ -288,32 +249,5 @@ class DynamicTag(enum.IntEnum):
     DT_DEBUG = 21  # the dynamic linker stores its r_debug's address here
 
 
-#: Elf64_Dyn: one entry of ``.dynamic``
-elf64_dyn = Struct(
-    "d_tag" / Int64sl,
-    "d_val" / Int64ul,
-)
-
-#: glibc's struct r_debug (40 bytes) as r_debug_extended (glibc 2.35+, r_version >= 2)
-#: extends it: ``r_next`` links the r_debug of the next link-map namespace
-r_debug_extended = Struct(
-    "r_version" / Int32sl,
-    "pad0" / Bytes(4),
-    "r_map" / Int64ul,  # the first link_map
-    "r_brk" / Int64ul,
-    "r_state" / Int32sl,
-    "pad1" / Bytes(4),
-    "r_ldbase" / Int64ul,
-    "r_next" / Int64ul,
-)
-#: the bytes of struct r_debug before r_next
+#: the bytes of glibc's struct r_debug before r_debug_extended's r_next
 R_DEBUG_SIZE = 40
-
-#: the public head of glibc's struct link_map: one loaded object
-link_map = Struct(
-    "l_addr" / Int64ul,  # the load bias
-    "l_name" / Int64ul,  # its path (a C string; "" for the executable)
-    "l_ld" / Int64ul,  # its .dynamic
-    "l_next" / Int64ul,
-    "l_prev" / Int64ul,
-)

@@ -1,6 +1,7 @@
 """The only doorway into the schemas (construct declarations): parse at an offset, build,
-and the ``struct.Struct`` fast path derived from a flat declaration; construct's errors
-become ours.
+and the ``struct`` layouts derived from a declaration (``fixed_format`` and
+``nested_format`` at run time, ``packed_layout`` for the generated modules the dump path
+uses: see ``generate_packed``); construct's errors become ours.
 
 Like pyelftools' ``struct_parse``: a reader never sees a ConstructError, a short read, or
 a Container; it gets values, or one ParseError naming the offset and what was expected.
@@ -16,6 +17,18 @@ from typing import Any
 import construct
 
 from .errors import ParseError, RenderError
+from .struct_io import unpack_at
+
+__all__ = [
+    "EnumOrInt",
+    "build",
+    "fixed_format",
+    "nested_format",
+    "packed_layout",
+    "parse_at",
+    "plain",
+    "unpack_at",
+]
 
 
 class EnumOrInt(construct.Adapter):  # type: ignore[misc]
@@ -61,7 +74,8 @@ def fixed_format(decl: Any) -> struct.Struct:
     fields, each a little-endian integer or fixed-length ``Bytes``, possibly wrapped in
     adapters (a 16-byte name, an enum): unpacking gives what is under the adapter (raw
     bytes, plain ints). Anything else raises TypeError. Unlike construct, unpacking a
-    short buffer raises ``struct.error``: check bounds first (``unpack_at`` does).
+    short buffer raises ``struct.error``: check bounds first (``struct_io.unpack_at``
+    does).
     """
     if not isinstance(decl, construct.Struct):
         raise TypeError(f"fixed_format needs a construct Struct, not {type(decl).__name__}")
@@ -96,6 +110,50 @@ def nested_format(decl: Any) -> tuple[struct.Struct, tuple[tuple[str, ...], ...]
     return struct.Struct("".join(codes)), tuple(paths)
 
 
+def packed_layout(decl: Any, context: dict[str, Any] | None = None) -> tuple[str, tuple[str, ...]]:
+    """The ``struct`` format and the dotted leaf paths (``pr_reg.rax``) of a declaration,
+    for the generated layouts (``generate_packed``) that the dump path unpacks without
+    construct. As ``nested_format``, and besides: a ``Const`` is its bytes (the caller
+    checks the magic), a ``FixedSized`` string its raw padded bytes (the caller strips
+    and decodes), and an ``If`` or a ``Bytes`` whose length depends on other fields is
+    resolved against ``context`` (the values that decide: a field whose ``If`` is false
+    is left out)."""
+    if not isinstance(decl, construct.Struct):
+        raise TypeError(f"packed_layout needs a construct Struct, not {type(decl).__name__}")
+    ctx = construct.Container(context or {})
+    codes = ["<"]
+    paths: list[str] = []
+
+    def walk(struct_decl: Any, prefix: str) -> None:
+        for field in struct_decl.subcons:
+            if not isinstance(field, construct.Renamed) or not field.name:
+                raise TypeError(f"packed_layout: unnamed field {field!r}")
+            name = prefix + field.name
+            inner = field.subcon
+            while True:
+                if isinstance(inner, construct.IfThenElse):
+                    inner = inner.thensubcon if construct.evaluate(inner.condfunc, ctx) else None
+                elif isinstance(inner, (construct.Adapter, construct.Const)):
+                    inner = inner.subcon
+                else:
+                    break
+            if inner is None:
+                continue
+            if isinstance(inner, construct.Struct):
+                walk(inner, name + ".")
+                continue
+            if type(inner) is construct.FixedSized and isinstance(inner.length, int):
+                codes.append(f"{inner.length}s")
+            elif type(inner) is construct.Bytes and callable(inner.length):
+                codes.append(f"{construct.evaluate(inner.length, ctx)}s")
+            else:
+                codes.append(_leaf_code(name, inner))
+            paths.append(name)
+
+    walk(decl, "")
+    return "".join(codes), tuple(paths)
+
+
 def _field(field: Any) -> Any:
     """What a named field declares, under its adapters."""
     if not isinstance(field, construct.Renamed) or not field.name:
@@ -116,13 +174,6 @@ def _leaf_code(name: str, inner: Any) -> str:
     if type(inner) is construct.Bytes and isinstance(inner.length, int):
         return f"{inner.length}s"
     raise TypeError(f"fixed_format: field {name!r} ({type(inner).__name__}) is not fixed")
-
-
-def unpack_at(fmt: struct.Struct, buffer: Any, offset: int, what: str) -> tuple[Any, ...]:
-    """Fast path for fixed structs (see ``fixed_format``), with the same guarantees."""
-    if offset < 0 or offset + fmt.size > len(buffer):
-        raise ParseError(f"{what} ({fmt.size} bytes) runs past the end of the file", offset)
-    return fmt.unpack_from(buffer, offset)
 
 
 def build(schema: Any, value: Any, what: str = "") -> bytes:

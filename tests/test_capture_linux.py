@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from macminidump import linux_abi
+from macminidump import linux_abi, linux_abi_schema
 from macminidump.arch import RegKind, arch_info
 from macminidump.capture.base import capture
 from macminidump.capture.linux import LinuxTarget, capture_pid, procfs, registers
@@ -319,7 +319,7 @@ def frame_chain(snap: Snapshot, rbp: int) -> list[int]:
 def test_register_decoding() -> None:
     data = os.urandom(linux_abi.FXSAVE_SIZE)
     ours = linux_abi.fxsave_registers(data)
-    theirs = linux_abi.user_fpregs_struct.parse(data)
+    theirs = linux_abi_schema.user_fpregs_struct.parse(data)
     assert set(ours) == set(linux_abi.X86_64_FPREGS)
     assert set(ours) <= set(arch_info("x86_64").registers[RegKind.FPR])
     for name, value in ours.items():
@@ -327,7 +327,7 @@ def test_register_decoding() -> None:
         ref = int.from_bytes(ref, "little") if isinstance(ref, bytes) else ref
         assert value == (ref & 0xFF if name == "ftw" else ref), name
     regs = os.urandom(27 * 8)
-    parsed = linux_abi.user_regs_struct_x86_64.parse(regs)
+    parsed = linux_abi_schema.user_regs_struct_x86_64.parse(regs)
     values = struct.unpack("<27Q", regs)
     names = linux_abi.X86_64_USER_REGS
     assert registers.gpr(regs) == {n: parsed[n] for n in names} == dict(zip(names, values))

@@ -2,7 +2,8 @@
 
 Cheap guards, run in fresh interpreters: `import macminidump` loads no yaml, construct,
 attrs or parser; `--help` loads nothing but the command line; `dump` loads no yaml,
-no spec, no report, nothing of Mach-O and not the self-dump helper; `run` of a program
+no construct (nor a declaration), no spec, no report, nothing of Mach-O and not the
+self-dump helper; `run` of a program
 that does not crash loads no attrs, construct, model or capture path.
 """
 
@@ -75,6 +76,11 @@ def test_dump_loads_no_yaml_spec_or_macho(tmp_path: Path) -> None:
     }
     # (elf.parse is loaded: the renderer re-reads the finished file before renaming it)
     unwanted |= {"macminidump.parse", "macminidump.macho.parse"}
+    # construct and the declarations: the dump path unpacks the layouts generated from
+    # them (linux_abi_packed, elf/packed)
+    unwanted |= {m for m in loaded if m == "construct" or m.startswith("construct.")}
+    unwanted |= {"macminidump.schema_io", "macminidump.linux_abi_schema", "macminidump.elf.schema"}
+    assert {"macminidump.linux_abi_packed", "macminidump.elf.packed"} <= loaded
     assert not loaded & unwanted, sorted(loaded & unwanted)
 
 

@@ -12,7 +12,7 @@ import time
 
 import attrs
 
-from ..linux_abi import siginfo
+from ..linux_abi import siginfo_values
 from ..model import SignalInfo
 from .linux import ptrace
 from .linux.target import LinuxTarget
@@ -60,5 +60,5 @@ def signal_info(tid: int, sig: int) -> SignalInfo:
     raw = ptrace.siginfo(tid)
     if raw is None:
         return SignalInfo(signo=sig)
-    v = siginfo.parse(raw)
-    return SignalInfo(signo=v.si_signo, code=v.si_code, errno=v.si_errno, address=v.si_addr)
+    signo, errno, code, address = siginfo_values(raw)
+    return SignalInfo(signo=signo, code=code, errno=errno, address=address)

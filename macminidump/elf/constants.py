@@ -10,11 +10,20 @@ owner "GNU", so decoders must key on (owner, type), as pyelftools does.
 from __future__ import annotations
 
 import enum
+import struct
 
 from ..linux_abi import NT_X86_XSTATE
+from ..linux_abi_packed import ELF64_PHDR_FORMAT, ELF64_PHDR_SIZE
+from .packed import ELF64_EHDR_SIZE
 
 #: e_ident[0:4]
 ELFMAG = b"\x7fELF"
+#: the ELF header's and a program header's sizes (of their declarations, ``schema``)
+EHDR_SIZE = ELF64_EHDR_SIZE
+PHDR_SIZE = ELF64_PHDR_SIZE
+#: a program header kept raw (a RawItem: p_type is its kind) is the bytes after p_type,
+#: its first field
+P_TYPE_SIZE = struct.calcsize("<" + ELF64_PHDR_FORMAT[1])
 #: alignment of a note's name and desc (both ELF32 and ELF64 cores on Linux use 4)
 NOTE_ALIGN = 4
 #: e_phnum's escape value: more headers need the section-0 extension (not written)

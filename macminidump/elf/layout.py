@@ -25,14 +25,17 @@ from .. import memory_note
 from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..linux_abi import SegmentFlags, SegmentType
+from ..linux_abi_packed import ELF64_PHDR_FORMAT
 from ..model import PROTECTIONS, Protection, RawItem, Snapshot, Thread
-from ..schema_io import fixed_format
 from ..writer import CoreCost, SegmentPlacement, align
-from . import notes, schema
+from . import notes
 from .constants import (
+    EHDR_SIZE,
     ELFMAG,
     NOTE_ALIGN,
     NT_MEMORY_SELECTION,
+    P_TYPE_SIZE,
+    PHDR_SIZE,
     PN_XNUM,
     CoreNoteType,
     ElfClass,
@@ -43,12 +46,13 @@ from .constants import (
     ElfVersion,
     NoteOwner,
 )
-from .schema import EHDR_SIZE, P_TYPE_SIZE, PHDR_SIZE
+from .packed import ELF64_EHDR_FIELDS, ELF64_EHDR_FORMAT, ELF64_NHDR_FORMAT
 
 SEGMENT_ALIGN = 16
 
-_PHDR = fixed_format(schema.elf64_phdr)
-_NHDR = fixed_format(schema.elf64_nhdr)
+_EHDR = struct.Struct(ELF64_EHDR_FORMAT)
+_PHDR = struct.Struct(ELF64_PHDR_FORMAT)
+_NHDR = struct.Struct(ELF64_NHDR_FORMAT)
 
 
 class NoteEntry(NamedTuple):
@@ -183,6 +187,8 @@ def _note_bytes(entry: NoteEntry, names: dict[str, bytes] | None = None) -> byte
     try:
         header = _NHDR.pack(len(name), len(desc), entry.type)
     except struct.error:
+        from . import schema  # (construct, for its message: a type or size too large)
+
         return bytes(schema.elf64_note.build(dict(name=name, type=entry.type, desc=desc)))
     pad_name, pad_desc = -len(name) % NOTE_ALIGN, -len(desc) % NOTE_ALIGN
     return b"".join((header, name, bytes(pad_name), desc, bytes(pad_desc)))
@@ -230,31 +236,30 @@ def layout_elf(snapshot: Snapshot) -> Layout:
         placements.append(SegmentPlacement(region, offset))
         offset = align(offset + region.size, SEGMENT_ALIGN)
     end = max([notes_at + len(note_blob)] + [p.offset + p.region.size for p in placements])
-    header = schema.elf64_ehdr.build(
-        dict(
-            ei_class=ElfClass.ELFCLASS64,
-            ei_data=ElfData.ELFDATA2LSB,
-            ei_version=ElfVersion.EV_CURRENT,
-            ei_osabi=ElfOsAbi.ELFOSABI_SYSV,
-            ei_abiversion=0,
-            ei_pad=bytes(7),
-            e_type=ElfType.ET_CORE,
-            e_machine=ElfMachine.EM_X86_64,
-            e_version=ElfVersion.EV_CURRENT,
-            e_entry=0,
-            e_phoff=EHDR_SIZE,
-            e_shoff=0,
-            e_flags=0,
-            e_ehsize=EHDR_SIZE,
-            e_phentsize=PHDR_SIZE,
-            e_phnum=phnum,
-            e_shentsize=0,
-            e_shnum=0,
-            e_shstrndx=0,
-        )
+    fields = dict(
+        ei_mag=ELFMAG,
+        ei_class=ElfClass.ELFCLASS64,
+        ei_data=ElfData.ELFDATA2LSB,
+        ei_version=ElfVersion.EV_CURRENT,
+        ei_osabi=ElfOsAbi.ELFOSABI_SYSV,
+        ei_abiversion=0,
+        ei_pad=bytes(7),
+        e_type=ElfType.ET_CORE,
+        e_machine=ElfMachine.EM_X86_64,
+        e_version=ElfVersion.EV_CURRENT,
+        e_entry=0,
+        e_phoff=EHDR_SIZE,
+        e_shoff=0,
+        e_flags=0,
+        e_ehsize=EHDR_SIZE,
+        e_phentsize=PHDR_SIZE,
+        e_phnum=phnum,
+        e_shentsize=0,
+        e_shnum=0,
+        e_shstrndx=0,
     )
-    assert header[:4] == ELFMAG
-    head = bytes(header) + b"".join(phdrs) + b"".join(raw_phdrs) + note_blob
+    header = _EHDR.pack(*(fields[name] for name in ELF64_EHDR_FIELDS))
+    head = header + b"".join(phdrs) + b"".join(raw_phdrs) + note_blob
     assert len(head) == notes_at + len(note_blob)
     return Layout(head, tuple(plan), tuple(placements), end)
 

@@ -1,10 +1,15 @@
 """ELF core note payloads ⇄ model values, one encoder/decoder pair per note type.
 
-Payload layouts are in ``schema``; this module turns them into model objects and back.
-Encoders raise ``RenderError`` naming the value that does not fit; decoders take the
-whole file and the payload's absolute offset, so a ``ParseError`` names where in the file
-the bad payload sits. A note whose strings are not UTF-8 (a process name set with
-``prctl``, a file name) decodes to ``None`` and the caller keeps it raw.
+Payload layouts are declared in ``schema``; this module turns them into model objects
+and back through the ``struct`` layouts generated from the declarations (``packed``,
+``linux_abi_packed``), with the glue the variable parts need (siginfo's fault address,
+the auxv array up to AT_NULL, NT_FILE's strings, NT_PRPSINFO's NUL-padded strings), so a
+dump imports no construct. Encoders raise ``RenderError`` naming the value that does not
+fit; decoders take the whole file and the payload's absolute offset, so a ``ParseError``
+names where in the file the bad payload sits. Whatever the struct path refuses (a value
+too large, a payload cut short) goes to construct and the declarations, imported then,
+so the error is theirs, word for word. A note whose strings are not UTF-8 (a process name
+set with ``prctl``, a file name) decodes to ``None`` and the caller keeps it raw.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import attrs
-import construct
 
 from ..errors import ParseError, RenderError
 from ..linux_abi import (
@@ -27,11 +31,33 @@ from ..linux_abi import (
     AuxvType,
     fxsave_registers,
     has_fault_address,
+    siginfo_values,
+)
+from ..linux_abi_packed import (
+    AUXV_ENTRY_FIELDS,
+    AUXV_ENTRY_FORMAT,
+    SIGINFO_FAULT_FIELDS,
+    SIGINFO_FAULT_FORMAT,
+    SIGINFO_FIELDS,
+    SIGINFO_FORMAT,
+    USER_FPREGS_STRUCT_FIELDS,
+    USER_FPREGS_STRUCT_FORMAT,
 )
 from ..model import FileMapping, ProcessInfo, SignalInfo
-from ..schema_io import nested_format, parse_at, unpack_at
-from . import schema
+from ..struct_io import unpack_at
 from .constants import CoreNoteType, NoteOwner
+from .packed import (
+    ELF_PRPSINFO_X86_64_FIELDS,
+    ELF_PRPSINFO_X86_64_FORMAT,
+    ELF_PRPSINFO_X86_64_SIZE,
+    ELF_PRSTATUS_X86_64_FIELDS,
+    ELF_PRSTATUS_X86_64_FORMAT,
+    ELF_PRSTATUS_X86_64_SIZE,
+    NT_FILE_ENTRY_FIELDS,
+    NT_FILE_ENTRY_FORMAT,
+    NT_FILE_HEADER_FIELDS,
+    NT_FILE_HEADER_FORMAT,
+)
 
 #: NT_FILE offsets are in pages of this size (the kernel's PAGE_SIZE on x86_64)
 FILE_PAGE_SIZE = 4096
@@ -39,8 +65,8 @@ FILE_PAGE_SIZE = 4096
 FNAME_MAX = 15
 PSARGS_MAX = 79
 
-PRSTATUS_SIZE = schema.elf_prstatus_x86_64.sizeof()
-PRPSINFO_SIZE = schema.elf_prpsinfo_x86_64.sizeof()
+PRSTATUS_SIZE = ELF_PRSTATUS_X86_64_SIZE
+PRPSINFO_SIZE = ELF_PRPSINFO_X86_64_SIZE
 
 _LINUX_TYPES = frozenset(
     {
@@ -74,7 +100,7 @@ def _leaves(paths: Sequence[tuple[str, ...]]) -> Leaves:
 
 @attrs.frozen
 class _Flat:
-    """A declaration's struct fast path (see ``_build``)."""
+    """A generated layout's struct path (see ``_build``)."""
 
     fmt: struct.Struct
     leaves: Leaves
@@ -82,23 +108,15 @@ class _Flat:
     #: bytes where construct refuses
     byte_fields: Leaves | None
     byte_sizes: tuple[int, ...]
+    #: the byte fields' lengths by name
+    widths: dict[str, int]
+    #: the declaration's name in ``schema``: construct builds what the struct refuses
+    declaration: str
 
 
-#: id(declaration) -> its struct fast path, or None where it has none
-_FLAT: dict[int, _Flat | None] = {}
-
-
-def _flat(decl: Any) -> _Flat | None:
-    try:
-        return _FLAT[id(decl)]
-    except KeyError:
-        pass
-    try:
-        fmt, paths = nested_format(decl)
-    except TypeError:
-        _FLAT[id(decl)] = None
-        return None
-    codes = re.findall(r"\d*[a-zA-Z?]", fmt.format[1:])
+def _flat(fmt_text: str, fields: Sequence[str], declaration: str) -> _Flat:
+    fmt = struct.Struct(fmt_text)
+    codes = re.findall(r"\d*[a-zA-Z?]", fmt_text[1:])
     sized = [(i, int(c[:-1])) for i, c in enumerate(codes) if c.endswith("s")]
     positions = [i for i, _ in sized]
     byte_fields = (
@@ -108,18 +126,18 @@ def _flat(decl: Any) -> _Flat | None:
         if len(sized) > 1
         else lambda items: (items[positions[0]],)
     )
-    flat = _FLAT[id(decl)] = _Flat(
-        fmt, _leaves(paths), byte_fields, tuple(size for _, size in sized)
-    )
-    return flat
+    paths = [tuple(field.split(".")) for field in fields]
+    widths = {fields[i]: size for i, size in sized}
+    return _Flat(fmt, _leaves(paths), byte_fields, tuple(widths.values()), widths, declaration)
 
 
-def _build(decl: Any, values: Any, what: str) -> bytes:
+def _build(flat: _Flat, values: Any, what: str, declared: Any = None) -> bytes:
     # A declaration of integers and fixed bytes (nested structs too) packs through its
-    # struct.Struct: a note per thread of a 1,000-thread process costs microseconds, not
-    # a millisecond. Whatever the struct refuses goes to construct, which names the field.
-    flat = _flat(decl)
-    if flat is not None and (type(values) is dict or isinstance(values, Mapping)):
+    # generated struct: a note per thread of a 1,000-thread process costs microseconds,
+    # not a millisecond. Whatever the struct refuses goes to construct, which names the
+    # field (given ``declared``, the values as the declaration takes them, where the
+    # struct's differ).
+    if type(values) is dict or isinstance(values, Mapping):
         try:
             items = flat.leaves(values)
             if flat.byte_fields is None or (
@@ -128,11 +146,34 @@ def _build(decl: Any, values: Any, what: str) -> bytes:
                 return flat.fmt.pack(*items)
         except (struct.error, KeyError, TypeError):
             pass  # construct names the field
+    return _build_declared(flat.declaration, values if declared is None else declared, what)
+
+
+def _build_declared(declaration: str, values: Any, what: str) -> bytes:
+    """``values`` built by ``schema``'s construct declaration (the error path: imports
+    construct); a RenderError naming ``what`` and the field it cannot hold."""
+    import construct
+
+    from . import schema
+
     try:
-        return bytes(decl.build(values))
+        return bytes(getattr(schema, declaration).build(values))
     except (construct.ConstructError, ValueError, TypeError, OverflowError) as e:
         detail = str(e).splitlines()[-1] if str(e) else type(e).__name__
         raise RenderError(f"{what}: {detail}") from None
+
+
+def _parse_declared(declaration: str, buffer: Any, offset: int, what: str, limit: int) -> Any:
+    """``schema``'s construct declaration parsed (the path for a payload the struct path
+    cannot read: imports construct, so the ParseError is construct's own)."""
+    from ..schema_io import parse_at
+    from . import schema
+
+    return parse_at(getattr(schema, declaration), buffer, offset, what, limit)
+
+
+def _within(buffer: Any, offset: int, size: int) -> bool:
+    return 0 <= offset and offset + size <= len(buffer)
 
 
 def _clip(text: str, limit: int, what: str) -> str:
@@ -208,25 +249,24 @@ def encode_prstatus(
         pr_fpvalid=1 if fpvalid else 0,
         pad1=bytes(4),
     )
-    return _build(schema.elf_prstatus_x86_64, values, f"thread {thread_id:#x}: NT_PRSTATUS")
+    return _build(_PRSTATUS, values, f"thread {thread_id:#x}: NT_PRSTATUS")
 
 
 def decode_prstatus(buffer: Any, offset: int, size: int) -> Prstatus:
     if size != PRSTATUS_SIZE:
         raise ParseError(f"NT_PRSTATUS of {size} bytes (x86_64's is {PRSTATUS_SIZE})", offset)
-    # through the declaration's struct (one unpack, not construct's walk per thread)
-    if _PRSTATUS_DECODER is None:
-        _prstatus_decoder()
-    assert _PRSTATUS_DECODER is not None
-    fmt, fields, registers_at = _PRSTATUS_DECODER
-    values = unpack_at(fmt, buffer, offset, "NT_PRSTATUS")
-    pid, ppid, pgrp, sid, cursig, signo, code, errno, sigpend, sighold, fpvalid = fields(values)
-    registers = dict(zip(X86_64_USER_REGS, values[registers_at]))
+    # through the generated struct (one unpack, not construct's walk per thread)
+    values = unpack_at(_PRSTATUS.fmt, buffer, offset, "NT_PRSTATUS")
+    pid, ppid, pgrp, sid, cursig, signo, code, errno, sigpend, sighold, fpvalid = (
+        _PRSTATUS_FIELDS_OF(values)
+    )
+    registers = dict(zip(X86_64_USER_REGS, values[_PRSTATUS_REGISTERS]))
     return Prstatus(
         pid, ppid, pgrp, sid, cursig, signo, code, errno, sigpend, sighold, registers, fpvalid
     )
 
 
+_PRSTATUS = _flat(ELF_PRSTATUS_X86_64_FORMAT, ELF_PRSTATUS_X86_64_FIELDS, "elf_prstatus_x86_64")
 #: what decode_prstatus reads of NT_PRSTATUS besides the registers
 _PRSTATUS_FIELDS = (
     "pr_pid",
@@ -241,26 +281,26 @@ _PRSTATUS_FIELDS = (
     "pr_sighold",
     "pr_fpvalid",
 )
-#: the declaration's struct, a getter of _PRSTATUS_FIELDS and the registers' slice
-_PRSTATUS_DECODER: tuple[struct.Struct, Leaves, slice] | None = None
 
 
-def _prstatus_decoder() -> None:
-    global _PRSTATUS_DECODER
-    fmt, paths = nested_format(schema.elf_prstatus_x86_64)
-    at = {path: i for i, path in enumerate(paths)}
-    registers = [at[("pr_reg", name)] for name in X86_64_USER_REGS]
+def _prstatus_decoder() -> tuple[Leaves, slice]:
+    """A getter of _PRSTATUS_FIELDS and the registers' slice in the unpacked values."""
+    at = {field: i for i, field in enumerate(ELF_PRSTATUS_X86_64_FIELDS)}
+    registers = [at["pr_reg." + name] for name in X86_64_USER_REGS]
     if registers != list(range(registers[0], registers[0] + len(registers))):
         raise TypeError("pr_reg is not user_regs_struct's registers in order")
-    fields = operator.itemgetter(*(at[(name,)] for name in _PRSTATUS_FIELDS))
-    _PRSTATUS_DECODER = (fmt, fields, slice(registers[0], registers[-1] + 1))
+    fields = operator.itemgetter(*(at[name] for name in _PRSTATUS_FIELDS))
+    return fields, slice(registers[0], registers[-1] + 1)
+
+
+_PRSTATUS_FIELDS_OF, _PRSTATUS_REGISTERS = _prstatus_decoder()
 
 
 # --------------------------------------------------------------------------- NT_PRPSINFO
 
 
 def encode_prpsinfo(process: ProcessInfo) -> bytes:
-    values = dict(
+    values: dict[str, Any] = dict(
         pr_state=0,
         pr_sname=ord("R"),
         pr_zomb=0,
@@ -276,26 +316,44 @@ def encode_prpsinfo(process: ProcessInfo) -> bytes:
         pr_fname=_clip(process.name, FNAME_MAX, "process name"),
         pr_psargs=_clip(process.args, PSARGS_MAX, "process arguments"),
     )
-    return _build(schema.elf_prpsinfo_x86_64, values, "NT_PRPSINFO")
+    # the strings as their NUL-padded bytes (the declaration's fixed-size text)
+    padded = dict(values)
+    try:
+        for name in ("pr_fname", "pr_psargs"):
+            padded[name] = values[name].encode("utf-8").ljust(_PRPSINFO.widths[name], b"\0")
+    except UnicodeEncodeError:
+        return _build_declared(_PRPSINFO.declaration, values, "NT_PRPSINFO")
+    return _build(_PRPSINFO, padded, "NT_PRPSINFO", values)
+
+
+_PRPSINFO = _flat(ELF_PRPSINFO_X86_64_FORMAT, ELF_PRPSINFO_X86_64_FIELDS, "elf_prpsinfo_x86_64")
 
 
 def decode_prpsinfo(buffer: Any, offset: int, size: int) -> ProcessInfo | None:
     """None when the note is not x86_64's size or its strings are not UTF-8 (kept raw)."""
     if size != PRPSINFO_SIZE:
         return None
+    if not _within(buffer, offset, size):
+        try:
+            _parse_declared(_PRPSINFO.declaration, buffer, offset, "NT_PRPSINFO", offset + size)
+        except ParseError:
+            return None
+    v = dict(zip(ELF_PRPSINFO_X86_64_FIELDS, _PRPSINFO.fmt.unpack_from(buffer, offset)))
     try:
-        v = parse_at(schema.elf_prpsinfo_x86_64, buffer, offset, "NT_PRPSINFO", offset + size)
-    except ParseError:
+        # NUL padding stripped, strict UTF-8: what the declaration's text fields parse to
+        name = v["pr_fname"].rstrip(b"\0").decode("utf-8")
+        args = v["pr_psargs"].rstrip(b"\0").decode("utf-8")
+    except UnicodeDecodeError:
         return None  # only a string can fail in a note of the right size
     return ProcessInfo(
-        pid=v.pr_pid,
-        ppid=v.pr_ppid,
-        pgrp=v.pr_pgrp,
-        sid=v.pr_sid,
-        uid=v.pr_uid,
-        gid=v.pr_gid,
-        name=v.pr_fname,
-        args=v.pr_psargs,
+        pid=v["pr_pid"],
+        ppid=v["pr_ppid"],
+        pgrp=v["pr_pgrp"],
+        sid=v["pr_sid"],
+        uid=v["pr_uid"],
+        gid=v["pr_gid"],
+        name=name,
+        args=args,
     )
 
 
@@ -309,23 +367,31 @@ def encode_siginfo(signal: SignalInfo) -> bytes:
             f"signal {signal.signo} with code {signal.code} carries no fault address "
             f"(address {signal.address:#x} given)"
         )
+    # the union's two layouts: with si_addr for a kernel-raised fault, without otherwise
+    flat = _SIGINFO_FAULT if fault else _SIGINFO
     values: dict[str, Any] = dict(
         si_signo=signal.signo,
         si_errno=signal.errno,
         si_code=signal.code,
         pad0=bytes(4),
         si_addr=(signal.address or 0) if fault else None,
-        si_rest=bytes(104 if fault else 112),
+        si_rest=bytes(flat.widths["si_rest"]),
     )
-    return _build(schema.siginfo, values, "NT_SIGINFO")
+    return _build(flat, values, "NT_SIGINFO")
+
+
+_SIGINFO = _flat(SIGINFO_FORMAT, SIGINFO_FIELDS, "siginfo")
+_SIGINFO_FAULT = _flat(SIGINFO_FAULT_FORMAT, SIGINFO_FAULT_FIELDS, "siginfo")
 
 
 def decode_siginfo(buffer: Any, offset: int, size: int) -> SignalInfo | None:
     """None when the note is not siginfo_t's 128 bytes (kept raw)."""
     if size != SIGINFO_SIZE:
         return None
-    v = parse_at(schema.siginfo, buffer, offset, "NT_SIGINFO", offset + size)
-    return SignalInfo(signo=v.si_signo, code=v.si_code, errno=v.si_errno, address=v.si_addr)
+    if not _within(buffer, offset, size):
+        _parse_declared("siginfo", buffer, offset, "NT_SIGINFO", offset + size)
+    signo, errno, code, address = siginfo_values(buffer, offset)
+    return SignalInfo(signo=signo, code=code, errno=errno, address=address)
 
 
 # --------------------------------------------------------------------------- NT_AUXV
@@ -338,12 +404,30 @@ def encode_auxv(auxv: Iterable[tuple[int, int]]) -> bytes:
             raise RenderError("auxv holds AT_NULL (0) before its end: readers would stop there")
         entries.append(dict(type=kind, value=value))
     entries.append(dict(type=AuxvType.AT_NULL, value=0))
-    return _build(schema.auxv, entries, "NT_AUXV")
+    # the declaration's array of entries up to and including AT_NULL, an entry at a time
+    pack, leaves = _AUXV_ENTRY.fmt.pack, _AUXV_ENTRY.leaves
+    try:
+        return b"".join([pack(*leaves(entry)) for entry in entries])
+    except (struct.error, TypeError):
+        return _build_declared("auxv", entries, "NT_AUXV")
+
+
+_AUXV_ENTRY = _flat(AUXV_ENTRY_FORMAT, AUXV_ENTRY_FIELDS, "auxv_entry")
+_AUXV_PAIR = operator.itemgetter(AUXV_ENTRY_FIELDS.index("type"), AUXV_ENTRY_FIELDS.index("value"))
 
 
 def decode_auxv(buffer: Any, offset: int, size: int) -> tuple[tuple[int, int], ...]:
     """The entries before AT_NULL; bytes after AT_NULL (the kernel's spare slots) are not read."""
-    entries = parse_at(schema.auxv, buffer, offset, "NT_AUXV", offset + size)
+    if _within(buffer, offset, size):
+        entry = _AUXV_ENTRY.fmt
+        pairs: list[tuple[int, int]] = []
+        for values in entry.iter_unpack(buffer[offset : offset + size - size % entry.size]):
+            kind, value = _AUXV_PAIR(values)
+            if kind == AuxvType.AT_NULL:
+                return tuple(pairs)
+            pairs.append((kind, value))
+    # no AT_NULL: the declaration says what is wrong
+    entries = _parse_declared("auxv", buffer, offset, "NT_AUXV", offset + size)
     return tuple((int(e.type), e.value) for e in entries[:-1])
 
 
@@ -364,31 +448,80 @@ def encode_file(mappings: Iterable[FileMapping]) -> bytes:
         entries.append(dict(start=m.start, end=m.end, file_ofs=m.offset // FILE_PAGE_SIZE))
         names.append(m.path)
     values = dict(page_size=FILE_PAGE_SIZE, entries=entries, filenames=names)
-    return _build(schema.nt_file, values, "NT_FILE")
+    # the declaration's header, array of entries and array of NUL-terminated UTF-8 paths
+    header = dict(count=len(entries), page_size=FILE_PAGE_SIZE)
+    pack, leaves = _FILE_ENTRY.fmt.pack, _FILE_ENTRY.leaves
+    try:
+        parts = [_FILE_HEADER.fmt.pack(*_FILE_HEADER.leaves(header))]
+        parts += [pack(*leaves(entry)) for entry in entries]
+        parts += [name.encode("utf-8") + b"\0" for name in names]
+    except (struct.error, TypeError, AttributeError, UnicodeEncodeError):
+        return _build_declared("nt_file", values, "NT_FILE")
+    return b"".join(parts)
+
+
+_FILE_HEADER = _flat(NT_FILE_HEADER_FORMAT, NT_FILE_HEADER_FIELDS, "nt_file_header")
+_FILE_ENTRY = _flat(NT_FILE_ENTRY_FORMAT, NT_FILE_ENTRY_FIELDS, "nt_file_entry")
 
 
 def decode_file(buffer: Any, offset: int, size: int) -> tuple[FileMapping, ...] | None:
     """None when a path is not UTF-8 (the note is kept raw)."""
-    count = parse_at(schema.nt_file_header, buffer, offset, "NT_FILE", offset + size).count
-    if count * 24 + 16 > size:
+    header, entry = _FILE_HEADER.fmt, _FILE_ENTRY.fmt
+    if size < header.size or not _within(buffer, offset, size):
+        return _decode_file_declared(buffer, offset, size)
+    h = dict(zip(NT_FILE_HEADER_FIELDS, header.unpack_from(buffer, offset)))
+    count = h["count"]
+    if count * entry.size + header.size > size:
+        raise ParseError(f"NT_FILE claims {count} mappings in {size} bytes", offset)
+    entries_at = offset + header.size
+    names_at = entries_at + count * entry.size
+    strings = bytes(buffer[names_at : offset + size])
+    names = []
+    at = 0
+    for _ in range(count):
+        end = strings.find(b"\0", at)
+        if end < 0:
+            return _decode_file_declared(buffer, offset, size)  # (its error: a path cut short)
+        try:
+            names.append(strings[at:end].decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+        at = end + 1
+    entries = [
+        dict(zip(NT_FILE_ENTRY_FIELDS, values))
+        for values in entry.iter_unpack(buffer[entries_at:names_at])
+    ]
+    return _file_mappings(offset, h["page_size"], entries, names)
+
+
+def _decode_file_declared(buffer: Any, offset: int, size: int) -> tuple[FileMapping, ...] | None:
+    """decode_file through construct: what the struct path cannot read gets its error."""
+    count = _parse_declared("nt_file_header", buffer, offset, "NT_FILE", offset + size).count
+    if count * _FILE_ENTRY.fmt.size + _FILE_HEADER.fmt.size > size:
         raise ParseError(f"NT_FILE claims {count} mappings in {size} bytes", offset)
     try:
-        v = parse_at(schema.nt_file, buffer, offset, "NT_FILE", offset + size)
+        v = _parse_declared("nt_file", buffer, offset, "NT_FILE", offset + size)
     except ParseError as e:
         if "UTF-8" in e.message:
             return None
         raise
+    return _file_mappings(offset, v.page_size, v.entries, v.filenames)
+
+
+def _file_mappings(
+    offset: int, page_size: int, entries: Sequence[Mapping[str, int]], names: Sequence[str]
+) -> tuple[FileMapping, ...]:
     out = []
-    for entry, name in zip(v.entries, v.filenames):
-        start, end = entry.start, entry.end
+    for entry, name in zip(entries, names):
+        start, end = entry["start"], entry["end"]
         if not start < end:
             raise ParseError(f"NT_FILE mapping [{start:#x}, {end:#x}) is empty", offset)
-        file_offset = entry.file_ofs * v.page_size
+        file_offset = entry["file_ofs"] * page_size
         if file_offset >> 64:
             # a file offset is 64 bits wherever it is written back (a spec, NT_FILE)
             raise ParseError(
-                f"NT_FILE mapping at {start:#x}: file offset {entry.file_ofs:#x} pages of "
-                f"{v.page_size:#x} bytes does not fit in 64 bits",
+                f"NT_FILE mapping at {start:#x}: file offset {entry['file_ofs']:#x} pages of "
+                f"{page_size:#x} bytes does not fit in 64 bits",
                 offset,
             )
         out.append(FileMapping(start, end, file_offset, name))
@@ -413,8 +546,11 @@ def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
     values: dict[str, Any] = _every(X86_64_FPREGS, _FPREGS_OF, fpr)
     for name in _WIDE_FPREGS:
         values[name] = values[name].to_bytes(16, "little")
-    values["padding"] = bytes(96)
-    return _build(schema.user_fpregs_struct, values, f"thread {thread_id:#x}: NT_FPREGSET")
+    values["padding"] = bytes(_FPREGSET.widths["padding"])
+    return _build(_FPREGSET, values, f"thread {thread_id:#x}: NT_FPREGSET")
+
+
+_FPREGSET = _flat(USER_FPREGS_STRUCT_FORMAT, USER_FPREGS_STRUCT_FIELDS, "user_fpregs_struct")
 
 
 def decode_fpregset(buffer: Any, offset: int, size: int) -> dict[str, int] | None:

@@ -19,6 +19,7 @@ type (see ``notes.default_owner``).
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -27,6 +28,7 @@ from ..arch import Arch, RegKind
 from ..elf_headers import ElfHeaders, read_headers
 from ..errors import MacMiniDumpError, ParseError
 from ..linux_abi import AuxvType, SegmentFlags, SegmentType
+from ..linux_abi_packed import ELF64_PHDR_FORMAT
 from ..model import (
     PROTECTIONS,
     AddressSpace,
@@ -43,13 +45,15 @@ from ..model import (
     Thread,
 )
 from ..reader import CoreReader
-from ..schema_io import fixed_format, parse_at, plain
 from ..writer import align
-from . import notes, schema
+from . import notes
 from .constants import (
+    EHDR_SIZE,
     ELFMAG,
     NOTE_ALIGN,
     NT_MEMORY_SELECTION,
+    P_TYPE_SIZE,
+    PHDR_SIZE,
     PN_XNUM,
     CoreNoteType,
     ElfClass,
@@ -58,10 +62,11 @@ from .constants import (
     ElfType,
     NoteOwner,
 )
-from .schema import EHDR_SIZE, P_TYPE_SIZE, PHDR_SIZE
+from .packed import ELF64_EHDR_FIELDS, ELF64_EHDR_FORMAT, ELF64_NHDR_FORMAT
 
-_PHDR = fixed_format(schema.elf64_phdr)
-_NHDR = fixed_format(schema.elf64_nhdr)
+_EHDR = struct.Struct(ELF64_EHDR_FORMAT)
+_PHDR = struct.Struct(ELF64_PHDR_FORMAT)
+_NHDR = struct.Struct(ELF64_NHDR_FORMAT)
 _PT_LOAD, _PT_NOTE = int(SegmentType.PT_LOAD), int(SegmentType.PT_NOTE)
 _CORE, _LINUX = NoteOwner.CORE.value, NoteOwner.LINUX.value
 _MACMINIDUMP = NoteOwner.MACMINIDUMP.value
@@ -144,10 +149,8 @@ class ElfCore(CoreReader):
             )
         if buf[5] != ElfData.ELFDATA2LSB:
             raise ParseError(f"ELF data {buf[5]}: only little-endian cores are supported", 5)
-        self.header = {
-            k: int(v) if isinstance(v, int) else v
-            for k, v in plain(parse_at(schema.elf64_ehdr, buf, 0, "ELF header")).items()
-        }
+        # (the magic is checked above and the size: nothing of the header can fail)
+        self.header = dict(zip(ELF64_EHDR_FIELDS, _EHDR.unpack_from(buf, 0)))
         h = self.header
         if h["e_type"] != ElfType.ET_CORE:
             raise ParseError(f"an ELF file of type {h['e_type']}, not a core (ET_CORE)", 16)

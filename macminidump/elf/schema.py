@@ -16,7 +16,8 @@ Conventions:
   accepts either.
 - The structures a live process holds too (``user_regs_struct``, the fxsave area,
   ``siginfo_t``, the auxiliary vector, ``Elf64_Phdr``) are declared once in
-  :mod:`macminidump.linux_abi`, which the Linux capture backend shares; they are imported
+  :mod:`macminidump.linux_abi_schema`, which the Linux capture backend shares (through
+  the generated :mod:`macminidump.linux_abi_packed`); they are imported
   here, where the core's structures are made of them.
 - Parsing raises only ``construct.ConstructError`` subclasses: short input is a
   ``StreamError``, text that is not UTF-8 a ``StringError``. Variable lengths read from the
@@ -60,7 +61,7 @@ from construct import (
     this,
 )
 
-from ..linux_abi import (
+from ..linux_abi_schema import (
     auxv,
     auxv_entry,
     elf64_phdr,
@@ -99,9 +100,6 @@ __all__ = [
     "nt_file_header",
     "nt_file",
     "user_fpregs_struct",
-    "EHDR_SIZE",
-    "PHDR_SIZE",
-    "P_TYPE_SIZE",
 ]
 
 
@@ -205,11 +203,6 @@ elf64_nhdr = Struct(
     "descsz" / Int32ul,
     "type" / Int32ul,
 )
-
-EHDR_SIZE = elf64_ehdr.sizeof()
-PHDR_SIZE = elf64_phdr.sizeof()
-#: a program header kept raw (a RawItem: p_type is its kind) is the bytes after p_type
-P_TYPE_SIZE = elf64_phdr.subcons[0].sizeof()
 
 #: one whole note: header, then name and desc each padded to 4 bytes. ``name`` is the raw
 #: owner bytes including its NUL (b"CORE\x00"); sizes are rebuilt from name and desc.

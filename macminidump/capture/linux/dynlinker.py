@@ -10,31 +10,28 @@ ld.so has not run yet, gets its images from the mappings instead.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 
 import attrs
 
 from ...elf_headers import ElfHeaders, read_headers
 from ...errors import ParseError
-from ...linux_abi import (
-    R_DEBUG_SIZE,
-    AuxvType,
-    DynamicTag,
-    SegmentType,
-    elf64_dyn,
-    elf64_phdr,
-    link_map,
-    r_debug_extended,
+from ...linux_abi import R_DEBUG_SIZE, AuxvType, DynamicTag, SegmentType
+from ...linux_abi_packed import (
+    ELF64_DYN_FORMAT,
+    ELF64_PHDR_FORMAT,
+    LINK_MAP_FORMAT,
+    R_DEBUG_EXTENDED_FORMAT,
 )
 from ...model import Image
-from ...schema_io import fixed_format
 from ..base import MemoryMapping
 from ..policy import PAGE
 
-_PHDR = fixed_format(elf64_phdr)
-_DYN = fixed_format(elf64_dyn)
-_R_DEBUG = fixed_format(r_debug_extended)
-_LINK_MAP = fixed_format(link_map)
+_PHDR = struct.Struct(ELF64_PHDR_FORMAT)
+_DYN = struct.Struct(ELF64_DYN_FORMAT)
+_R_DEBUG = struct.Struct(R_DEBUG_EXTENDED_FORMAT)
+_LINK_MAP = struct.Struct(LINK_MAP_FORMAT)
 PT_LOAD, PT_DYNAMIC, PT_PHDR = SegmentType.PT_LOAD, SegmentType.PT_DYNAMIC, SegmentType.PT_PHDR
 #: an ELF file's first bytes (e_ident's magic): how a mapping is known to hold a header
 ELF_MAGIC = b"\x7fELF"

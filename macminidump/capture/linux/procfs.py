@@ -266,10 +266,9 @@ def auxv(where: str) -> list[tuple[int, int]] | None:
 def _auxv_entry() -> struct.Struct:
     global _AUXV_ENTRY
     if _AUXV_ENTRY is None:
-        from ...linux_abi import auxv_entry
-        from ...schema_io import fixed_format
+        from ...linux_abi_packed import AUXV_ENTRY_FORMAT
 
-        _AUXV_ENTRY = fixed_format(auxv_entry)
+        _AUXV_ENTRY = struct.Struct(AUXV_ENTRY_FORMAT)
     return _AUXV_ENTRY
 
 

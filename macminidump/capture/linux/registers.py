@@ -9,16 +9,11 @@ debuggers know (``model.Thread.xsave``), as gcore does.
 from __future__ import annotations
 
 import ctypes
+import struct
 
 from ...arch import RegKind
-from ...linux_abi import (
-    FXSAVE_SIZE,
-    NT_X86_XSTATE,
-    X86_64_USER_REGS,
-    fxsave_registers,
-    user_regs_struct_x86_64,
-)
-from ...schema_io import fixed_format
+from ...linux_abi import FXSAVE_SIZE, NT_X86_XSTATE, X86_64_USER_REGS, fxsave_registers
+from ...linux_abi_packed import USER_REGS_STRUCT_X86_64_FORMAT
 from .ptrace import (
     PTRACE_GETFPREGS,
     PTRACE_GETREGS,
@@ -28,7 +23,7 @@ from .ptrace import (
     request,
 )
 
-_USER_REGS = fixed_format(user_regs_struct_x86_64)
+_USER_REGS = struct.Struct(USER_REGS_STRUCT_X86_64_FORMAT)
 #: large enough for every XSAVE layout seen (11,008 B with AMX)
 XSTATE_BUFFER = 64 * 1024
 #: XSAVE component sizes (standard format) as gdb computes what a core's xstate holds

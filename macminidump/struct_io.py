@@ -1,0 +1,22 @@
+"""The ``struct`` side of the schemas: unpacking a generated layout with ``schema_io``'s
+guarantees, and no construct.
+
+The dump path (capture, render, the read-back check) unpacks the layouts generated from
+the declarations (``linux_abi_packed``, ``elf/packed``; see ``generate_packed``) through
+here, so that it never imports construct.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from .errors import ParseError
+
+
+def unpack_at(fmt: struct.Struct, buffer: Any, offset: int, what: str) -> tuple[Any, ...]:
+    """``fmt`` unpacked at ``offset``; a ParseError naming ``what`` and the offset when
+    it runs past the end of ``buffer`` (``struct`` alone would raise ``struct.error``)."""
+    if offset < 0 or offset + fmt.size > len(buffer):
+        raise ParseError(f"{what} ({fmt.size} bytes) runs past the end of the file", offset)
+    return fmt.unpack_from(buffer, offset)
