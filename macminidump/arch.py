@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from types import MappingProxyType
 
-import attrs
+from . import records
 
 
 class Arch(str, enum.Enum):
@@ -32,7 +32,7 @@ class RegKind(str, enum.Enum):
         return self.value
 
 
-@attrs.frozen
+@records.frozen
 class ArchInfo:
     arch: Arch
     pointer_size: int

@@ -15,8 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-import attrs
-
+from . import records
 from .elf.constants import EHDR_SIZE, ELFMAG, NOTE_ALIGN, ElfClass, ElfData
 from .elf.packed import ELF64_EHDR_FIELDS, ELF64_EHDR_FORMAT, ELF64_NHDR_FORMAT
 from .errors import ParseError
@@ -42,7 +41,7 @@ _PHDR = struct.Struct(ELF64_PHDR_FORMAT)
 _NHDR = struct.Struct(ELF64_NHDR_FORMAT)
 
 
-@attrs.frozen
+@records.frozen
 class Segment:
     """A program header as the binary declares it (unrelocated addresses)."""
 
@@ -54,7 +53,7 @@ class Segment:
     memsz: int
 
 
-@attrs.frozen
+@records.frozen
 class ElfHeaders:
     e_type: int
     machine: int

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-import attrs
-
+from . import records
 from .arch import Arch, RegKind
 from .macho.constants import ArmFlavor, CpuSubtype, CpuType, X86Flavor
 
@@ -26,7 +25,7 @@ from .macho.constants import ArmFlavor, CpuSubtype, CpuType, X86Flavor
 Field = tuple[str | None, int]
 
 
-@attrs.frozen
+@records.frozen
 class FlavorLayout:
     kind: RegKind
     #: the flavor number (``ARM_THREAD_STATE64`` = 6, ...)
@@ -35,9 +34,9 @@ class FlavorLayout:
     name: str
     fields: tuple[Field, ...]
     #: (register name, byte offset, width) of every register, in order
-    slots: tuple[tuple[str, int, int], ...] = attrs.field(init=False)
+    slots: tuple[tuple[str, int, int], ...] = records.field(init=False)
     #: size in bytes; the flavor's count is in 32-bit words (``size // 4``)
-    size: int = attrs.field(init=False)
+    size: int = records.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         slots, offset = [], 0
@@ -55,7 +54,7 @@ class FlavorLayout:
         return self.size // 4
 
 
-@attrs.frozen
+@records.frozen
 class MachArch:
     arch: Arch
     cputype: int

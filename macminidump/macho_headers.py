@@ -18,8 +18,7 @@ import uuid as uuid_mod
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-
+from . import records
 from .errors import ParseError
 from .macho import schema
 from .macho.constants import MH_MAGIC_64, FileType, LoadCommand
@@ -39,7 +38,7 @@ _SEGMENT = fixed_format(schema.segment_command_64)
 _UUID = fixed_format(schema.uuid_command)
 
 
-@attrs.frozen
+@records.frozen
 class FileSegment:
     """A segment as the binary declares it, before any slide."""
 
@@ -51,7 +50,7 @@ class FileSegment:
     initprot: int
 
 
-@attrs.frozen
+@records.frozen
 class MachOHeaders:
     cputype: int
     filetype: int

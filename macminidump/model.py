@@ -17,8 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-import attrs
-
+from . import records
 from .arch import Arch, RegKind, arch_info
 from .errors import ModelError
 
@@ -167,17 +166,17 @@ def _check_u64(name: str, value: int) -> None:
         raise ModelError(f"{name} {value!r} is not an unsigned 64-bit integer")
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class Region:
     """Memory saved in the core: the half-open range [address, address + size)."""
 
     address: int
     # equal content is equal data, whether it sits in bytes or in an mmap of a file
-    data: DataSource = attrs.field(converter=_to_source, eq=content_of)
-    protection: Protection = attrs.field(default=Protection(3), converter=_to_protection)
+    data: DataSource = records.field(converter=_to_source, eq=content_of)
+    protection: Protection = records.field(default=Protection(3), converter=_to_protection)
     #: the most the region could ever be given (Mach-O ``maxprot``); defaults to protection
-    max_protection: Protection = attrs.field(
-        default=attrs.Factory(lambda self: self.protection, takes_self=True),
+    max_protection: Protection = records.field(
+        default=records.Factory(lambda self: self.protection, takes_self=True),
         converter=_to_protection,
     )
     #: a label kept from the file (Mach-O segname); empty for most cores
@@ -241,12 +240,14 @@ def _to_kind(value: Any) -> RegKind:
     return value if type(value) is RegKind else RegKind(value)  # (an enum call costs ~1 us)
 
 
-@attrs.frozen
+@records.frozen
 class RegisterSet:
-    kind: RegKind = attrs.field(converter=_to_kind)
+    kind: RegKind = records.field(converter=_to_kind)
     # a read-only view; hashed by its items because a mappingproxy is unhashable
-    values: Mapping[str, int] = attrs.field(
-        converter=_to_registers, hash=False, eq=attrs.cmp_using(eq=lambda a, b: dict(a) == dict(b))
+    values: Mapping[str, int] = records.field(
+        converter=_to_registers,
+        hash=False,
+        eq=records.cmp_using(eq=lambda a, b: dict(a) == dict(b)),
     )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -254,7 +255,7 @@ class RegisterSet:
         return (RegisterSet, (self.kind, dict(self.values)))
 
 
-@attrs.frozen
+@records.frozen
 class RawItem:
     """A part of a file this package does not model, kept so it can be written back as-is.
 
@@ -264,7 +265,7 @@ class RawItem:
 
     format: str
     kind: int
-    data: bytes = attrs.field(converter=bytes, repr=lambda d: f"<{len(d)} bytes>")
+    data: bytes = records.field(converter=bytes, repr=lambda d: f"<{len(d)} bytes>")
     owner: str = ""
 
 
@@ -280,18 +281,18 @@ def _to_regsets(
     return tuple(sorted(value, key=lambda r: _KIND_ORDER[r.kind]))
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class Thread:
     id: int
-    regsets: tuple[RegisterSet, ...] = attrs.field(converter=_to_regsets)
+    regsets: tuple[RegisterSet, ...] = records.field(converter=_to_regsets)
     name: str | None = None
     crashed: bool = False
-    raw_states: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
+    raw_states: tuple[RawItem, ...] = records.field(default=(), converter=_as_tuple)
     #: x86_64 only: the XSAVE area (standard format, the features debuggers know), which
     #: holds the AVX, AVX-512 and PKRU state beyond the ``fpr`` set; None when not known
-    xsave: bytes | None = attrs.field(
+    xsave: bytes | None = records.field(
         default=None,
-        converter=attrs.converters.optional(bytes),
+        converter=records.optional(bytes),
         repr=lambda d: "None" if d is None else f"<{len(d)} bytes>",
     )
 
@@ -334,7 +335,7 @@ def _to_uuid(value: Any) -> uuid_mod.UUID | None:
     raise ModelError(f"{value!r} is not a UUID")
 
 
-@attrs.frozen
+@records.frozen
 class ImageSegment:
     """A segment of a loaded binary, at its address in the process (slide applied)."""
 
@@ -343,21 +344,21 @@ class ImageSegment:
     size: int = 0
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class Image:
     """A binary loaded in the process: the executable, a library, dyld."""
 
     path: str
-    uuid: uuid_mod.UUID | None = attrs.field(default=None, converter=_to_uuid)
+    uuid: uuid_mod.UUID | None = records.field(default=None, converter=_to_uuid)
     #: address of the Mach-O/ELF header in memory; None when only the slide is known
     load_address: int | None = None
     #: distance from the file's preferred address; None when unknown
     slide: int | None = None
-    segments: tuple[ImageSegment, ...] = attrs.field(default=(), converter=_as_tuple)
+    segments: tuple[ImageSegment, ...] = records.field(default=(), converter=_as_tuple)
     main: bool = False
     #: the identifier the linker wrote into an ELF binary (its GNU build-id, 8 to 64
     #: bytes): what debuginfod and symbol servers look binaries up by (Mach-O: ``uuid``)
-    build_id: bytes | None = attrs.field(default=None, converter=attrs.converters.optional(bytes))
+    build_id: bytes | None = records.field(default=None, converter=records.optional(bytes))
 
     def __attrs_post_init__(self) -> None:
         if self.load_address is None and self.slide is None and not self.segments:
@@ -370,7 +371,7 @@ class Image:
                 _check_u64(f"image {self.path!r} {name}", value)
 
 
-@attrs.frozen
+@records.frozen
 class AddressableBits:
     """How many low bits of an address are significant (the rest is pointer auth / tags)."""
 
@@ -389,7 +390,7 @@ class AddressableBits:
 # --------------------------------------------------------------------------- process facts
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class ProcessInfo:
     """Who the process was (ELF's NT_PRPSINFO and NT_PRSTATUS carry these)."""
 
@@ -405,7 +406,7 @@ class ProcessInfo:
     args: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class SignalInfo:
     """The signal that stopped (crashed) the process; ``address`` for faults, else None."""
 
@@ -415,7 +416,7 @@ class SignalInfo:
     address: int | None = None
 
 
-@attrs.frozen
+@records.frozen
 class FileMapping:
     """A file mapped into the process: [start, end) shows the file from byte ``offset``."""
 
@@ -429,7 +430,7 @@ class FileMapping:
             raise ModelError(f"file mapping [{self.start:#x}, {self.end:#x}) is empty or wraps")
 
 
-@attrs.frozen
+@records.frozen
 class OmittedRange:
     """Memory a capture wanted and left out to stay within its size budget."""
 
@@ -440,7 +441,7 @@ class OmittedRange:
     kind: str
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class MemorySelection:
     """How a live capture chose the memory it saved: the policy, the size budget, and
     what the budget cut (the largest ``omitted`` ranges; the totals count them all)."""
@@ -449,7 +450,7 @@ class MemorySelection:
     max_size: int | None = None
     omitted_bytes: int = 0
     omitted_count: int = 0
-    omitted: tuple[OmittedRange, ...] = attrs.field(default=(), converter=_as_tuple)
+    omitted: tuple[OmittedRange, ...] = records.field(default=(), converter=_as_tuple)
 
 
 def _to_auxv(value: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -463,27 +464,27 @@ def _to_auxv(value: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 # --------------------------------------------------------------------------- snapshot
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class Snapshot:
-    arch: Arch = attrs.field(converter=Arch)
-    threads: tuple[Thread, ...] = attrs.field(default=(), converter=_as_tuple)
-    regions: tuple[Region, ...] = attrs.field(default=(), converter=_as_tuple)
-    images: tuple[Image, ...] = attrs.field(default=(), converter=_as_tuple)
+    arch: Arch = records.field(converter=Arch)
+    threads: tuple[Thread, ...] = records.field(default=(), converter=_as_tuple)
+    regions: tuple[Region, ...] = records.field(default=(), converter=_as_tuple)
+    images: tuple[Image, ...] = records.field(default=(), converter=_as_tuple)
     addressable_bits: AddressableBits | None = None
     process: ProcessInfo | None = None
     #: the signal a crash died of (with the crashed thread marked in ``threads``)
     signal: SignalInfo | None = None
     #: the ELF auxiliary vector, (type, value) pairs without the terminating AT_NULL
-    auxv: tuple[tuple[int, int], ...] = attrs.field(default=(), converter=_to_auxv)
-    file_mappings: tuple[FileMapping, ...] = attrs.field(default=(), converter=_as_tuple)
+    auxv: tuple[tuple[int, int], ...] = records.field(default=(), converter=_to_auxv)
+    file_mappings: tuple[FileMapping, ...] = records.field(default=(), converter=_as_tuple)
     #: how a live capture chose the memory saved (None for a core from elsewhere)
     memory_selection: MemorySelection | None = None
     #: notes and load commands of the file this came from that the model does not hold
-    raw_notes: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
-    raw_commands: tuple[RawItem, ...] = attrs.field(default=(), converter=_as_tuple)
+    raw_notes: tuple[RawItem, ...] = records.field(default=(), converter=_as_tuple)
+    raw_commands: tuple[RawItem, ...] = records.field(default=(), converter=_as_tuple)
     #: what a live capture had to leave out, and why (a thread that exited while it was
     #: read); a message per item, not stored in any file
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
+    warnings: tuple[str, ...] = records.field(default=(), converter=_as_tuple)
 
     def __attrs_post_init__(self) -> None:
         _validate_threads(self.arch, self.threads)
@@ -531,7 +532,7 @@ def _validate_threads(arch: Arch, threads: tuple[Thread, ...]) -> None:
         raise ModelError("more than one thread is marked crashed")
 
 
-@attrs.frozen
+@records.frozen
 class _FitPlan:
     """How ``_registers_fit`` checks a register set with exactly ``names``."""
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import attrs
-
+from . import records
 from .arch import RegKind, arch_info
 from .escape import printable
 from .model import Image, RawItem, Snapshot
@@ -138,7 +137,7 @@ def snapshot_report(snapshot: Snapshot) -> dict[str, Any]:
         )
     return {
         "arch": snapshot.arch.value,
-        "addressable_bits": attrs.asdict(snapshot.addressable_bits)
+        "addressable_bits": records.asdict(snapshot.addressable_bits)
         if snapshot.addressable_bits
         else None,
         "threads": threads,
@@ -154,11 +153,11 @@ def snapshot_report(snapshot: Snapshot) -> dict[str, Any]:
             for r in snapshot.regions
         ],
         "images": [_image(i) for i in snapshot.images],
-        "process": attrs.asdict(snapshot.process) if snapshot.process else None,
-        "signal": attrs.asdict(snapshot.signal) if snapshot.signal else None,
+        "process": records.asdict(snapshot.process) if snapshot.process else None,
+        "signal": records.asdict(snapshot.signal) if snapshot.signal else None,
         "auxv": [{"type": k, "value": v} for k, v in snapshot.auxv],
-        "file_mappings": [attrs.asdict(m) for m in snapshot.file_mappings],
-        "memory_selection": attrs.asdict(snapshot.memory_selection)
+        "file_mappings": [records.asdict(m) for m in snapshot.file_mappings],
+        "memory_selection": records.asdict(snapshot.memory_selection)
         if snapshot.memory_selection
         else None,
         "raw_notes": [
@@ -202,8 +201,8 @@ def plain_value(value: Any) -> Any:
         return _image(value)
     if isinstance(value, (list, tuple)):
         return [plain_value(v) for v in value]
-    if attrs.has(type(value)):
-        return {k: plain_value(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    if records.has(type(value)):
+        return {k: plain_value(v) for k, v in records.asdict(value, recurse=False).items()}
     if isinstance(value, dict):
         return {k: plain_value(v) for k, v in value.items()}
     return str(value).upper() if type(value).__name__ == "UUID" else str(value)

@@ -20,8 +20,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-import attrs
-
+from . import records
 from .arch import Arch, RegKind, arch_info
 from .errors import MacMiniDumpError, SpecError
 from .limits import MAX_SPEC_BYTES, check_spec_expansion
@@ -856,14 +855,14 @@ def spec_from_snapshot(snapshot: Snapshot, fmt: str = "macho") -> dict[str, Any]
         binaries.append(entry)
     spec["binaries"] = binaries
     if snapshot.process is not None:
-        spec["process"] = attrs.asdict(snapshot.process)
+        spec["process"] = records.asdict(snapshot.process)
     if snapshot.signal is not None:
-        sig = attrs.asdict(snapshot.signal)
+        sig = records.asdict(snapshot.signal)
         spec["signal"] = {k: v for k, v in sig.items() if v is not None}
     if snapshot.auxv:
         spec["auxv"] = [{"type": k, "value": v} for k, v in snapshot.auxv]
     if snapshot.file_mappings:
-        spec["file-mappings"] = [attrs.asdict(m) for m in snapshot.file_mappings]
+        spec["file-mappings"] = [records.asdict(m) for m in snapshot.file_mappings]
     if snapshot.memory_selection is not None:
         sel = snapshot.memory_selection
         spec["memory-selection"] = {
@@ -871,7 +870,7 @@ def spec_from_snapshot(snapshot: Snapshot, fmt: str = "macho") -> dict[str, Any]
             "max-size": sel.max_size,
             "omitted-bytes": sel.omitted_bytes,
             "omitted-count": sel.omitted_count,
-            "omitted": [attrs.asdict(o) for o in sel.omitted],
+            "omitted": [records.asdict(o) for o in sel.omitted],
         }
     if snapshot.raw_notes:
         spec["raw-notes"] = [_raw_spec(r) for r in snapshot.raw_notes]

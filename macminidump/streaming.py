@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import attrs
-
+from . import records
 from .capture.base import CaptureOptions, CrashContext, TargetOS, captured
 from .capture.policy import CostOf
 from .model import Snapshot
@@ -37,7 +36,7 @@ def format_of(fmt: str) -> tuple[Render, CostOf]:
     raise ValueError(f"no core format {fmt!r}")
 
 
-@attrs.frozen
+@records.frozen
 class Written:
     """A core written: its size, and what the capture warned of (threads that vanished)."""
 

@@ -33,8 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
-import attrs
-
+from . import records
 from .errors import ParseError, RenderError, WriteError
 from .model import Region
 
@@ -89,7 +88,7 @@ class SegmentPlacement(NamedTuple):
     offset: int
 
 
-@attrs.frozen
+@records.frozen
 class CoreCost:
     """What a file format charges, for a size budget: the file without memory, then per
     region a header and its data rounded up to ``alignment``. Never an underestimate."""

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import struct
 
-import attrs
 import pytest
 
-from macminidump import CaptureError, Image, Region, RegKind, Snapshot, Thread
+from macminidump import CaptureError, Image, Region, RegKind, Snapshot, Thread, records
 from macminidump.capture.base import CrashContext, capture
 from macminidump.model import SignalInfo
 from macminidump.testing.fake_os import FakeTarget
@@ -162,7 +161,7 @@ def test_dont_dump_and_environment_are_never_saved() -> None:
     snap = capture(target(), options)
     assert not any(a < marked[1] and marked[0] < b for a, b in spans(snap)), spans(snap)
     assert (STACK + 0x800 - 128, env[0]) in spans(snap) and (env[1], STACK + 0x900) in spans(snap)
-    kept = capture(target(), attrs.evolve(options, keep_environment=True))
+    kept = capture(target(), records.evolve(options, keep_environment=True))
     assert (STACK + 0x800 - 128, STACK + 0x900) in spans(kept)
     assert not any(a < marked[1] and marked[0] < b for a, b in spans(kept))
 

@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import attrs
 import debuggers
 import pytest
 import stacks
 import test_lldb_macho as lldb_tests
 
-from macminidump import parse_core
+from macminidump import parse_core, records
 from macminidump.arch import Arch, RegKind
 from macminidump.capture.base import CrashContext, capture
 from macminidump.capture.mach import (
@@ -67,9 +66,9 @@ def world(arch: str) -> tuple[Snapshot, dict]:
     spec, expected = stacks.crash_spec(arch)
     snapshot = snapshot_from_spec(spec)
     threads = tuple(
-        attrs.evolve(t, name=THREAD_NAMES.get(t.id), crashed=False) for t in snapshot.threads
+        records.evolve(t, name=THREAD_NAMES.get(t.id), crashed=False) for t in snapshot.threads
     )
-    return attrs.evolve(snapshot, threads=threads), expected
+    return records.evolve(snapshot, threads=threads), expected
 
 
 def crash_state(arch: str) -> dict[RegKind, dict[str, int]]:
@@ -670,9 +669,9 @@ def signed_world(arch: str, sign_fp: bool) -> Snapshot:
         regsets = tuple(
             RegisterSet(r.kind, gpr) if r.kind == RegKind.GPR else r for r in thread.regsets
         )
-        threads.append(attrs.evolve(thread, regsets=regsets))
-    regions = tuple(attrs.evolve(r, data=bytes(memory[r.address])) for r in snapshot.regions)
-    return attrs.evolve(snapshot, threads=tuple(threads), regions=regions)
+        threads.append(records.evolve(thread, regsets=regsets))
+    regions = tuple(records.evolve(r, data=bytes(memory[r.address])) for r in snapshot.regions)
+    return records.evolve(snapshot, threads=tuple(threads), regions=regions)
 
 
 @pytest.mark.parametrize("signed", ["returns", "returns-and-fps"])
@@ -820,9 +819,9 @@ def test_environment_above_the_main_stack_is_left_out(arch: str) -> None:
     arrays[1], arrays[3] = strings_at, strings_at + 7
     block = b"".join(w.to_bytes(8, "little") for w in arrays) + strings
     block += bytes(-len(block) % 16)
-    grown = attrs.evolve(stack, data=content_of(stack.data) + block)
+    grown = records.evolve(stack, data=content_of(stack.data) + block)
     regions = tuple(grown if r is stack else r for r in snapshot.regions)
-    snapshot = attrs.evolve(snapshot, regions=regions)
+    snapshot = records.evolve(snapshot, regions=regions)
 
     def capture_with(**options: Any) -> Snapshot:
         k = FakeMachKernel(snapshot)

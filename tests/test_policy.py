@@ -18,13 +18,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
 import debuggers
 import pytest
 import test_capture_mach as mach_tests
 from commands import stderr_on_a_terminal
 
-from macminidump import Region, Snapshot, Thread
+from macminidump import Region, Snapshot, Thread, records
 from macminidump.capture import policy
 from macminidump.capture.base import CaptureOptions, CrashContext, capture, captured
 from macminidump.capture.linux import procfs
@@ -601,8 +600,8 @@ def test_the_record_of_what_was_cut_survives_parse_and_spec() -> None:
     assert parsed.memory_selection == snap.memory_selection
     rebuilt = snapshot_from_spec(json.loads(dump_spec(parsed, fmt="elf", as_json=True)))
     assert render_elf_bytes(rebuilt) == elf
-    plain = attrs.evolve(snap, threads=[attrs.evolve(t, raw_states=()) for t in snap.threads])
-    macho = render_macho_bytes(attrs.evolve(plain, process=None, auxv=(), file_mappings=()))
+    plain = records.evolve(snap, threads=[records.evolve(t, raw_states=()) for t in snap.threads])
+    macho = render_macho_bytes(records.evolve(plain, process=None, auxv=(), file_mappings=()))
     assert parse_macho_bytes(macho).memory_selection == snap.memory_selection
 
 

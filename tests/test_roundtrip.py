@@ -159,9 +159,9 @@ def test_independent_readers_accept_every_core(snapshot: Snapshot) -> None:
     """
     import tempfile
 
-    import attrs
+    from macminidump import records
 
-    snapshot = attrs.evolve(snapshot, raw_commands=())
+    snapshot = records.evolve(snapshot, raw_commands=())
 
     import lief
     from macholib.MachO import MachO

@@ -31,8 +31,7 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-import attrs
-
+from .. import records
 from ..arch import Arch, RegKind, arch_info
 from ..errors import CaptureError
 from ..model import (
@@ -67,7 +66,7 @@ CODE_WINDOW = 256
 MAX_FRAMES = 4096
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class MemoryMapping:
     """A mapping of the target's address space, as its OS reports it."""
 
@@ -83,7 +82,7 @@ class MemoryMapping:
         return self.start <= address < self.end
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class CapturedThread:
     """One thread as a backend reads it."""
 
@@ -96,7 +95,7 @@ class CapturedThread:
     raw_states: tuple[RawItem, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class CrashContext:
     """What a crash handler knows: which thread crashed, its state then, the signal.
 
@@ -105,7 +104,7 @@ class CrashContext:
     """
 
     thread_id: int
-    regsets: dict[RegKind, dict[str, int]] = attrs.field(factory=dict)
+    regsets: dict[RegKind, dict[str, int]] = records.field(factory=dict)
     signal: SignalInfo | None = None
 
 
@@ -276,7 +275,7 @@ def _apply_crash(threads: list[CapturedThread], crash: CrashContext) -> list[Cap
     out = []
     for t in threads:
         if t.id == crash.thread_id:
-            t = attrs.evolve(t, regsets={**t.regsets, **crash.regsets})
+            t = records.evolve(t, regsets={**t.regsets, **crash.regsets})
         out.append(t)
     return out
 

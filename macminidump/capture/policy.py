@@ -37,8 +37,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-import attrs
-
+from .. import records
 from ..errors import TargetError
 from ..model import MemorySelection, OmittedRange, Protection
 from ..writer import CoreCost
@@ -157,18 +156,18 @@ def _to_max_stack(value: int | str | None) -> int | None:
     return None if value is None else parse_size(value)
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class CaptureOptions:
     """What a capture saves (see the module doc). Text values are parsed: ``max_size="8M"``,
     ``include=["0x7f0000:4K"]``; a bad one raises ``TargetError`` (bad input)."""
 
-    memory: Memory = attrs.field(default=Memory.STACKS, converter=_to_memory)
+    memory: Memory = records.field(default=Memory.STACKS, converter=_to_memory)
     #: a cap on the whole core file, in bytes (None: no cap)
-    max_size: int | None = attrs.field(default=None, converter=_to_max_size)
+    max_size: int | None = records.field(default=None, converter=_to_max_size)
     #: (address, size) ranges added by the caller; each must be mapped
-    include: tuple[tuple[int, int], ...] = attrs.field(default=(), converter=_to_include)
+    include: tuple[tuple[int, int], ...] = records.field(default=(), converter=_to_include)
     #: a thread's stack is saved from sp up to this many bytes (None: to its mapping's end)
-    max_stack: int | None = attrs.field(default=DEFAULT_MAX_STACK, converter=_to_max_stack)
+    max_stack: int | None = records.field(default=DEFAULT_MAX_STACK, converter=_to_max_stack)
     code_window: int = 256
     #: save the environment strings too (left out by default: they hold tokens, keys)
     keep_environment: bool = False
@@ -373,7 +372,7 @@ def _subtract(
     return out
 
 
-@attrs.frozen
+@records.frozen
 class Choice:
     pieces: tuple[Piece, ...]
     selection: MemorySelection
@@ -504,7 +503,7 @@ def _merge_pieces(pieces: list[Piece]) -> Iterator[Piece]:
             and piece.start == current.end
             and (piece.protection == current.protection)
         ):
-            # (not attrs.evolve: thousands of pieces merge in a many-thread capture)
+            # (not records.evolve: thousands of pieces merge in a many-thread capture)
             current = Piece(
                 current.start, piece.end, current.protection, min(current.priority, piece.priority)
             )

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 
-import attrs
-
+from .. import records
 from ..linux_abi import siginfo_values
 from ..model import SignalInfo
 from .linux import ptrace
@@ -20,7 +19,7 @@ from .linux.target import LinuxTarget
 __all__ = ["CrashReport", "SupervisedTarget", "signal_info"]
 
 
-@attrs.frozen(kw_only=True)
+@records.frozen(kw_only=True)
 class CrashReport:
     """What ``run_supervised`` did about a crash (given to ``on_crash``)."""
 

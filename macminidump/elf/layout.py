@@ -19,9 +19,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-import attrs
-
-from .. import memory_note
+from .. import memory_note, records
 from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..linux_abi import SegmentFlags, SegmentType
@@ -63,7 +61,7 @@ class NoteEntry(NamedTuple):
     desc: bytes
 
 
-@attrs.frozen
+@records.frozen
 class Layout:
     #: ELF header, program headers and notes, contiguous from offset 0
     head: bytes

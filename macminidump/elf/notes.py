@@ -20,8 +20,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import attrs
-
+from .. import records
 from ..errors import ParseError, RenderError
 from ..linux_abi import (
     FXSAVE_SIZE,
@@ -98,7 +97,7 @@ def _leaves(paths: Sequence[tuple[str, ...]]) -> Leaves:
     return function
 
 
-@attrs.frozen
+@records.frozen
 class _Flat:
     """A generated layout's struct path (see ``_build``)."""
 

@@ -17,9 +17,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-import attrs
-
-from .. import memory_note
+from .. import memory_note, records
 from ..arch import Arch, RegKind
 from ..errors import RenderError
 from ..mach_flavors import MACH_ARCHES
@@ -82,7 +80,7 @@ _PROTECTION = operator.attrgetter("protection")
 _MAX_PROTECTION = operator.attrgetter("max_protection")
 
 
-@attrs.frozen
+@records.frozen
 class Layout:
     #: header and every load command, contiguous from offset 0
     head: bytes

@@ -11,8 +11,7 @@ import json
 import uuid as uuid_mod
 from typing import Any
 
-import attrs
-
+from .. import records
 from ..errors import ParseError, RenderError
 from ..limits import MAX_PATH_BYTES, RecordBudget
 from ..model import AddressableBits, Image, ImageSegment
@@ -40,7 +39,7 @@ def _u64(value: int | None) -> int:
 # --------------------------------------------------------------------------- main bin spec
 
 
-@attrs.frozen
+@records.frozen
 class MainBinSpec:
     type: int
     address: int | None
@@ -283,7 +282,7 @@ def decode_addressable_bits(payload: bytes, offset: int) -> AddressableBits | No
 # --------------------------------------------------------------------------- process metadata
 
 
-@attrs.frozen
+@records.frozen
 class ThreadMetadata:
     id: int
     name: str | None = None

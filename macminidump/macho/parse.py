@@ -15,9 +15,7 @@ import operator
 import os
 from typing import Any, NamedTuple
 
-import attrs
-
-from .. import memory_note
+from .. import memory_note, records
 from ..arch import RegKind
 from ..errors import MacMiniDumpError, ParseError
 from ..limits import MAX_METADATA_BYTES
@@ -76,7 +74,7 @@ class Command(NamedTuple):
     size: int
 
 
-@attrs.frozen
+@records.frozen
 class Note:
     owner: str
     offset: int  # of the payload
@@ -86,7 +84,7 @@ class Note:
     decoded: Any = None
 
 
-@attrs.frozen
+@records.frozen
 class FlavorState:
     flavor: int
     count: int
@@ -421,7 +419,7 @@ def _mark_main(images: list[Image], main: notes.MainBinSpec) -> list[Image]:
         same_uuid = image.uuid == main.uuid
         same_place = main.address is None or image.load_address in (None, main.address)
         if same_uuid and (main.uuid is not None or same_place):
-            images[i] = attrs.evolve(
+            images[i] = records.evolve(
                 image,
                 main=True,
                 slide=main.slide,

@@ -44,8 +44,7 @@ import uuid as uuid_mod
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import attrs
-
+from .. import records
 from ..arch import Arch, RegKind, arch_info
 from ..capture.mach import abi
 from ..capture.mach.libsystem import SIGNATURES
@@ -203,7 +202,7 @@ def dyld_infos_size(version: int) -> int:
 # ------------------------------------------------------------------ the fake's pieces
 
 
-@attrs.define
+@records.define
 class VMRegion:
     start: int
     data: bytearray
@@ -217,7 +216,7 @@ class VMRegion:
         return self.start + len(self.data)
 
 
-@attrs.define
+@records.define
 class FakeThread:
     id: int
     name: str | None
@@ -225,7 +224,7 @@ class FakeThread:
     suspend_count: int = 0
 
 
-@attrs.define
+@records.define
 class _Right:
     obj: Any
     urefs: int
@@ -475,7 +474,7 @@ class FakeMachKernel:
                 content = data[start:end].ljust(segment.vmsize, b"\0")
                 out.append(VMRegion(segment.vmaddr + slide, bytearray(content), segment.initprot))
             filetype = headers.filetype
-            seen = attrs.evolve(image, load_address=load, slide=slide)
+            seen = records.evolve(image, load_address=load, slide=slide)
         else:
             if image.load_address is None:
                 raise ValueError(
@@ -490,7 +489,7 @@ class FakeMachKernel:
                 [("__TEXT", image.load_address, text_size, 5)],
             )
             out = [VMRegion(image.load_address, bytearray(header.ljust(text_size, b"\0")), 5)]
-            seen = attrs.evolve(
+            seen = records.evolve(
                 image,
                 slide=0,
                 segments=(ImageSegment("__TEXT", image.load_address, text_size),),

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import attrs
-
+from .. import records
 from ..arch import RegKind
 from ..capture.base import CapturedThread, MemoryMapping
 from ..errors import CaptureError
@@ -136,5 +135,5 @@ class FakeTarget:
 
 def world_from(snapshot: Snapshot, **changes: object) -> Snapshot:
     """A copy of ``snapshot`` to serve as a fake world (memory materialised as bytes)."""
-    regions = tuple(attrs.evolve(r, data=content_of(r.data)) for r in snapshot.regions)
-    return attrs.evolve(snapshot, regions=regions, **changes)  # type: ignore[arg-type]
+    regions = tuple(records.evolve(r, data=content_of(r.data)) for r in snapshot.regions)
+    return records.evolve(snapshot, regions=regions, **changes)  # type: ignore[arg-type]

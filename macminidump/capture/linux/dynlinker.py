@@ -13,8 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 
-import attrs
-
+from ... import records
 from ...elf_headers import ElfHeaders, read_headers
 from ...errors import ParseError
 from ...linux_abi import R_DEBUG_SIZE, AuxvType, DynamicTag, SegmentType
@@ -199,7 +198,7 @@ class LibraryList:
             if image.load_address is not None:
                 headers = loaded_headers(self._read, image.load_address)
             if headers is not None and headers.build_id is not None:
-                image = attrs.evolve(image, build_id=headers.build_id)
+                image = records.evolve(image, build_id=headers.build_id)
             out.append(image)
         return out
 

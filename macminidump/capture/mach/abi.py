@@ -32,9 +32,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-import attrs
-
 from macminidump.arch import Arch, RegKind
+
+from ... import records
 
 # --------------------------------------------------------------------------------------
 # Type aliases (LP64: identical on arm64 and x86_64 except where ArchLayouts says so)
@@ -727,7 +727,7 @@ class x86_64_mcontext64(SDKStructure):
 # --------------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@records.frozen
 class Flavor:
     """One thread-state flavor: what ``thread_get_state`` takes and an LC_THREAD holds."""
 
@@ -742,7 +742,7 @@ class Flavor:
             raise ValueError(f"{self.structure.__name__}: count {self.count} != sizeof / 4")
 
 
-@attrs.frozen
+@records.frozen
 class ArchLayouts:
     arch: Arch
     cpu_type: int

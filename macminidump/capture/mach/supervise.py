@@ -31,8 +31,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import attrs
-
+from ... import records
 from ...errors import CaptureError, TargetError
 from ...model import SignalInfo
 from ..base import CaptureOptions, CrashContext
@@ -47,7 +46,7 @@ _ADDRESS_EXCEPTIONS = frozenset({abi.EXC_BAD_ACCESS})
 Wait = Callable[[int, int], tuple[int, int]]
 
 
-@attrs.frozen
+@records.frozen
 class MachCrash:
     """What an EXC_CRASH message says."""
 
