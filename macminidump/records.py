@@ -21,7 +21,7 @@ What is implemented, with attrs' semantics:
   key applied to both sides, ``repr`` a function of the value; converters also run on
   defaults; ``Factory(f, takes_self=True)`` sees the fields set before it.
 - ``cmp_using(eq=)``, ``optional`` (attrs.converters.optional), ``evolve``,
-  ``asdict`` (recurse or not, ``retain_collection_types=False``), ``has``.
+  ``asdict`` (recurse or not; collections keep their type, as in ``attrs.asdict``), ``has``.
 
 Not implemented (the package does not use them; a declaration needing them is refused
 or simply not offered): inheritance between records, validators, ``on_setattr``
@@ -304,24 +304,29 @@ else:
     #: values asdict returns as they are (attrs' list, for the same results)
     _ATOMIC = frozenset({type(None), bool, int, float, str, complex, bytes, type(...), type})
 
-    def asdict(inst: Any, recurse: bool = True) -> dict[str, Any]:
-        """The record's fields as a dict; with ``recurse``, records in it become dicts too,
-        tuples, lists and sets lists, dicts dicts (keys that are collections, tuples)."""
+    def asdict(inst: Any, *, recurse: bool = True) -> dict[str, Any]:
+        """The record's fields as a dict; with ``recurse``, records in it (also in tuples,
+        lists, sets and dicts, which keep their type; a dict subclass becomes a dict) become
+        dicts too. (attrs.asdict, whose collections are always retained.)"""
+        fields = inst.__class__.__records_fields__
         if not recurse:
-            return {f.name: getattr(inst, f.name) for f in inst.__class__.__records_fields__}
-        return {
-            f.name: _plain(getattr(inst, f.name), False) for f in inst.__class__.__records_fields__
-        }
+            return {f.name: getattr(inst, f.name) for f in fields}
+        return {f.name: _plain(getattr(inst, f.name)) for f in fields}
 
-    def _plain(value: Any, is_key: bool) -> Any:
+    def _plain(value: Any) -> Any:
         kind = type(value)
         if kind in _ATOMIC:
             return value
         if getattr(kind, "__records_fields__", None) is not None:
-            return asdict(value, True)
+            return asdict(value)
         if issubclass(kind, (tuple, list, set, frozenset)):
-            items = [_plain(item, False) for item in value]
-            return tuple(items) if is_key else items
+            items = [_plain(item) for item in value]
+            try:
+                return kind(items)
+            except TypeError:
+                if not issubclass(kind, tuple):
+                    raise
+                return kind(*items)  # a namedtuple
         if issubclass(kind, dict):
-            return {_plain(k, True): _plain(v, False) for k, v in value.items()}
+            return {_plain(k): _plain(v) for k, v in value.items()}
         return value

@@ -2,9 +2,9 @@
 
 Cheap guards, run in fresh interpreters: `import macminidump` loads no yaml, construct,
 attrs or parser; `--help` loads nothing but the command line; `dump` loads no yaml,
-no construct (nor a declaration), no spec, no report, nothing of Mach-O and not the
-self-dump helper; `run` of a program
-that does not crash loads no attrs, construct, model or capture path.
+no attrs, no construct (nor a declaration), no spec, no report, nothing of Mach-O and not
+the self-dump helper; `run` of a program that does not crash loads no attrs, construct,
+model or capture path; the model loads no attrs.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def test_dump_loads_no_yaml_spec_or_macho(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
-    unwanted = {"yaml", "macminidump.spec", "macminidump.report", "shutil"}
+    # (attrs: the records are built by macminidump/records.py)
+    unwanted = {"yaml", "attrs", "attr", "macminidump.spec", "macminidump.report", "shutil"}
     # the self-dump helper and its process machinery: only for the calling process
     unwanted |= {"macminidump._selfdump", "subprocess"}
     unwanted |= {
@@ -112,6 +113,12 @@ def test_run_of_a_program_that_does_not_crash_loads_no_capture_path(tmp_path: Pa
         "'--', 'true']) == 2"
     )
     _modules_after(code)
+
+
+def test_the_model_loads_no_attrs() -> None:
+    loaded = _modules_after("import macminidump.model")
+    assert "macminidump.records" in loaded
+    assert not loaded & {"attrs", "attr"}, sorted(m for m in loaded if m.startswith("attr"))
 
 
 def test_every_public_name_resolves() -> None:
