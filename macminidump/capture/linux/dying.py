@@ -42,6 +42,8 @@ class DyingTarget:
         self._where = procfs.directory(pid)
         self._libraries: LibraryList | None = None
         self._mappings: list[MemoryMapping] | None = None
+        #: /proc/PID/smaps, read once (costly: see procfs.smaps)
+        self._smaps: bytes | None = None
         try:
             self._mem = os.open(f"{self._where}/mem", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -114,14 +116,19 @@ class DyingTarget:
         sps = [t.regsets.get(RegKind.GPR, {}).get("rsp", 0) for t in self._threads]
         return consumer_ranges(self._library_list(), self.read, mappings, self._auxv, sps)
 
+    def _smaps_text(self) -> bytes:
+        if self._smaps is None:
+            self._smaps = procfs.smaps(self._where) or b""
+        return self._smaps
+
     def dont_dump(self, mappings: Sequence[MemoryMapping]) -> Sequence[tuple[int, int]]:
-        return procfs.dont_dump(self._where) or []
+        return procfs.dont_dump_in(self._smaps_text())
 
     def environment(self, mappings: Sequence[MemoryMapping]) -> tuple[int, int] | None:
         return procfs.environment(self._where)
 
     def modified_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[MemoryMapping]:
-        written = procfs.written_mappings(self._where) or set()
+        written = procfs.written_in(self._smaps_text())
         return [m for m in mappings if m.start in written]
 
     def process_info(self) -> ProcessInfo | None:

@@ -173,20 +173,9 @@ def maps(where: str) -> list[MemoryMapping]:
 def smaps(where: str) -> bytes | None:
     """``where``/smaps, whole; None when it cannot be read (or is empty: a process with no
     memory left). Costly: the kernel walks every resident page of the process to write it
-    (8-10 ms for a 512 MiB heap), so a caller reads it once."""
+    (8-10 ms for a 512 MiB heap), so a caller reads it once, for ``written_in`` and
+    ``dont_dump_in``."""
     return _read_bytes(f"{where}/smaps") or None
-
-
-def written_mappings(where: str) -> set[int] | None:
-    """``written_in`` of ``where``/smaps; None when smaps cannot be read."""
-    text = smaps(where)
-    return None if text is None else written_in(text)
-
-
-def dont_dump(where: str) -> list[tuple[int, int]] | None:
-    """``dont_dump_in`` of ``where``/smaps; None when smaps cannot be read."""
-    text = smaps(where)
-    return None if text is None else dont_dump_in(text)
 
 
 def written_in(text: bytes) -> set[int]:
