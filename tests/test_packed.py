@@ -281,26 +281,71 @@ def _mostly_small(size: int) -> st.SearchStrategy[bytes]:
     return st.lists(word, max_size=size // 8).map(b"".join)
 
 
+_padded_text = st.one_of(
+    st.binary(max_size=16).map(lambda b: b.ljust(16, b"\0")),
+    _text.map(lambda t: t.encode()[:16].ljust(16, b"\0")),
+)
+
+
+@st.composite
+def _nt_file_bytes(draw: st.DrawFn) -> bytes:
+    """NT_FILE payloads: valid ones (paths UTF-8 or not), then maybe cut or a byte changed."""
+    n = draw(st.integers(0, 6))
+    entries = draw(st.lists(st.tuples(u64, u64, u64), min_size=n, max_size=n))
+    names = draw(
+        st.lists(st.one_of(_text.map(str.encode), st.binary(max_size=12)), min_size=n, max_size=n)
+    )
+    page = draw(st.sampled_from([4096, 0, 1 << 63]))
+    body = n.to_bytes(8, "little") + page.to_bytes(8, "little")
+    body += b"".join(b"".join(v.to_bytes(8, "little") for v in e) for e in entries)
+    body += b"".join(name.replace(b"\0", b"") + b"\0" for name in names)
+    if draw(st.booleans()) and body:
+        at = draw(st.integers(0, len(body) - 1))
+        body = body[:at] + bytes([draw(st.integers(0, 255))]) + body[at + 1 :]
+    return body
+
+
+#: per decoder: the bytes to try (the note's size is drawn around their length)
+BODIES: dict[str, st.SearchStrategy[bytes]] = {
+    "auxv": _mostly_small(400),
+    "nt_file": st.one_of(_nt_file_bytes(), _mostly_small(200)),
+    "prpsinfo": st.one_of(
+        st.builds(
+            lambda a, b, c: a + b + c * 5,
+            st.binary(min_size=40, max_size=40),
+            _padded_text,
+            _padded_text,
+        ),
+        st.binary(max_size=140),
+    ),
+    "siginfo": st.binary(min_size=120, max_size=136),
+}
+
+
 @pytest.mark.parametrize(
-    "decode, declared",
+    "kind, decode, declared",
     [
-        (notes.decode_auxv, _auxv_declared),
-        (notes.decode_file, _file_declared),
-        (notes.decode_prpsinfo, _prpsinfo_declared),
-        (notes.decode_siginfo, _siginfo_declared),
+        ("auxv", notes.decode_auxv, _auxv_declared),
+        ("nt_file", notes.decode_file, _file_declared),
+        ("prpsinfo", notes.decode_prpsinfo, _prpsinfo_declared),
+        ("siginfo", notes.decode_siginfo, _siginfo_declared),
     ],
     ids=["auxv", "nt_file", "prpsinfo", "siginfo"],
 )
 @_settings
 @given(data=st.data())
 def test_decoders_agree_with_construct_on_any_bytes(
-    decode: Any, declared: Any, data: st.DataObject
+    kind: str, decode: Any, declared: Any, data: st.DataObject
 ) -> None:
     prefix = data.draw(st.binary(max_size=8))
-    body = data.draw(st.one_of(_mostly_small(400), st.binary(min_size=136, max_size=136)))
-    if data.draw(st.booleans()) and decode is notes.decode_siginfo:
-        body = data.draw(st.binary(min_size=128, max_size=128))
+    body = data.draw(BODIES[kind])
     buffer = prefix + body + data.draw(st.binary(max_size=8))
-    size = data.draw(st.integers(0, len(body) + 8))
+    size = data.draw(
+        st.one_of(
+            st.just(len(body)),
+            st.sampled_from([128, 136]),
+            st.integers(0, len(body) + 8),
+        )
+    )
     offset = len(prefix)
     assert _outcome(decode, buffer, offset, size) == _outcome(declared, buffer, offset, size)
