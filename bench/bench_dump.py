@@ -5,9 +5,9 @@
 * ``sample``: `examples/sample.c` (4 threads, the quick start's program).
 * ``heap``: bench_linux's 4-thread program with a ``--heap-mib`` heap, touched.
 
-Beside the sample's dumps, for where the time goes: ``python -c pass``, ``import attrs,
-construct`` (the two libraries alone) and an import of every module of the package that
-a dump loads (found by doing one), each a fresh process in the same rounds.
+Beside the sample's dumps, for where the time goes: ``python -c pass`` and an import of
+every module of the package that a dump loads (found by doing one), each a fresh process
+in the same rounds.
 
 Each process is dumped by `macminidump dump PID -o FILE` (the command as a user installs
 it, ``pip install`` of this checkout into a fresh venv, or ``--here`` this interpreter's:
@@ -137,12 +137,9 @@ def main() -> int:
             time.sleep(0.3)
             py, env = installed.python, installed.env
             imports = modules_a_dump_imports(cases[0][1].pid, directory, py, env)
-            # where a dump's time goes: the interpreter, its libraries, all its imports
+            # where a dump's time goes: the interpreter, and all its imports
             parts = {
                 "python -c pass": lambda: run_command([py, "-c", "pass"], env),
-                "import attrs, construct": lambda: run_command(
-                    [py, "-c", "import attrs, construct"], env
-                ),
                 "import what dump imports": lambda: run_command([py, "-c", imports], env),
             }
             for name, proc, target in cases:

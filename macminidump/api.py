@@ -16,7 +16,6 @@ import ctypes
 import os
 import signal
 import sys
-import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -255,6 +254,8 @@ def _children_waitable() -> Iterator[None]:
     if signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN:
         yield
         return
+    import threading  # (here: only a self dump needs it)
+
     if threading.current_thread() is not threading.main_thread():
         raise CaptureError(
             "SIGCHLD is ignored in this process: a self dump cannot learn whether its "

@@ -34,6 +34,29 @@ def test_help_teaches() -> None:
         assert sub.returncode == 0 and "usage: macminidump " + command in sub.stdout
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [[command, *rest] for command in ("build", "inspect", "to-spec", "dump", "run", "core-handler")
+     for rest in (["--help"], [], ["--no-such-option"])],
+)  # fmt: skip
+def test_one_command_parser_is_the_full_parsers_command(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run builds only its command's parser (cli._parser(name)): its help, and its
+    errors, are the full parser's."""
+    from macminidump import cli
+
+    def outcome(parser_of: str | None) -> tuple[object, str, str]:
+        try:
+            code: object = vars(cli._parser(parser_of).parse_args(argv))
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    assert outcome(argv[0]) == outcome(None)
+
+
 def test_version() -> None:
     out = run("--version")
     assert out.returncode == 0 and out.stdout.startswith("macminidump 0.")
