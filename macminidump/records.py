@@ -5,9 +5,11 @@ __repr__, __eq__ and __hash__, and builds a slotted class twice); a dump imports
 record classes and is meant to take a fraction of gcore's time. So the package declares
 its records with the same names and meaning as attrs (mypy types them through its attrs
 plugin, which is why the declarations are imported from attrs when type checking), and
-at run time this module builds them: one compiled ``__init__`` per class, and generic
-``__eq__``, ``__hash__``, ``__repr__`` and (frozen) ``__setattr__`` over a per-class
-tuple of fields. tests/test_records.py checks each feature against real attrs.
+at run time this module builds them: an ``__init__`` per class from a text of one line a
+field (the package's own texts compiled ahead, in records_generated.py; any other is
+exec'd), and generic ``__eq__``, ``__hash__``, ``__repr__`` and (frozen) ``__setattr__``
+over a per-class tuple of fields. tests/test_records.py checks each feature against
+real attrs.
 
 What is implemented, with attrs' semantics:
 
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from attrs import Factory, asdict, cmp_using, define, evolve, field, frozen, has
     from attrs.converters import optional
 else:
+    from .records_generated import INITS as _GENERATED
 
     class _Nothing:
         """A field's missing default (attrs' NOTHING)."""
@@ -211,6 +214,35 @@ else:
         signature = ", ".join(["self", *star, *params])
         return f"def __init__({signature}):\n    " + "\n    ".join(body) + "\n"
 
+    def _namespace(fields: tuple[_Field, ...]) -> dict[str, Any]:
+        """What the text of ``__init__`` names besides its parameters."""
+        namespace: dict[str, Any] = {"NOTHING": NOTHING}
+        for f in fields:
+            if isinstance(f.default, Factory):
+                namespace[f"_factory_{f.name}"] = f.default.factory
+            elif f.default is not NOTHING:
+                namespace[f"_default_{f.name}"] = f.default
+            if f.converter is not None:
+                namespace[f"_convert_{f.name}"] = f.converter
+        return namespace
+
+    def _make_init(cls: type, fields: tuple[_Field, ...], kw_only: bool) -> Any:
+        """The class's ``__init__``: the generated one for its text if the package was
+        generated with it (records_generated.py), else that text exec'd here."""
+        namespace = _namespace(fields)
+        source = _init_source(fields, kw_only, "__attrs_post_init__" in cls.__dict__)
+        factory = _GENERATED.get(source)
+        if factory is not None:
+            init = factory(**namespace)
+        else:
+            # exec of the text, not compile(): compile() first builds the ast module's ~120
+            # node types (2.5 ms, once per process); exec parses straight to bytecode
+            exec(source, namespace)
+            init = namespace["__init__"]
+            init.__code__ = init.__code__.replace(co_filename=f"<record {cls.__qualname__}>")
+        init.__qualname__ = f"{cls.__qualname__}.__init__"
+        return init
+
     def _build(cls: type, frozen: bool, kw_only: bool) -> type:
         for base in cls.__mro__[1:-1]:
             if "__records_fields__" in base.__dict__:
@@ -220,7 +252,6 @@ else:
                 raise TypeError(f"{cls.__name__} defines {name}, which a record makes")
         annotations = cls.__dict__.get("__annotations__", {})
         fields = []
-        namespace: dict[str, Any] = {"NOTHING": NOTHING}
         seen_default = False
         for name, annotation in annotations.items():
             if isinstance(annotation, str) and annotation.startswith(
@@ -233,14 +264,8 @@ else:
             fields.append(f)
             if value is not NOTHING:
                 delattr(cls, name)
-            if isinstance(f.default, Factory):
-                namespace[f"_factory_{name}"] = f.default.factory
-            elif f.default is not NOTHING:
-                namespace[f"_default_{name}"] = f.default
-            if f.converter is not None:
-                if not frozen:
-                    raise TypeError(f"{cls.__name__}.{name}: define records take no converter")
-                namespace[f"_convert_{name}"] = f.converter
+            if f.converter is not None and not frozen:
+                raise TypeError(f"{cls.__name__}.{name}: define records take no converter")
             if f.init and not kw_only:
                 if f.default is not NOTHING:
                     seen_default = True
@@ -253,13 +278,7 @@ else:
             if isinstance(value, _Field) and name not in annotations:
                 raise TypeError(f"{cls.__name__}.{name} is a field without an annotation")
         fields_t = tuple(fields)
-        post_init = "__attrs_post_init__" in cls.__dict__
-        # exec of the text, not compile(): compile() first builds the ast module's ~120
-        # node types (2.5 ms, once per process); exec parses straight to bytecode
-        exec(_init_source(fields_t, kw_only, post_init), namespace)
-        init = namespace["__init__"]
-        init.__code__ = init.__code__.replace(co_filename=f"<record {cls.__qualname__}>")
-        init.__qualname__ = f"{cls.__qualname__}.__init__"
+        init = _make_init(cls, fields_t, kw_only)
         cls.__init__ = init
         cls.__records_fields__ = fields_t
         eq_values = _values_of(tuple((f.name, f.eq_key) for f in fields_t if f.eq))

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from macminidump import records
+from macminidump import generate_records, records
 from macminidump.arch import Arch, RegKind
 from macminidump.model import Region, RegisterSet, Snapshot, Thread
 
@@ -433,3 +433,23 @@ def test_model_records_pickle_copy_and_cache() -> None:
 def test_optional_lets_none_through() -> None:
     assert records.optional(bytes)(None) is None
     assert records.optional(bytes)(bytearray(b"a")) == b"a"
+
+
+def test_the_generated_inits_are_the_declarations() -> None:
+    checked_in = generate_records.PATH.read_text()
+    assert checked_in == generate_records.render(), (
+        f"{generate_records.PATH.name} differs from the package's records: "
+        f"run `{generate_records.COMMAND}`"
+    )
+    assert generate_records.main(["--check"]) == 0
+
+
+def test_the_package_records_use_the_generated_inits() -> None:
+    classes = generate_records.record_classes()
+    assert Region in classes and Snapshot in classes and len(classes) >= 30
+    for cls in classes:
+        code = cls.__init__.__code__  # type: ignore[misc]
+        assert code.co_filename == str(generate_records.PATH), cls
+        assert cls.__init__.__qualname__ == f"{cls.__qualname__}.__init__"  # type: ignore[misc]
+    # a declaration not in the table (every one in this file) is exec'd instead
+    assert RECORDS.Plain.__init__.__code__.co_filename.startswith("<record ")
