@@ -164,12 +164,10 @@ def render_native(snapshot: Snapshot, path: str) -> int:
 
 
 def _require_linux() -> None:
-    import platform
-
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+    machine = os.uname().machine  # (what platform.machine() returns, without its import)
+    if sys.platform != "linux" or machine not in ("x86_64", "AMD64"):
         raise CaptureError(
-            f"live capture runs on macOS and on Linux x86_64, not {sys.platform} "
-            f"{platform.machine()}"
+            f"live capture runs on macOS and on Linux x86_64, not {sys.platform} {machine}"
         )
 
 

@@ -29,7 +29,6 @@ import mmap
 import os
 import signal
 import stat
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -332,17 +331,21 @@ class SignalDuringWrite(BaseException):
 @contextlib.contextmanager
 def _cleanup_on_signals() -> Iterator[_Pending]:
     pending = _Pending()
-    if threading.current_thread() is threading.main_thread():
 
-        def handler(signum: int, _frame: object) -> None:
-            if pending.signum is None:
-                pending.signum = signum
-                raise SignalDuringWrite(signum)
+    def handler(signum: int, _frame: object) -> None:
+        if pending.signum is None:
+            pending.signum = signum
+            raise SignalDuringWrite(signum)
 
+    try:
         for signum in TERMINATING_SIGNALS:
             # only signals that would end the process now: a program's own handler is kept
             if signal.getsignal(signum) is signal.SIG_DFL:
                 pending.saved[signum] = signal.signal(signum, handler)
+    except ValueError:
+        # not the main thread, where alone handlers can be set (so the first call failed):
+        # the signal ends the process as it would have
+        pass
     try:
         yield pending
     except SignalDuringWrite as e:

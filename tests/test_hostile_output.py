@@ -385,3 +385,28 @@ def test_writer_verify_runs_before_the_rename(tmp_path: Path) -> None:
     with pytest.raises(RenderError, match="cannot read back"):
         write_file(old, 4, lambda pwrite: pwrite(b"new!", 0), verify=reject)
     assert old.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.core"]
+
+
+def test_a_write_from_another_thread_sets_no_handlers(tmp_path: Path) -> None:
+    """Signal handlers can be set only in the main thread: a core written from another
+    thread is written, and leaves every handler as it was."""
+    import threading
+
+    from macminidump.writer import write_file
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    outcome: list[object] = []
+
+    def write() -> None:
+        try:
+            write_file(tmp_path / "out.core", 4, lambda pwrite: pwrite(b"core", 0))
+            outcome.append("written")
+        except BaseException as e:  # (the thread's own failure, shown by the assert)
+            outcome.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join()
+    assert outcome == ["written"]
+    assert (tmp_path / "out.core").read_bytes() == b"core"
+    assert {s: signal.getsignal(s) for s in before} == before
