@@ -542,14 +542,27 @@ def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
                 f"thread {thread_id:#x}: register {name} has no slot in an ELF core "
                 "(64-bit fxsave keeps only fpu_ip/fpu_dp)"
             )
+    try:
+        # a capture's complete set, straight into the struct (a note a thread)
+        items = list(_FPREGS_OF(fpr))
+        for i in _WIDE_AT:
+            items[i] = items[i].to_bytes(16, "little")
+        return _FPREGSET.fmt.pack(*items, _FPREGSET_PADDING)
+    except (KeyError, AttributeError, TypeError, OverflowError, struct.error):
+        pass  # missing registers are zeros; what does not fit is named below
     values: dict[str, Any] = _every(X86_64_FPREGS, _FPREGS_OF, fpr)
     for name in _WIDE_FPREGS:
         values[name] = values[name].to_bytes(16, "little")
-    values["padding"] = bytes(_FPREGSET.widths["padding"])
+    values["padding"] = _FPREGSET_PADDING
     return _build(_FPREGSET, values, f"thread {thread_id:#x}: NT_FPREGSET")
 
 
 _FPREGSET = _flat(USER_FPREGS_STRUCT_FORMAT, USER_FPREGS_STRUCT_FIELDS, "user_fpregs_struct")
+_FPREGSET_PADDING = bytes(_FPREGSET.widths["padding"])
+if USER_FPREGS_STRUCT_FIELDS != (*X86_64_FPREGS, "padding"):
+    raise TypeError("user_fpregs_struct is not X86_64_FPREGS in order, then its padding")
+#: positions of the 16-byte registers among X86_64_FPREGS
+_WIDE_AT = tuple(X86_64_FPREGS.index(name) for name in _WIDE_FPREGS)
 
 
 def decode_fpregset(buffer: Any, offset: int, size: int) -> dict[str, int] | None:
