@@ -35,8 +35,8 @@ in its own repr.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # not typing's: a dump need not import typing for this module
 
 
 class FrozenInstanceError(AttributeError):
@@ -47,6 +47,9 @@ class FrozenInstanceError(AttributeError):
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from attrs import Factory, asdict, cmp_using, define, evolve, field, frozen, has
     from attrs.converters import optional
 else:
