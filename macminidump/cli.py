@@ -6,7 +6,6 @@ import argparse
 import gc
 import os
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 
@@ -81,12 +80,33 @@ class _ProseFormatter(argparse.HelpFormatter):
 
 
 class _Formatter(_ProseFormatter, argparse.RawDescriptionHelpFormatter):
-    """The same, keeping the description's and the epilog's lines as written."""
+    """The same, keeping the lines of the description and the epilog as written, except
+    that a paragraph written as one line is prose, filled to 80 columns. (Filled here,
+    when help is shown, and not when the parser is built: textwrap's import is then
+    paid by --help alone.)"""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if not any(_is_prose(p) for p in text.split("\n\n")):
+            return super()._fill_text(text, width, indent)
+        import textwrap
+
+        return "\n\n".join(
+            textwrap.fill(p, 80)
+            if _is_prose(p)
+            else super(_Formatter, self)._fill_text(p, width, indent)
+            for p in text.split("\n\n")
+        )
+
+
+def _is_prose(paragraph: str) -> bool:
+    """One line, not indented, longer than a line: a paragraph to fill."""
+    return "\n" not in paragraph and not paragraph[:1].isspace() and len(paragraph) > 80
 
 
 def _wrap(text: str) -> str:
-    """Descriptions are prose: fill them (the raw formatter keeps epilogs' layout)."""
-    return "\n\n".join(textwrap.fill(p, 80) for p in text.split("\n\n"))
+    """Descriptions are prose, filled when shown: by the prose formatter to the terminal's
+    width, by ``_Formatter`` to 80 columns."""
+    return text
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:

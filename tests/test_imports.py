@@ -71,7 +71,9 @@ def test_dump_loads_no_yaml_spec_or_macho(tmp_path: Path) -> None:
     # (attrs: the records are built by macminidump/records.py)
     unwanted = {"yaml", "attrs", "attr", "macminidump.spec", "macminidump.report", "shutil"}
     # the self-dump helper and its process machinery: only for the calling process
-    unwanted |= {"macminidump._selfdump", "subprocess"}
+    unwanted |= {"macminidump._selfdump", "subprocess", "threading"}
+    # (uuid brings platform; textwrap is for --help's prose; each costs a dump ~1-2 ms)
+    unwanted |= {"uuid", "platform", "textwrap"}
     unwanted |= {
         m for m in loaded if m.startswith(("macminidump.macho", "macminidump.capture.mach"))
     }
