@@ -8,21 +8,28 @@ stays exact (JSON escapes control characters itself).
 
 from __future__ import annotations
 
-import re
+from itertools import chain
 
-# C0 and C1 controls, DEL, and the bidirectional overrides that reorder what is shown
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _escaped(match: re.Match[str]) -> str:
-    char = match.group()
-    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+def _escaped(code: int) -> str:
+    named = _NAMED.get(chr(code))
     if named:
         return named
-    code = ord(char)
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+#: C0 and C1 controls, DEL, and the bidirectional overrides that reorder what is shown,
+#: each to its escape (a table for str.translate: a regex took a dump ~0.7 ms to compile)
+_ESCAPES = {
+    code: _escaped(code)
+    for code in chain(
+        range(0x00, 0x20), range(0x7F, 0xA0), range(0x202A, 0x202F), range(0x2066, 0x206A)
+    )
+}
 
 
 def printable(text: str) -> str:
     """``text`` with every control character written as a visible escape (``\\x1b``)."""
-    return _CONTROL.sub(_escaped, text)
+    return text.translate(_ESCAPES)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 from commands import cli, one_line
+from hypothesis import given
+from hypothesis import strategies as st
 
 from macminidump.limits import record_limit
 
@@ -337,3 +339,37 @@ def test_the_private_mode_survives_truncation(big_core: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 0 and out.stdout == "read 16\n", out.stderr
+
+
+#: what a terminal may obey: C0 and C1 controls, DEL, the bidirectional overrides
+TERMINAL_CONTROLS = {
+    *range(0x20),
+    *range(0x7F, 0xA0),
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+}
+
+
+def _shown(char: str) -> str:
+    """What the user must see for ``char``: itself, or a visible escape for a control."""
+    code = ord(char)
+    if code not in TERMINAL_CONTROLS:
+        return char
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    return named or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+@given(text=st.text(alphabet=st.characters(codec=None)))
+def test_printable_shows_every_control_as_an_escape(text: str) -> None:
+    from macminidump.escape import printable
+
+    shown = printable(text)
+    assert shown == "".join(map(_shown, text))
+    assert not {ord(c) for c in shown} & TERMINAL_CONTROLS
+
+
+def test_printable_examples() -> None:
+    from macminidump.escape import printable
+
+    assert printable("\x1b[31mred\u202e\n") == "\\x1b[31mred\\u202e\\n"
+    assert printable("plain/päth ✓") == "plain/päth ✓"
