@@ -373,3 +373,21 @@ def test_printable_examples() -> None:
 
     assert printable("\x1b[31mred\u202e\n") == "\\x1b[31mred\\u202e\\n"
     assert printable("plain/päth ✓") == "plain/päth ✓"
+
+
+@pytest.mark.parametrize("key", ["name", "args"])
+def test_a_process_string_no_utf8_holds_is_one_line(tmp_path: Path, key: str) -> None:
+    """A lone surrogate (JSON's "\\ud800") in NT_PRPSINFO's strings: exit 2, one line."""
+    import json
+
+    import yaml
+
+    examples = Path(__file__).resolve().parents[1] / "formats" / "examples"
+    spec = yaml.safe_load((examples / "x86_64-linux.yaml").read_text())
+    spec["process"][key] = "bad\ud800"
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    out = cli("build", str(path), "-o", str(tmp_path / "out.core"))
+    assert out.returncode == 2
+    assert "is not valid Unicode text" in one_line(out.stderr)
+    assert not (tmp_path / "out.core").exists()

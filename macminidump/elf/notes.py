@@ -179,7 +179,11 @@ def _clip(text: str, limit: int, what: str) -> str:
     """``text`` cut to ``limit`` UTF-8 bytes on a character boundary, as the kernel cuts."""
     if "\0" in text:
         raise RenderError(f"{what} {text!r} contains NUL")
-    raw = text.encode("utf-8", "strict")[:limit]
+    try:
+        raw = text.encode("utf-8", "strict")[:limit]
+    except UnicodeEncodeError:
+        # a lone surrogate (a spec's "\ud800", a str from the API): no UTF-8 holds it
+        raise RenderError(f"{what} {text!r} is not valid Unicode text") from None
     return raw.decode("utf-8", "ignore")
 
 
