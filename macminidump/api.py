@@ -18,7 +18,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from .capture.base import CaptureOptions, CrashContext
 from .capture.policy import Memory
@@ -27,8 +26,10 @@ from .model import Snapshot
 from .progress import Progress
 from .streaming import capture_snapshot, write_captured
 
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
     import subprocess
+    from typing import Any
 
 PR_SET_PTRACER = 0x59616D61  # Yama: allow this process to ptrace us
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Any
 
 from .linux_abi_packed import (
     SIGINFO_FAULT_FIELDS,
@@ -30,6 +29,10 @@ from .linux_abi_packed import (
     SIGINFO_FORMAT,
     USER_FPREGS_STRUCT_FORMAT,
 )
+
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 # -- signals ----------------------------------------------------------------------------------
 

@@ -11,10 +11,13 @@ owner "macminidump mem"; each format's constants.py names them): compact JSON, s
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from .errors import ModelError
 from .model import MemorySelection, OmittedRange
+
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: a decoder refuses more (a hostile file cannot make it build millions of objects)
 MAX_PAYLOAD = 1 << 20

@@ -14,14 +14,16 @@ import operator
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import records
 from .arch import Arch, RegKind, arch_info
 from .errors import ModelError
+from .plain_typing import Protocol, runtime_checkable
 
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
     import uuid as uuid_mod
+    from typing import Any
 
 U64_MAX = (1 << 64) - 1
 

@@ -8,12 +8,14 @@ import mmap
 import os
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import MacMiniDumpError, ParseError
 from .limits import RecordBudget
 
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from .model import Snapshot
 
 
@@ -64,7 +66,8 @@ def read_file(path: str) -> bytes:
     return data
 
 
-_Reader = TypeVar("_Reader", bound="CoreReader")
+if TYPE_CHECKING:
+    _Reader = TypeVar("_Reader", bound="CoreReader")
 
 
 class CoreReader:

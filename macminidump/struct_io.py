@@ -9,9 +9,12 @@ here, so that it never imports construct.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from .errors import ParseError
+
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def unpack_at(fmt: struct.Struct, buffer: Any, offset: int, what: str) -> tuple[Any, ...]:

@@ -30,11 +30,15 @@ import os
 import signal
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
 
 from . import records
 from .errors import ParseError, RenderError, WriteError
 from .model import Region
+from .plain_typing import NamedTuple
+
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: bytes of region memory written per call: peak memory does not grow with the core
 CHUNK = 1 << 20

@@ -29,7 +29,6 @@ import bisect
 import contextlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
 
 from .. import records
 from ..arch import Arch, RegKind, arch_info
@@ -49,6 +48,7 @@ from ..model import (
     Snapshot,
     Thread,
 )
+from ..plain_typing import Protocol
 from ..progress import Progress
 from . import policy
 from .policy import (
@@ -61,6 +61,10 @@ from .policy import (
     Priority,
     Want,
 )
+
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 CODE_WINDOW = 256
 MAX_FRAMES = 4096

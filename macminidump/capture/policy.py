@@ -35,13 +35,14 @@ import enum
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple
 
 from .. import records
 from ..errors import TargetError
 from ..model import MemorySelection, OmittedRange, Protection
+from ..plain_typing import NamedTuple
 from ..writer import CoreCost
 
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
     from ..model import Snapshot
     from .base import MemoryMapping, TargetOS

@@ -18,7 +18,6 @@ import operator
 import re
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
 
 from .. import records
 from ..errors import ParseError, RenderError
@@ -43,6 +42,7 @@ from ..linux_abi_packed import (
     USER_FPREGS_STRUCT_FORMAT,
 )
 from ..model import FileMapping, ProcessInfo, SignalInfo
+from ..plain_typing import NamedTuple
 from ..struct_io import unpack_at
 from .constants import CoreNoteType, NoteOwner
 from .packed import (
@@ -75,6 +75,10 @@ _LINUX_TYPES = frozenset(
     }
 )
 
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def default_owner(note_type: int) -> str:
     """The owner the kernel gives a note type: "LINUX" for the extended register sets,
@@ -82,7 +86,8 @@ def default_owner(note_type: int) -> str:
     return NoteOwner.LINUX.value if note_type in _LINUX_TYPES else NoteOwner.CORE.value
 
 
-Leaves = Callable[[Any], Sequence[Any]]
+if TYPE_CHECKING:
+    Leaves = Callable[[Any], Sequence[Any]]
 
 
 def _leaves(paths: Sequence[tuple[str, ...]]) -> Leaves:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
-from typing import Any, NamedTuple
 
 from .. import memory_note
 from ..arch import Arch, RegKind
@@ -44,6 +43,7 @@ from ..model import (
     Snapshot,
     Thread,
 )
+from ..plain_typing import NamedTuple
 from ..reader import CoreReader
 from ..writer import align
 from . import notes
@@ -63,6 +63,10 @@ from .constants import (
     NoteOwner,
 )
 from .packed import ELF64_EHDR_FIELDS, ELF64_EHDR_FORMAT, ELF64_NHDR_FORMAT
+
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 _EHDR = struct.Struct(ELF64_EHDR_FORMAT)
 _PHDR = struct.Struct(ELF64_PHDR_FORMAT)
