@@ -537,6 +537,23 @@ def test_repeated_and_idempotent(programs: dict[str, Path], run: Callable[..., T
     assert target.progresses()
 
 
+def test_a_live_core_rebuilds_from_its_spec(
+    programs: dict[str, Path], run: Callable[..., Target]
+) -> None:
+    """to-spec then build of a live core gives the same core, on the machine where its
+    binaries exist (their files are ELF: a spec that gives uuid and segments does not
+    read them)."""
+    from macminidump.elf.parse import parse_elf_bytes
+    from macminidump.elf.render import render_elf_bytes
+    from macminidump.spec import snapshot_from_spec, spec_from_snapshot
+
+    target = run([programs["four"]])
+    core = render_elf_bytes(capture_pid(target.pid))
+    spec = spec_from_snapshot(parse_elf_bytes(core), "elf")
+    assert any(os.path.isfile(b["name"]) for b in spec["binaries"])
+    assert render_elf_bytes(snapshot_from_spec(spec)) == core
+
+
 def test_stopped_process_stays_stopped(
     programs: dict[str, Path], run: Callable[..., Target]
 ) -> None:
