@@ -326,6 +326,14 @@ def test_register_decoding() -> None:
         ref = theirs[name]
         ref = int.from_bytes(ref, "little") if isinstance(ref, bytes) else ref
         assert value == (ref & 0xFF if name == "ftw" else ref), name
+    # decoded areas are remembered by their bytes: a repeat gives an equal, new dict
+    again = linux_abi.fxsave_registers(bytes(bytearray(data)))
+    assert again == ours and again is not ours
+    again["fcw"] ^= 1
+    assert linux_abi.fxsave_registers(data) == ours
+    other = bytearray(data)
+    other[160] ^= 1  # in xmm0
+    assert linux_abi.fxsave_registers(bytes(other))["xmm0"] == ours["xmm0"] ^ 1
     regs = os.urandom(27 * 8)
     parsed = linux_abi_schema.user_regs_struct_x86_64.parse(regs)
     values = struct.unpack("<27Q", regs)

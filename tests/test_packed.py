@@ -208,6 +208,18 @@ def test_fpregset_is_what_the_declaration_builds(fpr: dict[str, int]) -> None:
     assert data == bytes(schema.user_fpregs_struct.build(dict(values, padding=bytes(96))))
 
 
+def test_fpregset_encoded_once_is_encoded_alike() -> None:
+    """The notes of threads with one floating-point state are encoded once: a repeat is
+    the same bytes, another state other bytes, and a value that does not fit still fails
+    after the same registers (but that one) were encoded."""
+    fpr = dict.fromkeys(linux_abi.X86_64_FPREGS, 0) | {"xmm3": (1 << 128) - 1, "fcw": 0x37F}
+    first = notes.encode_fpregset(1, fpr)
+    assert notes.encode_fpregset(2, dict(fpr)) == first
+    assert notes.encode_fpregset(3, {**fpr, "xmm3": 1}) != first
+    with pytest.raises(RenderError, match=r"^thread 0x4: NT_FPREGSET: "):
+        notes.encode_fpregset(4, {**fpr, "fcw": 1 << 16})
+
+
 def test_values_that_do_not_fit_get_constructs_error() -> None:
     """Whatever the struct refuses, construct builds, so the RenderError is its own."""
     gpr = dict.fromkeys(linux_abi.X86_64_USER_REGS, 0)

@@ -237,6 +237,23 @@ def encode_prstatus(
     """The kernel's NT_PRSTATUS: pid is the thread id; the crash signal goes in every
     thread's ``pr_cursig`` and ``si_signo`` (gdb reports the signal only then)."""
     signo = signal.signo if signal is not None else 0
+    # a note a thread: the values straight into the struct's order (a copy of the zeros
+    # and padding, the fields set by position); what it refuses takes the path below,
+    # whose error names the field
+    items = _PRSTATUS_ZEROS.copy()
+    items[_SI_SIGNO_AT] = items[_CURSIG_AT] = signo
+    items[_PID_AT] = thread_id
+    if process is not None:
+        items[_PPID_AT], items[_PGRP_AT], items[_SID_AT] = process.ppid, process.pgrp, process.sid
+    try:
+        items[_PRSTATUS_REGISTERS] = _USER_REGS_OF(gpr)
+    except KeyError:
+        items[_PRSTATUS_REGISTERS] = [gpr.get(name, 0) for name in X86_64_USER_REGS]
+    items[_FPVALID_AT] = 1 if fpvalid else 0
+    try:
+        return _PRSTATUS.fmt.pack(*items)
+    except (struct.error, TypeError):
+        pass
     values: dict[str, Any] = dict(
         si_signo=signo,
         si_code=0,
@@ -302,6 +319,16 @@ def _prstatus_decoder() -> tuple[Leaves, slice]:
 
 
 _PRSTATUS_FIELDS_OF, _PRSTATUS_REGISTERS = _prstatus_decoder()
+_PRSTATUS_AT = {field: i for i, field in enumerate(ELF_PRSTATUS_X86_64_FIELDS)}
+_SI_SIGNO_AT, _CURSIG_AT, _PID_AT, _PPID_AT, _PGRP_AT, _SID_AT, _FPVALID_AT = (
+    _PRSTATUS_AT[name]
+    for name in ("si_signo", "pr_cursig", "pr_pid", "pr_ppid", "pr_pgrp", "pr_sid", "pr_fpvalid")
+)
+#: every NT_PRSTATUS field zero, its padding NUL bytes: what encode_prstatus starts from
+_PRSTATUS_ZEROS: list[Any] = [
+    bytes(_PRSTATUS.widths[name]) if name in _PRSTATUS.widths else 0
+    for name in ELF_PRSTATUS_X86_64_FIELDS
+]
 
 
 # --------------------------------------------------------------------------- NT_PRPSINFO
@@ -552,11 +579,20 @@ def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
                 "(64-bit fxsave keeps only fpu_ip/fpu_dp)"
             )
     try:
-        # a capture's complete set, straight into the struct (a note a thread)
-        items = list(_FPREGS_OF(fpr))
+        # a capture's complete set, straight into the struct (a note a thread); the
+        # threads of a process mostly hold one floating-point state, encoded once
+        registers = _FPREGS_OF(fpr)
+        known = _FPREGSET_ENCODED.get(registers)
+        if known is not None:
+            return known
+        items = list(registers)
         for i in _WIDE_AT:
             items[i] = items[i].to_bytes(16, "little")
-        return _FPREGSET.fmt.pack(*items, _FPREGSET_PADDING)
+        encoded = _FPREGSET.fmt.pack(*items, _FPREGSET_PADDING)
+        if len(_FPREGSET_ENCODED) >= 256:
+            _FPREGSET_ENCODED.clear()
+        _FPREGSET_ENCODED[registers] = encoded
+        return encoded
     except (KeyError, AttributeError, TypeError, OverflowError, struct.error):
         pass  # missing registers are zeros; what does not fit is named below
     values: dict[str, Any] = _every(X86_64_FPREGS, _FPREGS_OF, fpr)
@@ -570,6 +606,8 @@ _FPREGSET = _flat(USER_FPREGS_STRUCT_FORMAT, USER_FPREGS_STRUCT_FIELDS, "user_fp
 _FPREGSET_PADDING = bytes(_FPREGSET.widths["padding"])
 if USER_FPREGS_STRUCT_FIELDS != (*X86_64_FPREGS, "padding"):
     raise TypeError("user_fpregs_struct is not X86_64_FPREGS in order, then its padding")
+#: the registers' values (in X86_64_FPREGS order) -> their note, lately encoded
+_FPREGSET_ENCODED: dict[tuple[int, ...], bytes] = {}
 #: positions of the 16-byte registers among X86_64_FPREGS
 _WIDE_AT = tuple(X86_64_FPREGS.index(name) for name in _WIDE_FPREGS)
 
