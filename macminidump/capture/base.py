@@ -342,14 +342,22 @@ def return_addresses(
     out = []
     fp = _strip(gpr.get(info.fp, 0), bits)
     low, high = stack.start, stack.end - 16
-    frame = (target if isinstance(target, StackWindow) else StackWindow(target, 0, 0)).frame
+    window = target if isinstance(target, StackWindow) else StackWindow(target, 0, 0)
+    # records within the window read in place (StackWindow.frame's test, inlined: a
+    # capture walks a few frames of each of its threads); the rest through frame()
+    data, start = window.data, window.start
+    last = start + len(data) - 16
+    unpack = _FRAME_RECORD.unpack_from
     for _ in range(MAX_FRAMES):
         if fp == 0 or fp % 8 or not low <= fp <= high:
             break
-        record = frame(fp)
-        if record is None:
-            break
-        caller_fp, ret = record
+        if start <= fp <= last:
+            caller_fp, ret = unpack(data, fp - start)
+        else:
+            record = window.frame(fp)
+            if record is None:
+                break
+            caller_fp, ret = record
         if bits is not None:
             caller_fp, ret = bits.strip(caller_fp), bits.strip(ret)
         if ret:

@@ -310,8 +310,10 @@ class MappingIndex:
 
     def at(self, address: int) -> MemoryMapping | None:
         i = bisect.bisect_right(self._starts, address) - 1
-        if i >= 0 and self.sorted[i].contains(address):
-            return self.sorted[i]
+        if i >= 0:
+            mapping = self.sorted[i]
+            if mapping.start <= address < mapping.end:  # (contains(), without the call)
+                return mapping
         return None
 
     def overlapping(self, start: int, end: int) -> Iterator[MemoryMapping]:

@@ -152,12 +152,14 @@ def read_memory_into(tid: int, address: int, buffer: bytearray | memoryview) -> 
     size = min(len(buffer), max(0, (1 << 64) - address))
     if size <= 0 or address < 0:
         return 0
-    view = (ctypes.c_char * size).from_buffer(buffer)
-    local = IoVec(ctypes.addressof(view), size)
+    # the buffer's first byte pins it (exported) for the call and gives its address: no
+    # array type made a call (a capture reads a stack a thread)
+    anchor = ctypes.c_char.from_buffer(buffer)
+    local = IoVec(ctypes.addressof(anchor), size)
     remote = IoVec(address, size)
     ctypes.set_errno(0)
     got = _process_vm_readv(tid, local, 1, remote, 1, 0)
-    del view
+    del anchor
     if got < 0:
         if ctypes.get_errno() == errno.ESRCH:
             return None
