@@ -187,24 +187,35 @@ def note_plan(snapshot: Snapshot) -> list[NoteEntry]:
     return plan
 
 
-def _note_bytes(entry: NoteEntry, names: dict[str, bytes] | None = None) -> bytes:
-    """The note as the file holds it; ``names``: each owner's name as written (NUL
-    terminated), shared by the notes of a layout (three a thread, of two owners)."""
-    names = {} if names is None else names
-    name = names.get(entry.owner)
-    if name is None:
-        name = names[entry.owner] = entry.owner.encode("utf-8") + b"\0"
+def _note_bytes(entry: NoteEntry) -> bytes:
+    """The note as the file holds it."""
+    return b"".join(_note_parts(entry, {}))
+
+
+def _note_parts(entry: NoteEntry, names: dict[str, tuple[int, bytes]]) -> tuple[bytes, ...]:
+    """The note as the file holds it, in parts to be joined; ``names``: each owner's name
+    as written (NUL terminated: its size, then its bytes with their padding), shared by
+    the notes of a layout (three a thread, of two owners)."""
+    owner = entry.owner
+    known = names.get(owner)
+    if known is None:
+        name = owner.encode("utf-8") + b"\0"
+        known = names[owner] = (len(name), name + bytes(-len(name) % NOTE_ALIGN))
+    namesz, name_padded = known
     desc = entry.desc
     # the header through its struct and the padding as the reader skips it (NOTE_ALIGN):
     # what the struct refuses goes to construct, which names it
     try:
-        header = _NHDR.pack(len(name), len(desc), entry.type)
+        header = _NHDR.pack(namesz, len(desc), entry.type)
     except struct.error:
         from . import schema  # (construct, for its message: a type or size too large)
 
-        return bytes(schema.elf64_note.build(dict(name=name, type=entry.type, desc=desc)))
-    pad_name, pad_desc = -len(name) % NOTE_ALIGN, -len(desc) % NOTE_ALIGN
-    return b"".join((header, name, bytes(pad_name), desc, bytes(pad_desc)))
+        name = name_padded[:namesz]
+        return (bytes(schema.elf64_note.build(dict(name=name, type=entry.type, desc=desc))),)
+    pad_desc = -len(desc) % NOTE_ALIGN
+    if pad_desc:
+        return header, name_padded, desc, bytes(pad_desc)
+    return header, name_padded, desc
 
 
 def _raw_phdr(raw: RawItem) -> bytes:
@@ -221,8 +232,11 @@ def layout_elf(snapshot: Snapshot) -> Layout:
     if snapshot.arch != Arch.X86_64:
         raise RenderError(f"ELF cores are written for x86_64 only, not {snapshot.arch}")
     plan = note_plan(snapshot)
-    names: dict[str, bytes] = {}
-    note_blob = b"".join([_note_bytes(n, names) for n in plan])
+    names: dict[str, tuple[int, bytes]] = {}
+    parts: list[bytes] = []
+    for entry in plan:
+        parts += _note_parts(entry, names)
+    note_blob = b"".join(parts)
     raw_phdrs = [_raw_phdr(r) for r in snapshot.raw_commands]
     phnum = 1 + len(snapshot.regions) + len(raw_phdrs)
     if phnum >= PN_XNUM:
