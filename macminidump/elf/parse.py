@@ -45,7 +45,6 @@ from ..model import (
 )
 from ..plain_typing import NamedTuple
 from ..reader import CoreReader
-from ..writer import align
 from . import notes
 from .constants import (
     EHDR_SIZE,
@@ -209,6 +208,8 @@ class ElfCore(CoreReader):
         header_size = _NHDR.size
         unpack_header = _NHDR.unpack_from
         spend = self.records.spend
+        decode = self._decode
+        append = self.notes.append
         owners: dict[bytes, str] = {}  # (three notes a thread, of two or three owners)
         while offset < end:
             if end - offset < header_size:
@@ -219,7 +220,7 @@ class ElfCore(CoreReader):
             namesz, descsz, note_type = unpack_header(buf, offset)
             spend(1, offset, "notes")
             name_at = offset + header_size
-            desc_at = name_at + align(namesz, NOTE_ALIGN)
+            desc_at = name_at + namesz + -namesz % NOTE_ALIGN  # (align(), inlined)
             if desc_at > end or desc_at + descsz > end:
                 raise ParseError(
                     f"note of name size {namesz} and size {descsz} runs past the end of its "
@@ -230,9 +231,9 @@ class ElfCore(CoreReader):
             owner = owners.get(raw_owner)
             if owner is None:
                 owner = owners[raw_owner] = raw_owner.rstrip(b"\0").decode("latin-1")
-            decoded = self._decode(owner, note_type, desc_at, descsz)
-            self.notes.append(Note(owner, note_type, offset, desc_at, descsz, decoded))
-            offset = min(end, desc_at + align(descsz, NOTE_ALIGN))
+            decoded = decode(owner, note_type, desc_at, descsz)
+            append(Note(owner, note_type, offset, desc_at, descsz, decoded))
+            offset = min(end, desc_at + descsz + -descsz % NOTE_ALIGN)
 
     def _decode(self, owner: str, note_type: int, offset: int, size: int) -> Any:
         if owner == _MACMINIDUMP and note_type == NT_MEMORY_SELECTION:
