@@ -223,6 +223,13 @@ _FXSAVE_DECODED: dict[bytes, dict[str, int]] = {}
 _FXSAVE_KEPT = 256
 
 
+def forget_decoded() -> None:
+    """Drop the remembered fxsave areas: register contents (an xmm register may hold a
+    key) are not kept past the capture or the file that held them. Called when a
+    capture resumes its target, and when an ELF core is written or its notes read."""
+    _FXSAVE_DECODED.clear()
+
+
 #: positions of the 16-byte fields (st and xmm registers) among the fxsave registers
 _FXSAVE_WIDE = tuple(
     i

@@ -562,6 +562,24 @@ def test_a_live_core_rebuilds_from_its_spec(
     assert render_elf_bytes(snapshot_from_spec(spec)) == core
 
 
+def test_register_states_are_not_kept_past_the_capture_or_the_file(
+    programs: dict[str, Path], run: Callable[..., Target], tmp_path: Path
+) -> None:
+    """The decode and encode memos hold register contents (an xmm register may hold a
+    key): empty once a capture resumes its target, a core is written, or one is read."""
+    from macminidump.elf import notes
+    from macminidump.elf.parse import parse_elf
+    from macminidump.elf.render import render_elf
+
+    target = run([programs["four"]])
+    snapshot = capture_pid(target.pid)
+    assert not linux_abi._FXSAVE_DECODED
+    render_elf(snapshot, tmp_path / "core")
+    assert not linux_abi._FXSAVE_DECODED and not notes._FPREGSET_ENCODED
+    assert len(parse_elf(tmp_path / "core").threads) == 4
+    assert not linux_abi._FXSAVE_DECODED
+
+
 def test_stopped_process_stays_stopped(
     programs: dict[str, Path], run: Callable[..., Target]
 ) -> None:

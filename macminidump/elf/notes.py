@@ -27,6 +27,7 @@ from ..linux_abi import (
     X86_64_FPREGS,
     X86_64_USER_REGS,
     AuxvType,
+    forget_decoded,
     fxsave_registers,
     has_fault_address,
     siginfo_values,
@@ -608,6 +609,12 @@ if USER_FPREGS_STRUCT_FIELDS != (*X86_64_FPREGS, "padding"):
     raise TypeError("user_fpregs_struct is not X86_64_FPREGS in order, then its padding")
 #: the registers' values (in X86_64_FPREGS order) -> their note, lately encoded
 _FPREGSET_ENCODED: dict[tuple[int, ...], bytes] = {}
+
+
+def forget_register_states() -> None:
+    """Drop every remembered register state (see ``linux_abi.forget_decoded``)."""
+    _FPREGSET_ENCODED.clear()
+    forget_decoded()
 #: positions of the 16-byte registers among X86_64_FPREGS
 _WIDE_AT = tuple(X86_64_FPREGS.index(name) for name in _WIDE_FPREGS)
 

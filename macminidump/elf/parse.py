@@ -186,7 +186,10 @@ class ElfCore(CoreReader):
                     at,
                 )
             if ph.p_type == _PT_NOTE:
-                self._notes(ph.p_offset, ph.p_offset + ph.p_filesz)
+                try:
+                    self._notes(ph.p_offset, ph.p_offset + ph.p_filesz)
+                finally:
+                    notes.forget_register_states()
             else:
                 try:
                     protection = _protection(ph.p_flags)

@@ -12,6 +12,7 @@ import os
 
 from ..model import Snapshot
 from ..writer import Pwrite, write_bytes, write_file, write_placements
+from . import notes
 from .layout import Layout, layout_elf
 from .parse import ElfCore
 
@@ -25,17 +26,23 @@ def _write_layout(layout: Layout, pwrite: Pwrite) -> None:
 
 def render_elf_bytes(snapshot: Snapshot) -> bytes:
     """The whole core in memory: for tests and small cores."""
-    layout = layout_elf(snapshot)
-    return write_bytes(layout.file_size, lambda pwrite: _write_layout(layout, pwrite))
+    try:
+        layout = layout_elf(snapshot)
+        return write_bytes(layout.file_size, lambda pwrite: _write_layout(layout, pwrite))
+    finally:
+        notes.forget_register_states()
 
 
 def render_elf(snapshot: Snapshot, path: str | os.PathLike[str]) -> int:
     """Write ``snapshot`` as an ELF core at ``path``; returns the file's size."""
-    layout = layout_elf(snapshot)
-    return write_file(
-        path,
-        layout.file_size,
-        lambda pwrite: _write_layout(layout, pwrite),
-        # what the reader rejects is never written (limits agree: see ``limits``)
-        verify=ElfCore.read_back(snapshot),
-    )
+    try:
+        layout = layout_elf(snapshot)
+        return write_file(
+            path,
+            layout.file_size,
+            lambda pwrite: _write_layout(layout, pwrite),
+            # what the reader rejects is never written (limits agree: see ``limits``)
+            verify=ElfCore.read_back(snapshot),
+        )
+    finally:
+        notes.forget_register_states()

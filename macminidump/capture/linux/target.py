@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from ...arch import Arch, RegKind, arch_info
 from ...errors import CaptureError, TargetError
-from ...linux_abi import AuxvType
+from ...linux_abi import AuxvType, forget_decoded
 from ...model import FileMapping, Image, ProcessInfo, Snapshot
 from .. import policy
 from ..base import CapturedThread, CaptureOptions, MemoryMapping, capture
@@ -99,6 +99,7 @@ class LinuxTarget:
 
     def resume(self) -> None:
         self._mappings = self._smaps = None
+        forget_decoded()  # (the registers' decodes: not kept past the stop)
         self.tracee.release()
 
     def _smaps_text(self) -> bytes:
