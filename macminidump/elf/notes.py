@@ -610,13 +610,14 @@ if USER_FPREGS_STRUCT_FIELDS != (*X86_64_FPREGS, "padding"):
 #: the registers' values (in X86_64_FPREGS order) -> their note, lately encoded
 _FPREGSET_ENCODED: dict[tuple[int, ...], bytes] = {}
 
+#: positions of the 16-byte registers among X86_64_FPREGS
+_WIDE_AT = tuple(X86_64_FPREGS.index(name) for name in _WIDE_FPREGS)
+
 
 def forget_register_states() -> None:
     """Drop every remembered register state (see ``linux_abi.forget_decoded``)."""
     _FPREGSET_ENCODED.clear()
     forget_decoded()
-#: positions of the 16-byte registers among X86_64_FPREGS
-_WIDE_AT = tuple(X86_64_FPREGS.index(name) for name in _WIDE_FPREGS)
 
 
 def decode_fpregset(buffer: Any, offset: int, size: int) -> dict[str, int] | None:
