@@ -103,12 +103,6 @@ def _is_prose(paragraph: str) -> bool:
     return "\n" not in paragraph and not paragraph[:1].isspace() and len(paragraph) > 80
 
 
-def _wrap(text: str) -> str:
-    """Descriptions are prose, filled when shown: by the prose formatter to the terminal's
-    width, by ``_Formatter`` to 80 columns."""
-    return text
-
-
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line; with ``command`` (a command's name), only that command is added:
     what a run of it parses. (All seven parsers took ~4 ms of a dump: argparse looks up
@@ -133,7 +127,7 @@ def _add_build(sub: Any) -> None:
     build = sub.add_parser(
         "build",
         help="write a core from a YAML/JSON spec",
-        description=_wrap(
+        description=(
             "Write a core file from a declarative spec (see formats/spec.md). "
             "The spec's 'format' key picks the file format: macho (the default) or elf "
             "(Linux x86_64)."
@@ -152,7 +146,7 @@ def _add_inspect(sub: Any) -> None:
         "inspect",
         help="show what a core holds",
         formatter_class=_ProseFormatter,
-        description=_wrap(
+        description=(
             "Show a core's header, threads (registers, stop reason), memory "
             "segments, every note decoded and the loaded images."
         ),
@@ -173,7 +167,7 @@ def _add_to_spec(sub: Any) -> None:
         "to-spec",
         help="turn a core into a spec that rebuilds it",
         formatter_class=_ProseFormatter,
-        description=_wrap(
+        description=(
             "Print a spec (YAML, or JSON with --json) from which 'build' writes the "
             "same core. Memory is written as hex: meant for small cores."
         ),
@@ -190,7 +184,7 @@ def _add_dump(sub: Any) -> None:
     dump = sub.add_parser(
         "dump",
         help="write a minimal core of a running process",
-        description=_wrap(
+        description=(
             "Write a minimal core of a running process: every thread's registers "
             "and stack, the list of loaded libraries, and a little code around each return "
             "address, so gdb and LLDB show complete backtraces. The process is stopped only "
@@ -215,7 +209,7 @@ def _add_run(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="run a program and write a minimal core if it crashes",
-        description=_wrap(
+        description=(
             "Run PROGRAM with its stdin, stdout and stderr untouched. If it dies "
             "of a crash signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS), "
             "write a minimal core of the exact crash state first, then let it die of that "
@@ -237,7 +231,7 @@ def _add_core_handler(sub: Any) -> None:
         "core-handler",
         help="write a core of every crash on the machine (Linux core_pattern)",
         formatter_class=_ProseFormatter,
-        description=_wrap(
+        description=(
             "The command the kernel pipes every crash to, through "
             "/proc/sys/kernel/core_pattern. --install DIR (as root) writes a launcher into "
             "DIR, points core_pattern at it with the memory policy given, and prints the "
