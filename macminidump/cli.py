@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import sys
@@ -10,12 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .arguments import REMAINDER, SUPPRESS, Commands, declared, default, quick_parse, replay
 from .errors import CaptureError, MacMiniDumpError, TargetError, WriteError
 from .escape import printable
 
 # (typing's TYPE_CHECKING would import typing, which costs `--help` a few ms)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
     from .capture.policy import CaptureOptions
@@ -55,63 +56,25 @@ path is replaced, never followed.
 """
 
 
-def _columns() -> int:
-    """The terminal's width as ``shutil.get_terminal_size`` finds it: $COLUMNS, then the
-    terminal on stdout, else 80."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
-class _ProseFormatter(argparse.HelpFormatter):
-    """argparse's formatter, given the width, so that building a parser does not import
-    shutil (and bz2, lzma and zlib with it): every command paid that at start-up."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:  # fmt: skip
-        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
-
-
-class _Formatter(_ProseFormatter, argparse.RawDescriptionHelpFormatter):
-    """The same, keeping the lines of the description and the epilog as written, except
-    that a paragraph written as one line is prose, filled to 80 columns. (Filled here,
-    when help is shown, and not when the parser is built: textwrap's import is then
-    paid by --help alone.)"""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if not any(_is_prose(p) for p in text.split("\n\n")):
-            return super()._fill_text(text, width, indent)
-        import textwrap
-
-        return "\n\n".join(
-            textwrap.fill(p, 80)
-            if _is_prose(p)
-            else super(_Formatter, self)._fill_text(p, width, indent)
-            for p in text.split("\n\n")
-        )
-
-
-def _is_prose(paragraph: str) -> bool:
-    """One line, not indented, longer than a line: a paragraph to fill."""
-    return "\n" not in paragraph and not paragraph[:1].isspace() and len(paragraph) > 80
+#: the help's layout of a command (cli_help's formatters, named: argparse is not imported
+#: to declare a command): its description and epilog as written, or filled as prose
+_LINES = "Formatter"
+_PROSE = "ProseFormatter"
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line; with ``command`` (a command's name), only that command is added:
     what a run of it parses. (All seven parsers took ~4 ms of a dump: argparse looks up
     a translation for every heading and help string it makes.)"""
+    import argparse
+
+    from . import cli_help
+
     parser = argparse.ArgumentParser(
         prog="macminidump",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=_Formatter,
+        formatter_class=cli_help.Formatter,
     )
     parser.add_argument("--version", action="version", version=f"macminidump {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -119,7 +82,10 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
     for name, add in _COMMANDS.items():
         if command is None or name == command:
-            add(sub)
+            declaration = declared(add)
+            keywords = dict(declaration.keywords)
+            keywords["formatter_class"] = getattr(cli_help, keywords["formatter_class"])
+            replay(declaration, sub.add_parser(name, **keywords))
     return parser
 
 
@@ -132,7 +98,7 @@ def _add_build(sub: Any) -> None:
             "The spec's 'format' key picks the file format: macho (the default) or elf "
             "(Linux x86_64)."
         ),
-        formatter_class=_Formatter,
+        formatter_class=_LINES,
         epilog="example:\n  macminidump build formats/examples/arm64-crash.yaml -o crash.core",
     )
     build.add_argument("spec", help="spec file (YAML or JSON)")
@@ -145,7 +111,7 @@ def _add_inspect(sub: Any) -> None:
     insp = sub.add_parser(
         "inspect",
         help="show what a core holds",
-        formatter_class=_ProseFormatter,
+        formatter_class=_PROSE,
         description=(
             "Show a core's header, threads (registers, stop reason), memory "
             "segments, every note decoded and the loaded images."
@@ -166,7 +132,7 @@ def _add_to_spec(sub: Any) -> None:
     to_spec = sub.add_parser(
         "to-spec",
         help="turn a core into a spec that rebuilds it",
-        formatter_class=_ProseFormatter,
+        formatter_class=_PROSE,
         description=(
             "Print a spec (YAML, or JSON with --json) from which 'build' writes the "
             "same core. Memory is written as hex: meant for small cores."
@@ -190,7 +156,7 @@ def _add_dump(sub: Any) -> None:
             "address, so gdb and LLDB show complete backtraces. The process is stopped only "
             "while it is read (a few milliseconds) and never signalled."
         ),
-        formatter_class=_Formatter,
+        formatter_class=_LINES,
         epilog="example:\n  macminidump dump $(pidof myserver) -o myserver.core\n"
         "  gdb -ex 'thread apply all bt' /path/to/myserver myserver.core\n"
         "  macminidump dump 4242 -o big.core --memory referenced --max-size 8M\n"
@@ -215,14 +181,14 @@ def _add_run(sub: Any) -> None:
             "write a minimal core of the exact crash state first, then let it die of that "
             "signal. The exit status is the program's (128 + signal when it died of one)."
         ),
-        formatter_class=_Formatter,
+        formatter_class=_LINES,
         epilog="example:\n  macminidump run -o crash.core -- ./myprogram --flag\n"
         "  gdb ./myprogram crash.core        # Linux (ptrace)\n"
         "  lldb --core crash.core            # macOS (the program's exception port)",
     )
     run.add_argument("-o", "--output", required=True, help="core file to write on a crash")
     add_policy_arguments(run)
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
+    run.add_argument("argv", nargs=REMAINDER, metavar="-- PROGRAM [ARGS...]")
     run.set_defaults(run=_run)
 
 
@@ -230,7 +196,7 @@ def _add_core_handler(sub: Any) -> None:
     handler = sub.add_parser(
         "core-handler",
         help="write a core of every crash on the machine (Linux core_pattern)",
-        formatter_class=_ProseFormatter,
+        formatter_class=_LINES,
         description=(
             "The command the kernel pipes every crash to, through "
             "/proc/sys/kernel/core_pattern. --install DIR (as root) writes a launcher into "
@@ -251,14 +217,14 @@ def _add_core_handler(sub: Any) -> None:
     what = handler.add_mutually_exclusive_group(required=True)
     what.add_argument("--install", metavar="DIR", help="set core_pattern to write cores in DIR")
     what.add_argument("--uninstall", action="store_true", help="restore the previous pattern")
-    what.add_argument("--dir", help=argparse.SUPPRESS)  # how the kernel runs it
+    what.add_argument("--dir", help=SUPPRESS)  # how the kernel runs it
     handler.add_argument(
         "--max-count", type=int, default=50, help="keep at most N cores in DIR (default 50)"
     )
     handler.add_argument(
         "--max-use", default="1G", metavar="SIZE", help="keep DIR within SIZE (default 1G)"
     )
-    handler.add_argument("crash", nargs="*", help=argparse.SUPPRESS)  # %P %I %s %t
+    handler.add_argument("crash", nargs="*", help=SUPPRESS)  # %P %I %s %t
     add_policy_arguments(handler)
     handler.set_defaults(run=_core_handler)
 
@@ -293,8 +259,9 @@ never saved: memory the process marked MADV_DONTDUMP (keys), and the environment
 """
 
 
-def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
-    """The memory-policy options, shared by every command that captures."""
+def add_policy_arguments(parser: Any) -> None:
+    """The memory-policy options, shared by every command that captures (declared on an
+    :class:`arguments.Command`; a command that takes them lays out its help with _LINES)."""
     group = parser.add_argument_group("memory policy")
     group.add_argument(
         "--memory",
@@ -322,12 +289,11 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also save the environment strings (left out by default: they hold tokens)",
     )
-    group.add_argument("--code-window", type=int, default=256, help=argparse.SUPPRESS)
+    group.add_argument("--code-window", type=int, default=256, help=SUPPRESS)
     if parser.epilog is not None:
         parser.epilog = f"{_POLICY_HELP}\n{parser.epilog}"
     else:
         parser.epilog = _POLICY_HELP
-    parser.formatter_class = _Formatter
 
 
 def capture_options(args: argparse.Namespace) -> CaptureOptions:
@@ -349,14 +315,21 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
 
 def _policy_given(args: argparse.Namespace) -> bool:
     """Whether any memory-policy option differs from its default."""
-    defaults = policy_parser().parse_args([])
-    return any(getattr(args, name) != value for name, value in vars(defaults).items())
+    policy = Commands().add_parser("policy")
+    add_policy_arguments(policy)
+    return any(getattr(args, a.dest) != default(a) for a in policy.arguments)
 
 
 def policy_parser() -> argparse.ArgumentParser:
     """A parser of the policy options alone (the self-dump helper's)."""
-    parser = argparse.ArgumentParser(prog="macminidump", add_help=False, formatter_class=_Formatter)
-    add_policy_arguments(parser)
+    import argparse
+
+    from .cli_help import Formatter
+
+    policy = Commands().add_parser("policy")
+    add_policy_arguments(policy)
+    parser = argparse.ArgumentParser(prog="macminidump", add_help=False, formatter_class=Formatter)
+    replay(policy, parser)
     return parser
 
 
@@ -597,11 +570,21 @@ def console(argv: Sequence[str] | None = None) -> int:
     os._exit(code)
 
 
+def _parse(argv: Sequence[str]) -> Any:
+    """``argv`` read: by the quick reader when it is a plain command line, else by
+    argparse (its help, its errors; it exits with 2 on an error, as before)."""
+    if argv and argv[0] in _COMMANDS:
+        args = quick_parse(declared(_COMMANDS[argv[0]]), argv[1:])
+        if args is not None:
+            return args
+    return _parser(argv[0] if argv and argv[0] in _COMMANDS else None).parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     stdout_open = _guard_standard_fds()
     if argv is None:
         argv = sys.argv[1:]
-    args = _parser(argv[0] if argv and argv[0] in _COMMANDS else None).parse_args(argv)
+    args = _parse(argv)
     try:
         if _uses_stdout(args) and not stdout_open:
             raise _StdoutFailed("standard output is closed")

@@ -50,7 +50,14 @@ def test_help_loads_only_the_command_line() -> None:
     )
     loaded = _modules_after(code)
     ours = sorted(m for m in loaded if m.startswith("macminidump"))
-    assert ours == ["macminidump", "macminidump.cli", "macminidump.errors", "macminidump.escape"]
+    assert ours == [
+        "macminidump",
+        "macminidump.arguments",
+        "macminidump.cli",
+        "macminidump.cli_help",
+        "macminidump.errors",
+        "macminidump.escape",
+    ]
     # (shutil: argparse imports it for the terminal's width unless given it, and
     # bz2, lzma and zlib come with it)
     assert not loaded & {*HEAVY, "typing", "shutil"}
@@ -76,6 +83,8 @@ def test_dump_loads_no_yaml_spec_or_macho(tmp_path: Path) -> None:
     unwanted |= {"uuid", "platform", "textwrap"}
     # (typing: its NamedTuple and Protocol come from plain_typing on this path)
     unwanted |= {"typing"}
+    # (argparse, with gettext and locale: the plain command line is read by arguments.py)
+    unwanted |= {"argparse", "gettext", "locale", "macminidump.cli_help"}
     unwanted |= {
         m for m in loaded if m.startswith(("macminidump.macho", "macminidump.capture.mach"))
     }
@@ -99,8 +108,10 @@ def test_run_of_a_program_that_does_not_crash_loads_no_capture_path(tmp_path: Pa
     # (shutil: argparse imports it for the terminal's width unless given it, and
     # bz2, lzma and zlib come with it)
     assert not loaded & {*HEAVY, "typing", "shutil"}, sorted(loaded & {*HEAVY, "typing"})
+    assert "argparse" not in loaded  # (read by arguments.py: a plain command line)
     assert ours == {
         "macminidump",
+        "macminidump.arguments",
         "macminidump.cli",
         "macminidump.errors",
         "macminidump.escape",
