@@ -10,7 +10,7 @@ owner "macminidump mem"; each format's constants.py names them): compact JSON, s
 
 from __future__ import annotations
 
-import json
+import re
 
 from .errors import ModelError
 from .model import MemorySelection, OmittedRange
@@ -31,7 +31,12 @@ def encode(selection: MemorySelection) -> bytes:
         "omitted_count": selection.omitted_count,
         "omitted": [[o.address, o.size, o.kind] for o in selection.omitted],
     }
-    return json.dumps(value, separators=(",", ":")).encode()
+    text = _compact(value)
+    if text is None:
+        import json
+
+        text = json.dumps(value, separators=(",", ":"))
+    return text.encode()
 
 
 def decode(payload: bytes) -> MemorySelection | None:
@@ -39,7 +44,12 @@ def decode(payload: bytes) -> MemorySelection | None:
     if len(payload) > MAX_PAYLOAD:
         return None
     try:
-        value: Any = json.loads(bytes(payload).rstrip(b"\0").decode())
+        text = bytes(payload).rstrip(b"\0").decode()
+        value: Any = _read_compact(text)
+        if value is _NOT_COMPACT:
+            import json
+
+            value = json.loads(text)
         omitted = tuple(
             OmittedRange(_int(a), _int(s), str(k)) for a, s, k in value.get("omitted", [])
         )
@@ -51,11 +61,97 @@ def decode(payload: bytes) -> MemorySelection | None:
             omitted_count=_int(value.get("omitted_count", 0)),
             omitted=omitted,
         )
-    except (ValueError, KeyError, TypeError, AttributeError, ModelError):
-        return None
+    except (ValueError, KeyError, TypeError, AttributeError, ModelError, RecursionError):
+        return None  # (RecursionError: json's, for a hostile "[[[[..." a thousand deep)
 
 
 def _int(value: Any) -> int:
     if type(value) is not int or not 0 <= value < 1 << 64:
         raise ValueError(value)
     return value
+
+
+# The note's JSON in the form ``encode`` writes it (no spaces; integers, null, lists,
+# objects and strings of printable ASCII without escapes), written and read here, so that a
+# dump does not import json (~3 ms, with its scanner and regexes); anything else goes
+# through json, whose result these match (tests/test_memory_note.py).
+
+_NOT_COMPACT = object()
+_PLAIN_TEXT = re.compile(r"[ !#-\[\]-~]*")
+_TOKEN = re.compile(r'[{}\[\],:]|null|-?(?:0|[1-9][0-9]*)|"[ !#-\[\]-~]*"')
+
+
+def _compact(value: Any) -> str | None:
+    """``json.dumps(value, separators=(",", ":"))`` when it has no escapes, else None."""
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return str(value)
+    if type(value) is str:
+        return f'"{value}"' if _PLAIN_TEXT.fullmatch(value) else None
+    if type(value) is list:
+        items = [_compact(v) for v in value]
+        return None if None in items else f"[{','.join(items)}]"  # type: ignore[arg-type]
+    if type(value) is dict:
+        parts = [(_compact(k), _compact(v)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in parts):
+            return None
+        return "{" + ",".join(f"{k}:{v}" for k, v in parts) + "}"
+    return None
+
+
+def _read_compact(text: str) -> Any:
+    """``json.loads(text)`` when ``text`` is in the compact form, else _NOT_COMPACT."""
+    tokens = _TOKEN.findall(text)
+    if sum(map(len, tokens)) != len(text):
+        return _NOT_COMPACT  # (something between the tokens: spaces, escapes, floats...)
+    tokens.reverse()
+    try:
+        value = _read_value(tokens, 0)
+    except (IndexError, ValueError):
+        return _NOT_COMPACT
+    return _NOT_COMPACT if tokens else value
+
+
+#: how deep the compact reader goes (the note's own values are 3 deep); deeper: json's
+_MAX_DEPTH = 8
+
+
+def _read_value(tokens: list[str], depth: int) -> Any:
+    token = tokens.pop()
+    if depth > _MAX_DEPTH:
+        raise ValueError("deep")
+    if token == "[":
+        items: list[Any] = []
+        if tokens[-1] == "]":
+            tokens.pop()
+            return items
+        while True:
+            items.append(_read_value(tokens, depth + 1))
+            token = tokens.pop()
+            if token == "]":
+                return items
+            if token != ",":
+                raise ValueError(token)
+    if token == "{":
+        members: dict[str, Any] = {}
+        if tokens[-1] == "}":
+            tokens.pop()
+            return members
+        while True:
+            key = tokens.pop()
+            if key[:1] != '"' or tokens.pop() != ":":
+                raise ValueError(key)
+            members[key[1:-1]] = _read_value(tokens, depth + 1)
+            token = tokens.pop()
+            if token == "}":
+                return members
+            if token != ",":
+                raise ValueError(token)
+    if token == "null":
+        return None
+    if token[:1] == '"':
+        return token[1:-1]
+    if token in ",:]}":
+        raise ValueError(token)
+    return int(token)
