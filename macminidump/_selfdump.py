@@ -66,9 +66,9 @@ def main(argv: list[str]) -> int:
 
     pid, path = int(argv[0]), argv[1]
     try:
-        from .cli import capture_options, policy_parser
+        from .cli import capture_options, parse_policy_arguments
 
-        options = capture_options(policy_parser().parse_args(argv[2:]))
+        options = capture_options(parse_policy_arguments(argv[2:]))
         if sys.platform == "darwin":
             warnings = _capture_darwin(pid, path, options)
         else:

@@ -9,7 +9,16 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .arguments import REMAINDER, SUPPRESS, Commands, declared, default, quick_parse, replay
+from .arguments import (
+    REMAINDER,
+    SUPPRESS,
+    Command,
+    Commands,
+    declared,
+    default,
+    quick_parse,
+    replay,
+)
 from .errors import CaptureError, MacMiniDumpError, TargetError, WriteError
 from .escape import printable
 
@@ -315,22 +324,32 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
 
 def _policy_given(args: argparse.Namespace) -> bool:
     """Whether any memory-policy option differs from its default."""
+    return any(getattr(args, a.dest) != default(a) for a in _policy().arguments)
+
+
+def _policy() -> Command:
+    """The policy options alone, declared (as a command of their own)."""
     policy = Commands().add_parser("policy")
     add_policy_arguments(policy)
-    return any(getattr(args, a.dest) != default(a) for a in policy.arguments)
+    return policy
 
 
 def policy_parser() -> argparse.ArgumentParser:
-    """A parser of the policy options alone (the self-dump helper's)."""
+    """A parser of the policy options alone."""
     import argparse
 
     from .cli_help import Formatter
 
-    policy = Commands().add_parser("policy")
-    add_policy_arguments(policy)
     parser = argparse.ArgumentParser(prog="macminidump", add_help=False, formatter_class=Formatter)
-    replay(policy, parser)
+    replay(_policy(), parser)
     return parser
+
+
+def parse_policy_arguments(argv: Sequence[str]) -> Any:
+    """The policy options in ``argv`` (the self-dump helper's command line), read as
+    :func:`_parse` reads a command's."""
+    args = quick_parse(_policy(), argv)
+    return args if args is not None else policy_parser().parse_args(argv)
 
 
 def _progress() -> Progress | None:

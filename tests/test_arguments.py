@@ -135,6 +135,26 @@ def test_the_rest_is_left_to_argparse(argv: list[str]) -> None:
     assert quick_reads(argv) is None
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--memory", "referenced", "--max-size", "8M"], ["--include", "0x10:4"],
+     ["--max-stack", "0", "--keep-environment"], ["--memory"], ["--bogus"], ["--max-s", "1"]],
+)  # fmt: skip
+def test_the_self_dump_helpers_policy_options_read_as_argparse_does(argv: list[str]) -> None:
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            expected: object = vars(cli.policy_parser().parse_args(argv))
+        except SystemExit as e:
+            expected = e.code
+        try:
+            read: object = vars(cli.parse_policy_arguments(argv))
+        except SystemExit as e:
+            read = e.code
+    if isinstance(read, dict):
+        read.pop("command")  # (the quick reader names the declaration it read)
+    assert read == expected
+
+
 def test_the_markers_are_argparses() -> None:
     assert arguments.SUPPRESS == argparse.SUPPRESS
     assert arguments.REMAINDER == argparse.REMAINDER
