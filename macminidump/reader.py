@@ -108,7 +108,8 @@ class CoreReader:
         """The check a core of ``snapshot`` in this reader's format passes before it is
         put in place (a renderer's ``verify``): the reader's whole pass over the file
         (``cls(buffer)``: the header, every load command or program header, thread state
-        and note decoded, every bound of ``limits`` spent), and the model built from what
+        and note checked, every bound of ``limits`` spent; ELF's check decodes no thread's
+        registers, which nothing reads: ``elf.parse._ElfCheck``), and the model built from what
         it read (``snapshot()``) when ``snapshot`` holds raw items.
 
         Building the model can fail only on a model invariant (two threads of one id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 
 import pytest
 import strategies
@@ -192,17 +193,52 @@ def test_xsave_is_the_threads_x86_xstate_note() -> None:
         render_macho_bytes(snapshot)
 
 
-def _sample() -> bytes:
-    return render_elf_bytes(
-        Snapshot(
-            arch="x86_64",
-            threads=[_thread(7, crashed=True)],
-            signal=SignalInfo(signo=11, code=1, address=0),
-            process=ProcessInfo(pid=7, name="p"),
-            auxv=[(6, 4096)],
-            regions=[Region(address=0x2000, data=b"\x01" * 64)],
-        )
+def _sample_snapshot() -> Snapshot:
+    return Snapshot(
+        arch="x86_64",
+        threads=[
+            _thread(7, crashed=True),
+            Thread(id=8, regsets={"gpr": {"rip": 0x1000}, "fpr": {"mxcsr": 0x1F80, "xmm0": 3}}),
+        ],
+        signal=SignalInfo(signo=11, code=1, address=0),
+        process=ProcessInfo(pid=7, name="p"),
+        auxv=[(6, 4096)],
+        regions=[Region(address=0x2000, data=b"\x01" * 64)],
     )
+
+
+def _sample() -> bytes:
+    return render_elf_bytes(_sample_snapshot())
+
+
+def _outcome(read: Callable[[bytes], object], data: bytes) -> str:
+    try:
+        read(data)
+    except ParseError as e:
+        return str(e)
+    return "read"
+
+
+def test_the_read_back_check_rejects_what_the_reader_rejects() -> None:
+    """The renderer's check of a core without raw items (``ElfCore.read_back``) decodes
+    less than the reader (not a thread's registers), and rejects the same files with the
+    same error: every truncation and byte flip of a core's headers and notes."""
+    check = ElfCore.read_back(_sample_snapshot())
+    assert check is not ElfCore
+    data = _sample()
+    assert CoreNoteType.NT_FPREGSET in {note.type for note in ElfCore(data).notes}
+    outcomes = set()
+    for cut in range(0, len(data), 7):
+        assert _outcome(check, data[:cut]) == _outcome(ElfCore, data[:cut])
+    for i in range(len(data) - 64):
+        for value in (0x01, 0xFF, 0x80):
+            corrupt = bytearray(data)
+            corrupt[i] ^= value
+            outcome = _outcome(check, bytes(corrupt))
+            assert outcome == _outcome(ElfCore, bytes(corrupt)), i
+            outcomes.add(outcome.split("(")[0])
+    assert "read" in outcomes
+    assert any("NT_PRSTATUS of" in outcome for outcome in outcomes)
 
 
 def test_every_truncation_is_one_parse_error() -> None:

@@ -278,9 +278,15 @@ def encode_prstatus(
     return _build(_PRSTATUS, values, f"thread {thread_id:#x}: NT_PRSTATUS")
 
 
-def decode_prstatus(buffer: Any, offset: int, size: int) -> Prstatus:
+def check_prstatus(offset: int, size: int) -> None:
+    """What ``decode_prstatus`` rejects of a payload that lies within the file: a size
+    other than x86_64's (any bytes of that size decode)."""
     if size != PRSTATUS_SIZE:
         raise ParseError(f"NT_PRSTATUS of {size} bytes (x86_64's is {PRSTATUS_SIZE})", offset)
+
+
+def decode_prstatus(buffer: Any, offset: int, size: int) -> Prstatus:
+    check_prstatus(offset, size)
     # through the generated struct (one unpack, not construct's walk per thread)
     values = unpack_at(_PRSTATUS.fmt, buffer, offset, "NT_PRSTATUS")
     pid, ppid, pgrp, sid, cursig, signo, code, errno, sigpend, sighold, fpvalid = (
@@ -622,7 +628,7 @@ def forget_register_states() -> None:
 
 def decode_fpregset(buffer: Any, offset: int, size: int) -> dict[str, int] | None:
     """The fxsave fields by arch.py name (``linux_abi.fxsave_registers``); None when the
-    note is not 512 bytes (kept raw)."""
+    note is not 512 bytes (kept raw). Rejects nothing: any 512 bytes are an fxsave area."""
     if size != FXSAVE_SIZE:
         return None
     return fxsave_registers(bytes(buffer[offset : offset + size]))
