@@ -517,12 +517,17 @@ class Snapshot:
 def _validate_threads(arch: Arch, threads: tuple[Thread, ...]) -> None:
     info = arch_info(arch)
     seen: set[int] = set()
+    # every set at once first; only if one does not fit, set by set (which raises then,
+    # in the order and with the message of the first that does not fit)
+    each_set = not _all_registers_fit(arch, threads)
     for t in threads:
         if t.id in seen:
             raise ModelError(f"two threads have id {t.id:#x}")
         seen.add(t.id)
         if t.xsave is not None and arch != Arch.X86_64:
             raise ModelError(f"thread {t.id:#x}: an XSAVE area is x86_64's, not {arch}'s")
+        if not each_set:
+            continue
         for regset in t.regsets:
             if _registers_fit(arch, regset.kind, regset.values):
                 continue
@@ -602,6 +607,52 @@ def _registers_fit(arch: Arch, kind: RegKind, values: Mapping[str, int]) -> bool
     if plan.wide_count:
         wide = numbers[count:]
         return min(wide) >= 0 and max(wide) < plan.wide_limit
+    return True
+
+
+def _all_registers_fit(arch: Arch, threads: Iterable[Thread]) -> bool:
+    """Whether every register set of ``threads`` passes ``_registers_fit``, checked a kind
+    at a time: the values of all its sets in one list, their types in one pass and the
+    narrow ones packed by one struct (a 1,000-thread Snapshot: 2,000 sets, 60,000
+    registers). False also where a set's names are not those of the first set of its
+    kind: let the caller check set by set."""
+    by_kind: dict[RegKind, list[Mapping[str, int]]] = {}
+    for t in threads:
+        for regset in t.regsets:
+            sets = by_kind.get(regset.kind)
+            if sets is None:
+                sets = by_kind[regset.kind] = []
+            sets.append(regset.values)
+    for kind, sets in by_kind.items():
+        plan = _FIT_PLANS.get((arch, kind))
+        if plan is None or sets[0].keys() != plan.names:
+            plan = _fit_plan(arch, kind, sets[0])
+            if plan is None:
+                return False
+            _FIT_PLANS[(arch, kind)] = plan
+        count, values_of = len(plan.names), plan.values_of
+        narrow_count = count - plan.wide_count
+        narrow: list[Any] = []
+        wide: list[Any] = []
+        for values in sets:
+            # as many names as the plan's, and each of the plan's there: the same names
+            if len(values) != count:
+                return False
+            try:
+                numbers = values_of(values)
+            except KeyError:
+                return False
+            narrow += numbers[:narrow_count]
+            if plan.wide_count:
+                wide += numbers[narrow_count:]
+        if set(map(type, narrow)) - {int} or set(map(type, wide)) - {int}:
+            return False
+        try:
+            struct.pack("<" + plan.narrow.format[1:] * len(sets), *narrow)
+        except struct.error:
+            return False
+        if wide and (min(wide) < 0 or max(wide) >= plan.wide_limit):
+            return False
     return True
 
 

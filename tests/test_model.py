@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from macminidump import (
     AddressableBits,
@@ -128,3 +131,92 @@ def test_a_snapshot_pickles() -> None:
     again = pickle.loads(pickle.dumps(s, pickle.HIGHEST_PROTOCOL))
     assert again == s and again.threads[0].gpr["pc"] == 0x1000
     assert again.memory.read(0x2000, 5) == b"stack"
+
+
+class _Index:
+    """Not an int, though ``struct`` packs it as one."""
+
+    def __index__(self) -> int:
+        return 5
+
+    def __repr__(self) -> str:
+        return "_Index()"
+
+
+def _first_misfit(arch: str, threads: list[Thread]) -> str | None:
+    """The message of the first register that is unknown or does not fit, by the rule."""
+    from macminidump.arch import arch_info
+
+    table = arch_info(arch).registers
+    for t in threads:
+        for regset in t.regsets:
+            for name, value in regset.values.items():
+                width = table[regset.kind].get(name)
+                if width is None:
+                    return f"thread {t.id:#x}: {arch} has no {regset.kind} register {name!r}"
+                if not isinstance(value, int) or not 0 <= value < (1 << (8 * width)):
+                    return f"thread {t.id:#x}: {name} = {value!r} does not fit in {width} bytes"
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_register_sets_are_checked_alike_at_once_and_one_by_one(data: st.DataObject) -> None:
+    """A Snapshot checks every register set at once (``_all_registers_fit``: a kind's
+    values in one list) and set by set only when that fails: it is refused exactly when
+    a register is unknown or does not fit, with the message of the first such register."""
+    from macminidump import model
+    from macminidump.arch import Arch, RegKind, arch_info
+
+    table = arch_info(Arch.X86_64).registers
+    bad = st.sampled_from([-1, 1.0, "1", None, True, _Index()])
+    # the names of each kind, mostly all of them (a capture's), shared by the threads
+    kinds = {}
+    for kind in (RegKind.GPR, RegKind.FPR):
+        kinds[kind] = sorted(table[kind])
+        if data.draw(st.integers(0, 3)) == 0:
+            kinds[kind] = data.draw(st.lists(st.sampled_from(kinds[kind]), unique=True))
+    threads = []
+    for tid in range(1, data.draw(st.integers(1, 4)) + 1):
+        regsets = {}
+        for kind, names in kinds.items():
+            values: dict[str, Any] = {
+                name: data.draw(st.integers(0, (1 << (8 * table[kind][name])) - 1))
+                for name in names
+            }
+            if names and data.draw(st.integers(0, 2)) == 0:
+                name = data.draw(st.sampled_from(names))
+                too_wide = 1 << (8 * table[kind][name])
+                values[name] = data.draw(st.one_of(bad, st.just(too_wide)))
+            if data.draw(st.integers(0, 7)) == 0:
+                values["pc"] = 1
+            regsets[kind] = values
+        threads.append(Thread(id=tid, regsets=regsets))
+    message = _first_misfit("x86_64", threads)
+    if message is None:
+        Snapshot(arch="x86_64", threads=threads)
+    else:
+        assert not model._all_registers_fit(Arch.X86_64, threads)
+        with pytest.raises(ModelError) as raised:
+            Snapshot(arch="x86_64", threads=threads)
+        assert str(raised.value) == message
+
+
+def test_full_register_sets_are_checked_at_once() -> None:
+    from macminidump import model
+    from macminidump.arch import Arch, RegKind, arch_info
+
+    table = arch_info(Arch.X86_64).registers
+    full = {kind: {name: (1 << (8 * w)) - 1 for name, w in table[kind].items()} for kind in table}
+    threads = [Thread(id=tid, regsets=full) for tid in (1, 2, 3)]
+    assert model._all_registers_fit(Arch.X86_64, threads)
+    Snapshot(arch="x86_64", threads=threads)
+    # a bool is an int (it fits, as the rule says), though not checked at once
+    true = {**full, RegKind.GPR: {**full[RegKind.GPR], "rax": True}}
+    assert not model._all_registers_fit(Arch.X86_64, [*threads, Thread(id=4, regsets=true)])
+    Snapshot(arch="x86_64", threads=[*threads, Thread(id=4, regsets=true)])
+    wide = {**full, RegKind.FPR: {**full[RegKind.FPR], "xmm5": 1 << 128}}
+    threads.append(Thread(id=4, regsets=wide))
+    assert not model._all_registers_fit(Arch.X86_64, threads)
+    with pytest.raises(ModelError, match=r"thread 0x4: xmm5 = \d+ does not fit in 16 bytes"):
+        Snapshot(arch="x86_64", threads=threads)
