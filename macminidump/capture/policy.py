@@ -401,18 +401,28 @@ def fit(
         _check_floor(ordered, mappings, holes, cost, budget)
     cut = False
     seen: set[tuple[int, int]] = set()
+    # (bound once: a 1,000-thread capture fits thousands of wants)
+    free_parts, claim, at = claimed.free_parts, claimed.add, mappings.at
+    new_piece = tuple.__new__  # (Piece(...) without its __new__'s Python frame)
     for want in ordered:
         span = (want.start, want.end)
         if span in seen:
             continue  # taken (or cut) before, whole: nothing left for it to add
         seen.add(span)
-        for start, end in _subtract(claimed.free_parts(want.start, want.end), holes):
-            for mapping in mappings.overlapping(start, end):
+        free = free_parts(want.start, want.end)
+        for start, end in _subtract(free, holes) if holes else free:
+            # most lie in one mapping: that one, without overlapping()'s generator
+            mapping = at(start)
+            if mapping is not None and end <= mapping.end:
+                inside: Iterable[MemoryMapping] = (mapping,)
+            else:
+                inside = mappings.overlapping(start, end)
+            for mapping in inside:
                 a, b = max(start, mapping.start), min(end, mapping.end)
                 if not int(mapping.protection) & READ:
                     continue
                 a, b = _fill_shared_pages(claimed, holes, mapping, a, b)
-                claimed.add(a, b)
+                claim(a, b)
                 keep = b - a
                 if budget is not None and cost is not None:
                     room = budget - used - cost.per_region
@@ -426,7 +436,9 @@ def fit(
                     if keep:
                         used += cost.region(keep)
                 if keep:
-                    pieces.append(Piece(a, a + keep, mapping.protection, want.priority))
+                    pieces.append(
+                        new_piece(Piece, (a, a + keep, mapping.protection, want.priority))
+                    )
     pieces.sort(key=lambda p: p.start)
     omitted.sort(key=lambda o: -o.size)
     selection = MemorySelection(
