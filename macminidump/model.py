@@ -258,6 +258,19 @@ class RegisterSet:
         # a mappingproxy cannot be pickled: rebuild from a plain dict
         return (RegisterSet, (self.kind, dict(self.values)))
 
+    @classmethod
+    def trusted(cls, kind: RegKind, values: Mapping[str, int]) -> RegisterSet:
+        """For backends, with ``kind`` a RegKind already: the values copied behind a
+        read-only view as the converter does, without the converters' calls (a
+        1,000-thread capture makes 2,000 sets)."""
+        if type(kind) is not RegKind:
+            return cls(kind, values)
+        regset = object.__new__(cls)
+        fields = regset.__dict__  # (as records' __init__ sets a frozen record's fields)
+        fields["kind"] = kind
+        fields["values"] = MappingProxyType(dict(values))
+        return regset
+
 
 @records.frozen
 class RawItem:
@@ -282,7 +295,11 @@ def _to_regsets(
     """Canonical order gpr, fpr, exc: sets are keyed by kind, so their order means nothing."""
     if isinstance(value, Mapping):
         value = [RegisterSet(RegKind(k), v) for k, v in value.items()]
-    return tuple(sorted(value, key=lambda r: _KIND_ORDER[r.kind]))
+    return tuple(sorted(value, key=_kind_rank))
+
+
+def _kind_rank(regset: RegisterSet) -> int:
+    return _KIND_ORDER[regset.kind]
 
 
 @records.frozen(kw_only=True)
@@ -302,9 +319,42 @@ class Thread:
 
     def __attrs_post_init__(self) -> None:
         _check_u64("thread id", self.id)
-        kinds = [r.kind for r in self.regsets]
-        if len(set(kinds)) != len(kinds):
+        regsets = self.regsets
+        # in kind order (the converter's): two of one kind are neighbours
+        if len(regsets) > 1 and any(a.kind == b.kind for a, b in zip(regsets, regsets[1:])):
             raise ModelError(f"thread {self.id:#x} has two register sets of one kind")
+
+    @classmethod
+    def trusted(
+        cls,
+        id: int,
+        regsets: tuple[RegisterSet, ...],
+        name: str | None,
+        crashed: bool,
+        raw_states: tuple[RawItem, ...],
+        xsave: bytes | None,
+    ) -> Thread:
+        """For backends, with values already typed (tuples, bytes): skips the converters
+        (the register sets still put in kind order), not the checks."""
+        if type(regsets) is not tuple or type(raw_states) is not tuple:
+            return cls(
+                id=id,
+                regsets=regsets,
+                name=name,
+                crashed=crashed,
+                raw_states=raw_states,
+                xsave=xsave,
+            )
+        thread = object.__new__(cls)
+        fields = thread.__dict__  # (as records' __init__ sets a frozen record's fields)
+        fields["id"] = id
+        fields["regsets"] = _to_regsets(regsets) if len(regsets) > 1 else regsets
+        fields["name"] = name
+        fields["crashed"] = crashed
+        fields["raw_states"] = raw_states
+        fields["xsave"] = xsave if xsave is None or type(xsave) is bytes else bytes(xsave)
+        thread.__attrs_post_init__()
+        return thread
 
     def regset(self, kind: RegKind | str) -> Mapping[str, int]:
         for r in self.regsets:

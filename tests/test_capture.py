@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +213,55 @@ def test_environment_strings_found_above_the_main_stack() -> None:
     start, end = environment_strings(read, base, top) or (0, 0)
     assert read(start, end - start) == b"HOME=/root\0MY_TOKEN=hunter2\0"
     assert environment_strings(lambda a, n: bytes(n), base, top) is None
+
+
+def test_no_garbage_collection_while_capturing_and_rendering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector is off while a capture and a render build their objects (gc_pause),
+    and as it was after, on every path: on again, or still off if the caller had it off."""
+    import gc
+
+    from macminidump.elf import render
+    from macminidump.elf.parse import ElfCore
+
+    seen: list[bool] = []
+
+    class Watched(FakeTarget):
+        def threads(self):  # type: ignore[no-untyped-def]
+            seen.append(gc.isenabled())
+            return super().threads()
+
+    def watched(function):  # type: ignore[no-untyped-def]
+        def call(*args):  # type: ignore[no-untyped-def]
+            seen.append(gc.isenabled())
+            return function(*args)
+
+        return call
+
+    assert gc.isenabled()
+    snap = capture(Watched(world("x86_64")))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(CaptureError, match="injected failure in read"):
+        capture(Watched(world("x86_64"), fail_at="read"))
+    assert seen == [False, False] and gc.isenabled()
+
+    seen.clear()
+    monkeypatch.setattr(render, "layout_elf", watched(render.layout_elf))
+
+    class Checked(ElfCore):
+        @classmethod
+        def read_back(cls, snapshot: Snapshot):  # type: ignore[no-untyped-def]
+            return watched(ElfCore.read_back(snapshot))
+
+    monkeypatch.setattr(render, "ElfCore", Checked)
+    render.render_elf(snap, tmp_path / "core")
+    render.render_elf_bytes(snap)
+    assert seen == [False, False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        capture(Watched(world("x86_64")))
+        render.render_elf(snap, tmp_path / "core")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -30,7 +30,7 @@ import contextlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 
-from .. import records
+from .. import gc_pause, records
 from ..arch import Arch, RegKind, arch_info
 from ..errors import CaptureError
 from ..model import (
@@ -205,7 +205,7 @@ def captured(
     options = options or CaptureOptions()
     if options.max_size is not None and cost is None:
         raise CaptureError("a size budget needs the file format's cost model")
-    with stopped(target):
+    with gc_pause.paused(), stopped(target):
         threads = list(target.threads())
         mappings = MappingIndex(target.mappings())
         bits = target.addressable_bits()
@@ -256,16 +256,21 @@ def captured(
 
 
 def _model_threads(threads: list[CapturedThread], crash: CrashContext | None) -> tuple[Thread, ...]:
+    # (typed already: a 1,000-thread capture makes 1,000 threads of 2,000 register sets)
+    regset, thread = RegisterSet.trusted, Thread.trusted
+    crashed_id = crash.thread_id if crash is not None else None
     model_threads = tuple(
-        Thread(
-            id=t.id,
-            name=t.name,
-            crashed=crash is not None and t.id == crash.thread_id,
-            regsets=tuple(RegisterSet(k, v) for k, v in t.regsets.items()),
-            raw_states=t.raw_states,
-            xsave=t.xsave,
-        )
-        for t in threads
+        [
+            thread(
+                t.id,
+                tuple([regset(k, v) for k, v in t.regsets.items()]),
+                t.name,
+                t.id == crashed_id,
+                tuple(t.raw_states),
+                t.xsave,
+            )
+            for t in threads
+        ]
     )
     if crash is not None:
         # the crashing thread goes first, as the kernel writes it and gdb expects

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from .. import gc_pause
 from ..model import Snapshot
 from ..writer import Pwrite, write_bytes, write_file, write_placements
 from . import notes
@@ -27,8 +28,9 @@ def _write_layout(layout: Layout, pwrite: Pwrite) -> None:
 def render_elf_bytes(snapshot: Snapshot) -> bytes:
     """The whole core in memory: for tests and small cores."""
     try:
-        layout = layout_elf(snapshot)
-        return write_bytes(layout.file_size, lambda pwrite: _write_layout(layout, pwrite))
+        with gc_pause.paused():
+            layout = layout_elf(snapshot)
+            return write_bytes(layout.file_size, lambda pwrite: _write_layout(layout, pwrite))
     finally:
         notes.forget_register_states()
 
@@ -36,13 +38,14 @@ def render_elf_bytes(snapshot: Snapshot) -> bytes:
 def render_elf(snapshot: Snapshot, path: str | os.PathLike[str]) -> int:
     """Write ``snapshot`` as an ELF core at ``path``; returns the file's size."""
     try:
-        layout = layout_elf(snapshot)
-        return write_file(
-            path,
-            layout.file_size,
-            lambda pwrite: _write_layout(layout, pwrite),
-            # what the reader rejects is never written (limits agree: see ``limits``)
-            verify=ElfCore.read_back(snapshot),
-        )
+        with gc_pause.paused():
+            layout = layout_elf(snapshot)
+            return write_file(
+                path,
+                layout.file_size,
+                lambda pwrite: _write_layout(layout, pwrite),
+                # what the reader rejects is never written (limits agree: see ``limits``)
+                verify=ElfCore.read_back(snapshot),
+            )
     finally:
         notes.forget_register_states()
