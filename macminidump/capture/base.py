@@ -28,10 +28,10 @@ from __future__ import annotations
 import bisect
 import contextlib
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from .. import gc_pause, records
-from ..arch import Arch, RegKind, arch_info
+from ..arch import Arch, ArchInfo, RegKind, arch_info
 from ..errors import CaptureError
 from ..model import (
     PROTECTIONS,
@@ -332,8 +332,8 @@ _FRAME_RECORD = struct.Struct("<QQ")
 
 def return_addresses(
     target: TargetOS | StackWindow,
-    arch: Arch,
-    gpr: dict[str, int],
+    arch: Arch | ArchInfo,
+    gpr: Mapping[str, int],
     stack: MemoryMapping,
     bits: AddressableBits | None,
 ) -> list[int]:
@@ -343,7 +343,7 @@ def return_addresses(
     x86_64; the walk stops at fp 0, outside the stack, at a chain that does not move
     up the stack (corrupt or looping), or after MAX_FRAMES.
     """
-    info = arch_info(arch)
+    info = arch if isinstance(arch, ArchInfo) else arch_info(arch)  # (a walk a thread)
     out = []
     fp = _strip(gpr.get(info.fp, 0), bits)
     low, high = stack.start, stack.end - 16
@@ -386,55 +386,56 @@ class _ThreadWants:
     ):
         self.target, self.mappings, self.bits, self.options = target, mappings, bits, options
         self.arch = target.arch
-        self.info = arch_info(self.arch)
+        self.info = info = arch_info(self.arch)
         #: each thread's stack as read for its walk (``_read_regions`` takes saved bytes
         #: from them)
         self.windows: list[StackWindow] = []
         #: address -> the code window wanted around it (None: not in code); threads of a
         #: process share most return addresses, and each is wanted once
         self.code_wanted: dict[int, Want | None] = {}
+        # what every thread asks, looked up once (a capture has a thousand threads)
+        self._x86, self._arm = self.arch == Arch.X86_64, self.arch == Arch.ARM64
+        self._references = options.memory != Memory.STACKS
+        self._sp, self._pc, self._red_zone = info.sp, info.pc, info.red_zone
 
     def wants(self, thread: CapturedThread, first: bool) -> list[Want]:
         """The thread's stack from sp (the part near sp first), code around its pc and
         return addresses, and under ``referenced`` what its registers and stack words
         point to. ``first``: the crashed thread (or, without a crash, the first one),
         kept first."""
-        target, mappings, bits, options, info = (
-            self.target,
-            self.mappings,
-            self.bits,
-            self.options,
-            self.info,
-        )
-        gpr = thread.regsets.get(RegKind.GPR, {})
-        wants = []
-        sp = gpr.get(info.sp, 0)
-        stack = mappings.at(sp) or mappings.at(sp - info.red_zone)
-        code_addresses = [_strip(gpr.get(info.pc, 0), bits)]
+        target, mappings, bits, options = self.target, self.mappings, self.bits, self.options
+        new = tuple.__new__  # (Want(...) without its __new__'s Python frame)
+        gpr = thread.regsets.get(RegKind.GPR, _NO_REGISTERS)
+        wants: list[Want] = []
+        sp = gpr.get(self._sp, 0)
+        red_zone = self._red_zone
+        stack = mappings.at(sp) or mappings.at(sp - red_zone)
+        code_addresses = [_strip(gpr.get(self._pc, 0), bits)]
         saved_stack = None
         if stack is not None:
-            start = max(stack.start, sp - info.red_zone)
+            start = max(stack.start, sp - red_zone)
             end = stack.end if options.max_stack is None else min(stack.end, sp + options.max_stack)
             near = min(end, max(sp, start) + policy.NEAR_SP)
-            wants.append(Want(start, near, Priority.CRASHED_STACK if first else Priority.STACKS))
+            priority = Priority.CRASHED_STACK if first else Priority.STACKS
+            wants.append(new(Want, (start, near, priority)))
             if near < end:
-                wants.append(Want(near, end, Priority.REST))
+                wants.append(new(Want, (near, end, Priority.REST)))
             saved_stack = (start, end)
             # from the start of sp's page: a backend may save the stack from there
             # (extra_ranges), and the saved bytes then come from this one read too
             low = max(stack.start, start - start % PAGE)
             window = StackWindow(target, low, min(end, low + WALK_WINDOW))
             self.windows.append(window)
-            walked = return_addresses(window, self.arch, gpr, stack, bits)
+            walked = return_addresses(window, self.info, gpr, stack, bits)
             if not walked:
                 # No frame chain from here: libc's system-call wrappers reuse the frame
                 # register, so a thread blocked in one has fp = 0. Scan its stack instead.
                 walked = _scan_for_code(window, max(stack.start, sp), end, mappings, bits)
             code_addresses += walked
-            if self.arch == Arch.X86_64 and stack.contains(sp) and sp + 8 <= stack.end:
+            if self._x86 and stack.start <= sp and sp + 8 <= stack.end:
                 # a frameless leaf or a thread in a system call: its return address is at [sp]
                 code_addresses.append(int.from_bytes(window.read(sp, 8).ljust(8, b"\0"), "little"))
-        if self.arch == Arch.ARM64:
+        if self._arm:
             code_addresses.append(_strip(gpr.get("lr", 0), bits))  # a leaf's caller
         code_wanted = self.code_wanted
         for address in code_addresses:
@@ -444,16 +445,23 @@ class _ThreadWants:
             if code is None or not int(code.protection) & EXECUTE:
                 code_wanted[address] = None
                 continue
-            want = code_wanted[address] = Want(
-                max(code.start, address - options.code_window),
-                min(code.end, address + options.code_window),
-                Priority.HEADERS,
+            want = code_wanted[address] = new(
+                Want,
+                (
+                    max(code.start, address - options.code_window),
+                    min(code.end, address + options.code_window),
+                    Priority.HEADERS,
+                ),
             )
             wants.append(want)
-        if options.memory != Memory.STACKS:
+        if self._references:
             values = [_strip(v, bits) for v in gpr.values()]
             wants += policy.referenced(target, mappings, values, saved_stack, 2 if first else 1)
         return wants
+
+
+#: the registers of a thread without a set of that kind
+_NO_REGISTERS: Mapping[str, int] = {}
 
 
 SCAN_BYTES = 0x4000
