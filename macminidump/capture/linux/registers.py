@@ -35,7 +35,7 @@ XFEATURE_AMX = (1 << 17) | (1 << 18)
 XSAVE_XCR0_OFFSET, XSAVE_XSTATE_BV_OFFSET, XSAVE_XCOMP_BV_OFFSET = 464, 512, 520
 
 
-def gpr(data: bytes) -> dict[str, int]:
+def gpr(data: bytes | memoryview) -> dict[str, int]:
     """user_regs_struct -> arch.py's x86_64 gpr names."""
     return dict(zip(X86_64_USER_REGS, _USER_REGS.unpack_from(data, 0)))
 
@@ -49,20 +49,23 @@ class ThreadRegisters:
         self._pointer = ctypes.c_void_p(self._address)
         self._iov = IoVec(self._address, XSTATE_BUFFER)
         self._iov_pointer = ctypes.c_void_p(ctypes.addressof(self._iov))
+        #: the buffer's bytes, read without ctypes.string_at's Python frame (two reads
+        #: a thread) and unpacked in place
+        self._view = memoryview(self._buffer).cast("B")
 
     def read(self, tid: int) -> tuple[dict[RegKind, dict[str, int]], bytes | None] | None:
         """(register sets by kind, the XSAVE area or None); None when the thread is gone.
 
         The fxsave area or the XSAVE area is missing where the kernel refuses it."""
-        address = self._address
+        address, view = self._address, self._view
         if not read_request(PTRACE_GETREGS, tid, 0, self._pointer):
             return None
-        regsets = {RegKind.GPR: gpr(ctypes.string_at(address, _USER_REGS.size))}
+        regsets = {RegKind.GPR: gpr(view)}
         iov = self._iov
         iov.iov_len = XSTATE_BUFFER
         xsave = None
         if read_request(PTRACE_GETREGSET, tid, NT_X86_XSTATE, self._iov_pointer):
-            xsave = ctypes.string_at(address, min(iov.iov_len, XSTATE_BUFFER))
+            xsave = bytes(view[: min(iov.iov_len, XSTATE_BUFFER)])
         if xsave is not None and len(xsave) >= FXSAVE_SIZE:
             # the XSAVE area starts with the fxsave image: the same registers as
             # PTRACE_GETFPREGS gives (only its software-reserved tail differs), one
