@@ -173,10 +173,13 @@ class ElfCore(CoreReader):
         self.program_headers: list[ProgramHeader] = []
         self.notes: list[Note] = []
         self.regions: list[Region] = []
+        # (a 1,000-thread core has a thousand segments: the lookups bound once, and
+        # ProgramHeaders made without namedtuple's Python frame)
+        unpack, new, keep = _PHDR.unpack_from, tuple.__new__, self.program_headers.append
         for i in range(phnum):
             at = phoff + i * phentsize
-            ph = ProgramHeader(at, *_PHDR.unpack_from(buf, at))
-            self.program_headers.append(ph)
+            ph = new(ProgramHeader, (at, *unpack(buf, at)))
+            keep(ph)
             if ph.p_type not in (_PT_LOAD, _PT_NOTE) or not ph.p_filesz:
                 continue
             if ph.p_offset + ph.p_filesz > size:
@@ -192,7 +195,7 @@ class ElfCore(CoreReader):
                     notes.forget_register_states()
             else:
                 try:
-                    protection = _protection(ph.p_flags)
+                    protection = _PROTECTION_OF[ph.p_flags & _RWX]  # (_protection, inlined)
                     self.regions.append(
                         Region.trusted(
                             ph.p_vaddr,
