@@ -10,7 +10,7 @@ Anything else (``--help``, an abbreviation, a missing or conflicting option, a v
 its type refuses) it leaves to argparse, which :func:`replay` builds from the same
 record, so every error and every help text stays argparse's. Importing argparse (with
 re, gettext and locale) and its translation lookups took about a tenth of a ``dump``.
-``tests/test_cli.py`` checks that both read every command line alike.
+``tests/test_arguments.py`` checks that both read every command line alike.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from types import SimpleNamespace
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 #: argparse's markers (``argparse.SUPPRESS``, ``argparse.REMAINDER``), to declare with
-#: without importing it (:func:`replay` gives argparse its own); tests/test_cli.py checks
-#: they are argparse's
+#: without importing it (:func:`replay` gives argparse its own); tests/test_arguments.py
+#: checks they are argparse's
 SUPPRESS = "==SUPPRESS=="
 REMAINDER = "..."
 
@@ -126,11 +126,7 @@ def declared(add: Callable[[Any], None]) -> Command:
     return command
 
 
-def replay(
-    command: Command,
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    formatters: Mapping[str, type] | None = None,
-) -> None:
+def replay(command: Command, parser: argparse.ArgumentParser) -> None:
     """Make ``command``'s declarations on argparse's ``parser``, in their order."""
     import argparse
 
@@ -142,7 +138,7 @@ def replay(
             make = (
                 parser.add_mutually_exclusive_group
                 if event.exclusive
-                else parser.add_argument_group  # type: ignore[union-attr]
+                else parser.add_argument_group
             )
             groups[id(event)] = make(**event.keywords)
         else:
@@ -285,10 +281,10 @@ def _positionals(
             return False
         given[argument.dest] = converted
     if star:
-        rest = [_converted(star[0], v) for v in free[len(single) :]]
-        if any(v is _REFUSED for v in rest):
+        values = [_converted(star[0], v) for v in free[len(single) :]]
+        if any(v is _REFUSED for v in values):
             return False
-        given[star[0].dest] = rest
+        given[star[0].dest] = values
     return True
 
 
@@ -296,9 +292,9 @@ def default(argument: Argument) -> Any:
     """What argparse sets when the argument is not given."""
     if argument.action == "store_true":
         return argument.keywords.get("default", False)
-    default = argument.keywords.get("default")
+    declared = argument.keywords.get("default")
     if argument.keywords.get("nargs") == "*" and argument.positional:
-        return [] if default is None else default
-    if isinstance(default, str) and "type" in argument.keywords:
-        return argument.keywords["type"](default)  # (argparse converts a string default)
-    return default
+        return [] if declared is None else declared
+    if isinstance(declared, str) and "type" in argument.keywords:
+        return argument.keywords["type"](declared)  # (argparse converts a string default)
+    return declared

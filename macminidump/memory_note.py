@@ -24,19 +24,24 @@ MAX_PAYLOAD = 1 << 20
 
 
 def encode(selection: MemorySelection) -> bytes:
-    value = {
-        "policy": selection.policy,
-        "max_size": selection.max_size,
-        "omitted_bytes": selection.omitted_bytes,
-        "omitted_count": selection.omitted_count,
-        "omitted": [[o.address, o.size, o.kind] for o in selection.omitted],
-    }
+    value = note_value(selection)
     text = _compact(value)
     if text is None:
         import json
 
         text = json.dumps(value, separators=(",", ":"))
     return text.encode()
+
+
+def note_value(selection: MemorySelection) -> dict[str, Any]:
+    """The note's JSON value: what ``encode`` writes, compact."""
+    return {
+        "policy": selection.policy,
+        "max_size": selection.max_size,
+        "omitted_bytes": selection.omitted_bytes,
+        "omitted_count": selection.omitted_count,
+        "omitted": [[o.address, o.size, o.kind] for o in selection.omitted],
+    }
 
 
 def decode(payload: bytes) -> MemorySelection | None:
@@ -77,8 +82,10 @@ def _int(value: Any) -> int:
 # through json, whose result these match (tests/test_memory_note.py).
 
 _NOT_COMPACT = object()
-_PLAIN_TEXT = re.compile(r"[ !#-\[\]-~]*")
-_TOKEN = re.compile(r'[{}\[\],:]|null|-?(?:0|[1-9][0-9]*)|"[ !#-\[\]-~]*"')
+#: printable ASCII but `"` and `\`: text that JSON writes without an escape
+_PLAIN = r"[ !#-\[\]-~]*"
+_PLAIN_TEXT = re.compile(_PLAIN)
+_TOKEN = re.compile(r"[{}\[\],:]|null|-?(?:0|[1-9][0-9]*)|" + f'"{_PLAIN}"')
 
 
 def _compact(value: Any) -> str | None:

@@ -33,14 +33,7 @@ json_values = st.recursive(
 
 def as_json(selection: MemorySelection) -> bytes:
     """The note as json writes it (what encode wrote before it wrote it itself)."""
-    value = {
-        "policy": selection.policy,
-        "max_size": selection.max_size,
-        "omitted_bytes": selection.omitted_bytes,
-        "omitted_count": selection.omitted_count,
-        "omitted": [[o.address, o.size, o.kind] for o in selection.omitted],
-    }
-    return json.dumps(value, separators=(",", ":")).encode()
+    return json.dumps(memory_note.note_value(selection), separators=(",", ":")).encode()
 
 
 @given(selections)
