@@ -17,12 +17,17 @@ from .capture.base import CaptureOptions, CrashContext, TargetOS, captured
 from .capture.policy import CostOf
 from .model import Snapshot
 from .progress import Progress
+from .writer import CoreCost
 
 Render = Callable[[Snapshot, "str | os.PathLike[str]"], int]
 
 
+#: the core formats ``format_of`` knows
+FORMATS = ("elf", "macho")
+
+
 def format_of(fmt: str) -> tuple[Render, CostOf]:
-    """The renderer and the budget's cost model of a core format ("elf" or "macho")."""
+    """The renderer and the budget's cost model of a core format (one of ``FORMATS``)."""
     if fmt == "elf":
         from .elf.layout import core_cost as elf_cost
         from .elf.render import render_elf
@@ -53,9 +58,18 @@ def write_captured(
     progress: Progress | None = None,
 ) -> Written:
     """Capture ``target`` into a core at ``path`` in format ``fmt``."""
-    render, cost = format_of(fmt)
-    with captured(target, options, crash, cost, progress=progress) as snapshot:
-        return Written(render(snapshot, path), snapshot.warnings)
+    if fmt not in FORMATS:
+        raise ValueError(f"no core format {fmt!r}")
+
+    def cost(snapshot: Snapshot) -> CoreCost:
+        return format_of(fmt)[1](snapshot)
+
+    # (the renderer is imported once the target is stopped, while the backend may still
+    # be reading it in the background: the kernel's smaps walk on Linux)
+    with captured(
+        target, options, crash, cost, progress=progress, while_stopped=lambda: format_of(fmt)
+    ) as snapshot:
+        return Written(format_of(fmt)[0](snapshot, path), snapshot.warnings)
 
 
 def capture_snapshot(

@@ -167,6 +167,33 @@ def test_dont_dump_and_environment_are_never_saved() -> None:
     assert not any(a < marked[1] and marked[0] < b for a, b in spans(kept))
 
 
+def test_write_captured_imports_the_renderer_while_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write_captured`` resolves its renderer once the target's state is read and before
+    the memory choice asks for the MADV_DONTDUMP ranges (a backend's background read, the
+    kernel's smaps walk on Linux, runs meanwhile); an unknown format is refused before the
+    target is touched."""
+    from macminidump import streaming
+
+    target = FakeTarget(world())
+    real = streaming.format_of
+
+    def noting(fmt: str) -> object:
+        target.calls.append("format_of")
+        return real(fmt)
+
+    monkeypatch.setattr(streaming, "format_of", noting)
+    streaming.write_captured(target, tmp_path / "core", "elf")
+    calls = target.calls
+    assert calls.index("threads") < calls.index("format_of") < calls.index("dont_dump")
+    assert calls[0] == "stop" and calls[-1] == "resume"
+    untouched = FakeTarget(world())
+    with pytest.raises(ValueError, match="no core format 'pe'"):
+        streaming.write_captured(untouched, tmp_path / "other", "pe")
+    assert untouched.calls == [] and not (tmp_path / "other").exists()
+
+
 def test_stack_is_scanned_when_there_is_no_frame_chain() -> None:
     """A thread blocked in a libc system call has fp = 0 (the wrapper reused it)."""
     w = world()

@@ -410,6 +410,55 @@ def test_smaps_written_and_dont_dump(tmp_path: Path) -> None:
     assert procfs.smaps("/proc/0") is None
 
 
+def test_smaps_later_gives_what_smaps_gives(
+    programs: dict[str, Path], run: Callable[..., Target], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SmapsLater`` (smaps read on a thread of its own) gives ``smaps``' bytes, None for a
+    process that is gone, and raises what the read raised, each time it is asked."""
+    target = run([programs["four"]])  # (parked: its mappings stay as they are)
+    where = procfs.directory(target.pid)
+    later = procfs.SmapsLater(where)
+    assert later.text() == later.text() == procfs.smaps(where) is not None
+    assert procfs.SmapsLater("/proc/0").text() is None
+
+    def fails(where: str) -> bytes:
+        raise MemoryError(where)
+
+    monkeypatch.setattr(procfs, "smaps", fails)
+    failing = procfs.SmapsLater(where)
+    for _ in range(2):
+        with pytest.raises(MemoryError, match=where):
+            failing.text()
+
+
+def test_smaps_is_read_once_every_thread_stopped(
+    programs: dict[str, Path], run: Callable[..., Target], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A capture starts its smaps read (for the MADV_DONTDUMP rule) only once every thread
+    is in a ptrace stop: a range marked before the stop is then always seen marked. Once a
+    stop, and not kept past it."""
+    target = run([programs["four"]])
+    tids = set(task_states(target.pid))
+    seen: list[dict[int, tuple[str, int]]] = []
+    real = procfs.SmapsLater
+
+    def recording(where: str) -> procfs.SmapsLater:
+        seen.append(task_states(target.pid))
+        return real(where)
+
+    monkeypatch.setattr(procfs, "SmapsLater", recording)
+    t = LinuxTarget(target.pid)
+    for _ in range(2):
+        capture(t)
+    assert len(seen) == 2
+    me = os.getpid()
+    for states in seen:
+        assert set(states) == tids
+        assert all(state == "t" and tracer == me for state, tracer in states.values()), states
+    assert t._smaps is None  # (resume forgot it)
+    assert_released(target.pid)
+
+
 def smaps_line_by_line(text: bytes) -> tuple[set[int], list[tuple[int, int]]]:
     """The test's own reading of smaps, one line at a time: (written, dont_dump)."""
     written, marked = set(), []

@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import gc_pause, records
 from ..arch import Arch, ArchInfo, RegKind, arch_info
@@ -196,11 +196,15 @@ def captured(
     *,
     lazy: bool = True,
     progress: Progress | None = None,
+    while_stopped: Callable[[], object] | None = None,
 ) -> Iterator[Snapshot]:
     """The Snapshot of ``target`` while it stays stopped: large regions (``lazy``) read
     from the target only when the renderer streams them, so memory never piles up here.
 
     ``cost``: the file format's cost model, needed for a ``max_size`` budget.
+    ``while_stopped``: the caller's own preparation, called once the target's state is
+    read and before its memory is chosen, where a backend's background read (Linux's
+    smaps) is still running: ``write_captured`` imports the renderer there.
     """
     options = options or CaptureOptions()
     if options.max_size is not None and cost is None:
@@ -220,11 +224,13 @@ def captured(
         wants += [Want(a, b, Priority.HEADERS) for a, b in target.extra_ranges(mappings.sorted)]
         wants += policy.included(options, mappings)
         wants += policy.mapping_wants(target, options, mappings.sorted)
-        excluded = policy.never_saved(target, options, mappings.sorted)
         images = tuple(target.images())
         process = target.process_info()
         auxv = tuple(target.auxv())
         files = tuple(target.file_mappings(mappings.sorted))
+        if while_stopped is not None:
+            while_stopped()
+        excluded = policy.never_saved(target, options, mappings.sorted)
         fields: dict[str, Any] = dict(
             arch=target.arch,
             threads=_model_threads(threads, crash),

@@ -13,7 +13,7 @@ import time
 from .. import records
 from ..linux_abi import siginfo_values
 from ..model import SignalInfo
-from .linux import ptrace
+from .linux import procfs, ptrace
 from .linux.target import LinuxTarget
 
 __all__ = ["CrashReport", "SupervisedTarget", "signal_info"]
@@ -49,6 +49,7 @@ class SupervisedTarget(LinuxTarget):
     def stop(self) -> None:
         start = time.perf_counter()
         self.tracee.take_over(self.crashed, self.adopted - {self.crashed})
+        self._smaps = procfs.SmapsLater(self._proc())
         self.stop_seconds = time.perf_counter() - start
 
     def resume(self) -> None:

@@ -42,8 +42,8 @@ class DyingTarget:
         self._where = procfs.directory(pid)
         self._libraries: LibraryList | None = None
         self._mappings: list[MemoryMapping] | None = None
-        #: /proc/PID/smaps, read once (costly: see procfs.smaps)
-        self._smaps: bytes | None = None
+        #: /proc/PID/smaps, read once, from ``stop`` on (see ``procfs.SmapsLater``)
+        self._smaps: procfs.SmapsLater | None = None
         try:
             self._mem = os.open(f"{self._where}/mem", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -55,7 +55,7 @@ class DyingTarget:
             self._mem = -1
 
     def stop(self) -> None:
-        pass
+        self._smaps = procfs.SmapsLater(self._where)
 
     def resume(self) -> None:
         pass
@@ -118,8 +118,8 @@ class DyingTarget:
 
     def _smaps_text(self) -> bytes:
         if self._smaps is None:
-            self._smaps = procfs.smaps(self._where) or b""
-        return self._smaps
+            self._smaps = procfs.SmapsLater(self._where)
+        return self._smaps.text() or b""
 
     def dont_dump(self, mappings: Sequence[MemoryMapping]) -> Sequence[tuple[int, int]]:
         return procfs.dont_dump_in(self._smaps_text())

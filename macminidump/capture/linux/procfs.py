@@ -8,6 +8,7 @@ decides what a missing file means.
 
 from __future__ import annotations
 
+import _thread
 import os
 import re
 import struct
@@ -176,6 +177,40 @@ def smaps(where: str) -> bytes | None:
     (8-10 ms for a 512 MiB heap), so a caller reads it once, for ``written_in`` and
     ``dont_dump_in``."""
     return _read_bytes(f"{where}/smaps") or None
+
+
+class SmapsLater:
+    """``smaps(where)`` read on a thread of its own from now, for ``text`` to give later.
+
+    Why: for a process with a large resident heap the kernel spends 15-20 ms walking its
+    pages inside the read (a 512 MiB heap: more than the rest of a dump together). That
+    walk runs with the GIL released, so it proceeds on another core while the capture
+    reads registers and stacks and the renderer is imported. (``_thread``, not
+    ``threading``: nothing to import, and a read that outlives a failed capture needs no
+    joining; a page of the file a call, each handed back under the GIL.)
+    """
+
+    def __init__(self, where: str):
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self._result: list[bytes | None | BaseException] = []
+        _thread.start_new_thread(self._read, (where,))
+
+    def _read(self, where: str) -> None:
+        try:
+            self._result.append(smaps(where))
+        except BaseException as e:  # (MemoryError and the like: raised by ``text``)
+            self._result.append(e)
+        finally:
+            self._done.release()
+
+    def text(self) -> bytes | None:
+        """What ``smaps`` returned, once the read is done (waiting for it if need be)."""
+        with self._done:
+            result = self._result[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
 
 def written_in(text: bytes) -> set[int]:

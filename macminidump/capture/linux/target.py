@@ -47,8 +47,9 @@ class LinuxTarget:
         self._stack_pointers: dict[int, int] = {}
         #: the mappings, read once while stopped
         self._mappings: list[MemoryMapping] | None = None
-        #: /proc/PID/smaps, read once while stopped (dont_dump and the dirty policy ask)
-        self._smaps: bytes | None = None
+        #: /proc/PID/smaps, read once while stopped (dont_dump and the dirty policy ask),
+        #: from the moment every thread stopped (see ``procfs.SmapsLater``)
+        self._smaps: procfs.SmapsLater | None = None
         #: how long the last stop() took, in seconds
         self.stop_seconds = 0.0
 
@@ -73,6 +74,7 @@ class LinuxTarget:
         self._check_target()
         try:
             self.tracee.seize_all()
+            self._smaps = procfs.SmapsLater(self._proc())
         except BaseException:
             self.resume()
             raise
@@ -105,12 +107,12 @@ class LinuxTarget:
     def _smaps_text(self) -> bytes:
         """/proc/PID/smaps of this stop. Read only after every thread stopped: a mapping
         marked MADV_DONTDUMP after an earlier read would be saved."""
-        if self._smaps is None:
-            text = procfs.smaps(self._proc())
-            if text is None:  # a live process always has mappings
-                raise self.tracee.gone()
-            self._smaps = text
-        return self._smaps
+        if self._smaps is None:  # (a subclass that stops its own way)
+            self._smaps = procfs.SmapsLater(self._proc())
+        text = self._smaps.text()
+        if text is None:  # a live process always has mappings
+            raise self.tracee.gone()
+        return text
 
     def _proc(self) -> str:
         """/proc directory of a live stopped thread (see ``Tracee.live_thread``)."""
