@@ -11,18 +11,16 @@ The platform picks the format: Mach-O on macOS (LLDB), ELF on Linux (gdb and LLD
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
-import signal
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
 
 from .capture.base import CaptureOptions, CrashContext
 from .capture.policy import Memory
 from .errors import CaptureError, CaptureWarning, TargetError
 from .model import Snapshot
+from .plain_typing import Iterable
 from .progress import Progress
 from .streaming import capture_snapshot, write_captured
 
@@ -241,30 +239,38 @@ def _self_capture(
             "on Linux a crash is captured by a supervisor: macminidump run -o CORE -- PROGRAM"
         )
     libc = ctypes.CDLL(None, use_errno=True)
-    with _children_waitable():
+    with _ChildrenWaitable():
         helper = spawn()
         return _trace_me(libc, helper)
 
 
-@contextlib.contextmanager
-def _children_waitable() -> Iterator[None]:
+class _ChildrenWaitable:
     """With SIGCHLD ignored the kernel reaps children itself: the helper's exit status
-    would be lost and a failure read as success. Wait with the default in place."""
-    if signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN:
-        yield
-        return
-    import threading  # (here: only a self dump needs it)
+    would be lost and a failure read as success. Wait with the default in place.
+    (signal and threading imported here: only a self dump needs them, and a dump of
+    another process imports neither: see tests/test_imports.py.)"""
 
-    if threading.current_thread() is not threading.main_thread():
-        raise CaptureError(
-            "SIGCHLD is ignored in this process: a self dump cannot learn whether its "
-            "helper succeeded (call write_core from the main thread, or restore SIGCHLD)"
-        )
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    def __enter__(self) -> None:
+        import signal
+
+        self.restore = False
+        if signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN:
+            return
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            raise CaptureError(
+                "SIGCHLD is ignored in this process: a self dump cannot learn whether its "
+                "helper succeeded (call write_core from the main thread, or restore SIGCHLD)"
+            )
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.restore = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.restore:
+            import signal
+
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 
 
 def _trace_me(libc: Any, helper: subprocess.Popen[bytes]) -> tuple[bytes, tuple[str, ...]]:

@@ -9,10 +9,10 @@ subset its layout holds; a register a Snapshot does not give is written as zero.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from types import MappingProxyType
 
 from . import records
+from .plain_typing import Mapping
 
 
 class Arch(str, enum.Enum):

@@ -6,7 +6,6 @@ import gc
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
 
 from . import __version__
 from .arguments import (
@@ -26,6 +25,7 @@ from .escape import printable
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from .capture.policy import CaptureOptions

@@ -13,7 +13,6 @@ Linux capture and the read-back check import no construct.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 
 from . import records
 from .elf.constants import EHDR_SIZE, ELFMAG, NOTE_ALIGN, ElfClass, ElfData
@@ -21,6 +20,7 @@ from .elf.packed import ELF64_EHDR_FIELDS, ELF64_EHDR_FORMAT, ELF64_NHDR_FORMAT
 from .errors import ParseError
 from .linux_abi import SegmentType
 from .linux_abi_packed import ELF64_PHDR_FORMAT
+from .plain_typing import Callable
 
 #: reads a binary: (offset from its header, size) -> up to size bytes, short where refused
 Read = Callable[[int, int], bytes]

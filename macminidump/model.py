@@ -9,21 +9,37 @@ when a file is written.
 from __future__ import annotations
 
 import enum
-import functools
 import operator
 import struct
-from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 
 from . import records
 from .arch import Arch, RegKind, arch_info
 from .errors import ModelError
-from .plain_typing import Protocol, runtime_checkable
+from .plain_typing import Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
     import uuid as uuid_mod
+    from functools import cached_property
     from typing import Any
+else:
+
+    class cached_property:
+        """functools.cached_property's effect (computed on first use, then a plain
+        attribute of the instance) without functools, which a dump does not import."""
+
+        def __init__(self, compute):
+            self.compute = compute
+            self.name = compute.__name__
+            self.__doc__ = compute.__doc__
+
+        def __get__(self, instance, owner=None):
+            if instance is None:
+                return self
+            value = instance.__dict__[self.name] = self.compute(instance)
+            return value
+
 
 U64_MAX = (1 << 64) - 1
 
@@ -551,7 +567,7 @@ class Snapshot:
         if sum(1 for i in self.images if i.main) > 1:
             raise ModelError("more than one image is marked main")
 
-    @functools.cached_property
+    @cached_property
     def memory(self) -> AddressSpace:
         return AddressSpace(self.regions)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import mmap
 import os
 import stat
-from collections.abc import Callable
 
 from .errors import MacMiniDumpError, ParseError
 from .limits import RecordBudget
+from .plain_typing import Callable
 
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:

@@ -10,12 +10,12 @@ writes them, and the budget is computed with the format's own cost model.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from . import records
 from .capture.base import CaptureOptions, CrashContext, TargetOS, captured
 from .capture.policy import CostOf
 from .model import Snapshot
+from .plain_typing import Callable
 from .progress import Progress
 from .writer import CoreCost
 

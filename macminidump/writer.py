@@ -22,23 +22,28 @@ against memory (``write_bytes``) or a file (``write_file``). What a file write p
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import mmap
 import os
-import signal
 import stat
-from collections.abc import Callable, Iterable, Iterator
 
 from . import records
 from .errors import ParseError, RenderError, WriteError
 from .model import Region
-from .plain_typing import NamedTuple
+from .plain_typing import Callable, Iterable, NamedTuple
 
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
+    import signal
     from typing import Any
+else:
+    try:
+        # signal's C core: the same functions, handlers as plain ints; signal.py adds
+        # enums, whose module and its imports cost a dump several ms (tests/test_imports.py)
+        import _signal as signal
+    except ImportError:  # (an interpreter without it)
+        import signal
 
 #: bytes of region memory written per call: peak memory does not grow with the core
 CHUNK = 1 << 20
@@ -215,7 +220,7 @@ def write_file(
     path = os.fspath(path)
     check_destination(path)
     directory = os.path.dirname(os.path.abspath(path))
-    with _cleanup_on_signals() as pending:
+    with _CleanupOnSignals() as pending:
         fd, tmp = _create(path, directory)
         try:
             try:
@@ -248,8 +253,10 @@ def _verify(fd: int, file_size: int, verify: Callable[[Any], object]) -> None:
         raise RenderError(f"refusing to write a core this package cannot read back: {e}") from None
     finally:
         if isinstance(buffer, mmap.mmap):
-            with contextlib.suppress(BufferError):
+            try:
                 buffer.close()
+            except BufferError:
+                pass  # (a view of it still held by the failed check: freed with it)
 
 
 def _create(path: str, directory: str) -> tuple[int, str | None]:
@@ -324,39 +331,50 @@ class _Pending:
         for signum, handler in self.saved.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self.saved = {}
-        if self.signum is not None:
-            signal.raise_signal(self.signum)
+        # (once: write_file delivers after its clean-up, and the context's exit again)
+        arrived, self.signum = self.signum, None
+        if arrived is not None:
+            signal.raise_signal(arrived)
 
 
 class SignalDuringWrite(BaseException):
     """Raised in the writing thread by a terminating signal, to unwind and clean up."""
 
 
-@contextlib.contextmanager
-def _cleanup_on_signals() -> Iterator[_Pending]:
-    pending = _Pending()
+class _CleanupOnSignals:
+    """While a file is written: a terminating signal at its default action raises
+    ``SignalDuringWrite`` in the writing thread, so the file is cleaned up before the
+    signal is delivered again (``_Pending.deliver``); it then surfaces as a WriteError if
+    it did not end the process. (A class, not a contextlib generator: see gc_pause.)"""
 
-    def handler(signum: int, _frame: object) -> None:
-        if pending.signum is None:
-            pending.signum = signum
-            raise SignalDuringWrite(signum)
+    def __enter__(self) -> _Pending:
+        pending = self.pending = _Pending()
 
-    try:
-        for signum in TERMINATING_SIGNALS:
-            # only signals that would end the process now: a program's own handler is kept
-            if signal.getsignal(signum) is signal.SIG_DFL:
-                pending.saved[signum] = signal.signal(signum, handler)
-    except ValueError:
-        # not the main thread, where alone handlers can be set (so the first call failed):
-        # the signal ends the process as it would have
-        pass
-    try:
-        yield pending
-    except SignalDuringWrite as e:
-        # write_file cleaned up and delivered the signal again; it did not end the process
-        raise WriteError(f"interrupted by {signal.Signals(e.args[0]).name}") from None
-    finally:
-        pending.deliver()
+        def handler(signum: int, _frame: object) -> None:
+            if pending.signum is None:
+                pending.signum = signum
+                raise SignalDuringWrite(signum)
+
+        try:
+            for signum in TERMINATING_SIGNALS:
+                # only signals that would end the process now: a program's own handler is
+                # kept
+                if signal.getsignal(signum) == signal.SIG_DFL:
+                    pending.saved[signum] = signal.signal(signum, handler)
+        except ValueError:
+            # not the main thread, where alone handlers can be set (so the first call
+            # failed): the signal ends the process as it would have
+            pass
+        return pending
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, _tb: object) -> None:
+        self.pending.deliver()
+        if isinstance(exc, SignalDuringWrite):
+            # write_file cleaned up and delivered the signal again; it did not end the
+            # process
+            from signal import Signals  # (here: the names, for this message alone)
+
+            raise WriteError(f"interrupted by {Signals(exc.args[0]).name}") from None
 
 
 def _remove(path: str) -> None:

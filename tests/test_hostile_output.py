@@ -410,3 +410,27 @@ def test_a_write_from_another_thread_sets_no_handlers(tmp_path: Path) -> None:
     assert outcome == ["written"]
     assert (tmp_path / "out.core").read_bytes() == b"core"
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_signal_that_does_not_end_the_process_is_a_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A terminating signal mid-write whose second delivery does not end the process (here
+    the re-raise is swallowed) surfaces as a WriteError naming it: nothing is left behind,
+    and every handler is as it was."""
+    from macminidump import writer
+    from macminidump.errors import WriteError
+
+    before = {s: signal.getsignal(s) for s in writer.TERMINATING_SIGNALS}
+    raised: list[int] = []
+    monkeypatch.setattr(writer.signal, "raise_signal", raised.append)
+
+    def fill(pwrite: writer.Pwrite) -> None:
+        pwrite(b"half", 0)
+        os.kill(os.getpid(), signal.SIGTERM)  # (handled before kill returns: this thread)
+
+    with pytest.raises(WriteError, match="^interrupted by SIGTERM$"):
+        writer.write_file(tmp_path / "out.core", 8, fill)
+    assert raised == [signal.SIGTERM]
+    assert os.listdir(tmp_path) == []
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -124,3 +124,55 @@ def test_model_data_source_check() -> None:
 
     assert isinstance(BytesSource(b"ab"), DataSource)
     assert not isinstance(b"ab", DataSource)
+
+
+def test_named_tuple_helpers_are_typings() -> None:
+    """What namedtuple gives besides the fields: ``_make`` (and its length check),
+    ``_replace`` (and its check of names), ``__match_args__``, the class docstring of a
+    class without one, accessors' docs, and an instance has no ``__dict__``."""
+    for cls in (OURS, TYPINGS):
+        assert tuple(cls._make([1, 2, "q"])) == (1, 2, "q") and type(cls._make([1, 2, "q"])) is cls
+        with pytest.raises(TypeError, match="Expected 3 arguments, got 2"):
+            cls._make([1, 2])
+        with pytest.raises(ValueError, match=r"Got unexpected field names: \['z'\]"):
+            cls(1)._replace(z=2)
+        assert cls.__match_args__ == ("x", "y", "label")
+        assert cls.x.__doc__ == "Alias for field number 0"
+        assert not hasattr(cls(1), "__dict__")
+    match OURS(5, 6):
+        case OURS(x, y, label):
+            assert (x, y, label) == (5, 6, "p")
+
+    def bare(base: type) -> type:
+        class Bare(base):  # type: ignore[valid-type,misc]
+            a: int
+            b: str
+
+        return Bare
+
+    assert bare(plain_typing.NamedTuple).__doc__ == bare(typing.NamedTuple).__doc__
+
+
+def test_abcs_are_collections_abcs_and_no_collections_is_imported() -> None:
+    """The ABCs are collections.abc's own classes; importing plain_typing loads neither
+    typing nor the collections package (the point of the module: a dump loads neither)."""
+    import collections.abc
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for name in ("Callable", "Iterable", "Iterator", "Mapping", "Sequence"):
+        assert getattr(plain_typing, name) is getattr(collections.abc, name)
+    code = "import sys, macminidump.plain_typing; print(sorted(sys.modules))"
+    # (-S: without site, whose .pth files, an editable install's finder among them, may
+    # load either before this module is even imported)
+    root = str(Path(__file__).resolve().parent.parent)
+    loaded = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=root),
+    ).stdout
+    assert "'collections'" not in loaded and "'typing'" not in loaded, loaded

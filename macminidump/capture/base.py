@@ -26,9 +26,7 @@ nothing of how the state was captured.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import gc_pause, records
 from ..arch import Arch, ArchInfo, RegKind, arch_info
@@ -48,7 +46,7 @@ from ..model import (
     Snapshot,
     Thread,
 )
-from ..plain_typing import Protocol
+from ..plain_typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 from ..progress import Progress
 from . import policy
 from .policy import (
@@ -165,14 +163,23 @@ class TargetOS(Protocol):
     def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]: ...
 
 
-@contextlib.contextmanager
-def stopped(target: TargetOS) -> Iterator[None]:
+def stopped(target: TargetOS) -> _Stopped:
     """The target stopped for the duration; resumed on every path, Ctrl-C included."""
-    target.stop()
-    try:
-        yield
-    finally:
-        target.resume()
+    return _Stopped(target)
+
+
+class _Stopped:
+    # (classes, not contextlib generators, here and in ``captured``: a dump imports no
+    # contextlib, which with what it imports costs a dump ~3 ms; see tests/test_imports.py)
+
+    def __init__(self, target: TargetOS):
+        self.target = target
+
+    def __enter__(self) -> None:
+        self.target.stop()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.target.resume()
 
 
 def capture(
@@ -187,7 +194,6 @@ def capture(
         return snapshot
 
 
-@contextlib.contextmanager
 def captured(
     target: TargetOS,
     options: CaptureOptions | None = None,
@@ -197,7 +203,7 @@ def captured(
     lazy: bool = True,
     progress: Progress | None = None,
     while_stopped: Callable[[], object] | None = None,
-) -> Iterator[Snapshot]:
+) -> _Captured:
     """The Snapshot of ``target`` while it stays stopped: large regions (``lazy``) read
     from the target only when the renderer streams them, so memory never piles up here.
 
@@ -209,56 +215,109 @@ def captured(
     options = options or CaptureOptions()
     if options.max_size is not None and cost is None:
         raise CaptureError("a size budget needs the file format's cost model")
-    with gc_pause.paused(), stopped(target):
-        threads = list(target.threads())
-        mappings = MappingIndex(target.mappings())
-        bits = target.addressable_bits()
-        if crash is not None:
-            threads = _apply_crash(threads, crash)
-        first = next((t for t in threads if crash is not None and t.id == crash.thread_id), None)
-        first = first or (threads[0] if threads else None)
-        wants: list[Want] = []
-        each = _ThreadWants(target, mappings, bits, options)
-        for thread in threads:
-            wants += each.wants(thread, thread is first)
-        wants += [Want(a, b, Priority.HEADERS) for a, b in target.extra_ranges(mappings.sorted)]
-        wants += policy.included(options, mappings)
-        wants += policy.mapping_wants(target, options, mappings.sorted)
-        images = tuple(target.images())
-        process = target.process_info()
-        auxv = tuple(target.auxv())
-        files = tuple(target.file_mappings(mappings.sorted))
-        if while_stopped is not None:
-            while_stopped()
-        excluded = policy.never_saved(target, options, mappings.sorted)
-        fields: dict[str, Any] = dict(
-            arch=target.arch,
-            threads=_model_threads(threads, crash),
-            images=images,
-            addressable_bits=bits,
-            process=process,
-            signal=crash.signal if crash is not None else None,
-            auxv=auxv,
-            file_mappings=files,
-            # optional in TargetOS: a backend that can leave something out says so here
-            warnings=tuple(getattr(target, "warnings", ())),
-        )
-        # (the skeleton and its layout only for a budget: a Snapshot is validated when
-        # built, which costs as much as the capture of a 1,000-thread process)
-        budget_cost = None
-        if cost is not None and options.max_size:
-            reserved = policy.reserved_selection(options)
-            budget_cost = cost(Snapshot(**fields, memory_selection=reserved))
-        choice = policy.fit(wants, mappings, options, excluded, budget_cost)
-        regions = _read_regions(target, choice.pieces, lazy, progress, each.windows)
-        snapshot = Snapshot(**fields, regions=regions, memory_selection=choice.selection)
-        if target.exited:
+    return _Captured(target, options, crash, cost, lazy, progress, while_stopped)
+
+
+class _Captured:
+    """``with captured(...) as snapshot``: the collector paused and the target stopped from
+    ``__enter__``, which captures, to ``__exit__``; on every path both are undone."""
+
+    def __init__(
+        self,
+        target: TargetOS,
+        options: CaptureOptions,
+        crash: CrashContext | None,
+        cost: CostOf | None,
+        lazy: bool,
+        progress: Progress | None,
+        while_stopped: Callable[[], object] | None,
+    ):
+        self.target = target
+        self._arguments = (target, options, crash, cost, lazy, progress, while_stopped)
+        self._progress = progress
+        self._paused = gc_pause.paused()
+        self._stopped = stopped(target)
+
+    def __enter__(self) -> Snapshot:
+        self._paused.__enter__()
+        try:
+            self._stopped.__enter__()
+            try:
+                return _snapshot_of_stopped(*self._arguments)
+            except BaseException:
+                self._stopped.__exit__()
+                raise
+        except BaseException:
+            self._paused.__exit__()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        try:
+            try:
+                if exc_type is None and self._progress is not None:
+                    self._progress.done()
+            finally:
+                self._stopped.__exit__()
+        finally:
+            self._paused.__exit__()
+        if exc_type is None and self.target.exited:
             raise CaptureError("the process exited during capture")
-        yield snapshot
-        if progress is not None:
-            progress.done()
+
+
+def _snapshot_of_stopped(
+    target: TargetOS,
+    options: CaptureOptions,
+    crash: CrashContext | None,
+    cost: CostOf | None,
+    lazy: bool,
+    progress: Progress | None,
+    while_stopped: Callable[[], object] | None,
+) -> Snapshot:
+    threads = list(target.threads())
+    mappings = MappingIndex(target.mappings())
+    bits = target.addressable_bits()
+    if crash is not None:
+        threads = _apply_crash(threads, crash)
+    first = next((t for t in threads if crash is not None and t.id == crash.thread_id), None)
+    first = first or (threads[0] if threads else None)
+    wants: list[Want] = []
+    each = _ThreadWants(target, mappings, bits, options)
+    for thread in threads:
+        wants += each.wants(thread, thread is first)
+    wants += [Want(a, b, Priority.HEADERS) for a, b in target.extra_ranges(mappings.sorted)]
+    wants += policy.included(options, mappings)
+    wants += policy.mapping_wants(target, options, mappings.sorted)
+    images = tuple(target.images())
+    process = target.process_info()
+    auxv = tuple(target.auxv())
+    files = tuple(target.file_mappings(mappings.sorted))
+    if while_stopped is not None:
+        while_stopped()
+    excluded = policy.never_saved(target, options, mappings.sorted)
+    fields: dict[str, Any] = dict(
+        arch=target.arch,
+        threads=_model_threads(threads, crash),
+        images=images,
+        addressable_bits=bits,
+        process=process,
+        signal=crash.signal if crash is not None else None,
+        auxv=auxv,
+        file_mappings=files,
+        # optional in TargetOS: a backend that can leave something out says so here
+        warnings=tuple(getattr(target, "warnings", ())),
+    )
+    # (the skeleton and its layout only for a budget: a Snapshot is validated when
+    # built, which costs as much as the capture of a 1,000-thread process)
+    budget_cost = None
+    if cost is not None and options.max_size:
+        reserved = policy.reserved_selection(options)
+        budget_cost = cost(Snapshot(**fields, memory_selection=reserved))
+    choice = policy.fit(wants, mappings, options, excluded, budget_cost)
+    regions = _read_regions(target, choice.pieces, lazy, progress, each.windows)
+    snapshot = Snapshot(**fields, regions=regions, memory_selection=choice.selection)
     if target.exited:
         raise CaptureError("the process exited during capture")
+    return snapshot
 
 
 def _model_threads(threads: list[CapturedThread], crash: CrashContext | None) -> tuple[Thread, ...]:

@@ -34,12 +34,11 @@ import bisect
 import enum
 import operator
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .. import records
 from ..errors import TargetError
 from ..model import MemorySelection, OmittedRange, Protection
-from ..plain_typing import NamedTuple
+from ..plain_typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 from ..writer import CoreCost
 
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)

@@ -17,7 +17,6 @@ Note order (LLDB gives each note to the thread whose NT_PRSTATUS precedes it):
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
 from types import MappingProxyType
 
 from .. import memory_note, records
@@ -26,7 +25,7 @@ from ..errors import RenderError
 from ..linux_abi import SegmentFlags, SegmentType
 from ..linux_abi_packed import ELF64_PHDR_FORMAT
 from ..model import PROTECTIONS, Protection, RawItem, Snapshot, Thread
-from ..plain_typing import NamedTuple
+from ..plain_typing import Mapping, NamedTuple
 from ..writer import CoreCost, SegmentPlacement, align
 from . import notes
 from .constants import (

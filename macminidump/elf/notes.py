@@ -17,7 +17,6 @@ from __future__ import annotations
 import operator
 import re
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .. import records
 from ..errors import ParseError, RenderError
@@ -43,7 +42,7 @@ from ..linux_abi_packed import (
     USER_FPREGS_STRUCT_FORMAT,
 )
 from ..model import FileMapping, ProcessInfo, SignalInfo
-from ..plain_typing import NamedTuple
+from ..plain_typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 from ..struct_io import unpack_at
 from .constants import CoreNoteType, NoteOwner
 from .packed import (

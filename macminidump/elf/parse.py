@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Sequence
 
 from .. import memory_note
 from ..arch import Arch, RegKind
@@ -43,7 +42,7 @@ from ..model import (
     Snapshot,
     Thread,
 )
-from ..plain_typing import NamedTuple
+from ..plain_typing import Callable, NamedTuple, Sequence
 from ..reader import CoreReader
 from . import notes
 from .constants import (

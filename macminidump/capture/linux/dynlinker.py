@@ -11,7 +11,6 @@ ld.so has not run yet, gets its images from the mappings instead.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
 
 from ... import records
 from ...elf_headers import ElfHeaders, read_headers
@@ -24,6 +23,7 @@ from ...linux_abi_packed import (
     R_DEBUG_EXTENDED_FORMAT,
 )
 from ...model import Image
+from ...plain_typing import Callable, Sequence
 from ..base import MemoryMapping
 from ..policy import PAGE
 

@@ -27,10 +27,13 @@ import ctypes
 import errno
 import os
 import time
-from collections.abc import Iterable
 
 from ...errors import CaptureError, TargetError
 from . import procfs
+
+TYPE_CHECKING = False  # (not typing's: the crash supervisor starts without typing)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # -- the ptrace ABI (x86_64) ---------------------------------------------------------------
 

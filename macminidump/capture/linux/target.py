@@ -10,12 +10,12 @@ from __future__ import annotations
 import bisect
 import os
 import time
-from collections.abc import Iterable, Sequence
 
 from ...arch import Arch, RegKind, arch_info
 from ...errors import CaptureError, TargetError
 from ...linux_abi import AuxvType, forget_decoded
 from ...model import FileMapping, Image, ProcessInfo, Snapshot
+from ...plain_typing import Iterable, Sequence
 from .. import policy
 from ..base import CapturedThread, CaptureOptions, MemoryMapping, capture
 from . import procfs, ptrace, registers
