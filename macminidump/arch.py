@@ -8,14 +8,14 @@ subset its layout holds; a register a Snapshot does not give is written as zero.
 
 from __future__ import annotations
 
-import enum
 from types import MappingProxyType
 
 from . import records
+from .plain_enum import Enum
 from .plain_typing import Mapping
 
 
-class Arch(str, enum.Enum):
+class Arch(str, Enum):
     ARM64 = "arm64"
     X86_64 = "x86_64"
 
@@ -23,7 +23,7 @@ class Arch(str, enum.Enum):
         return self.value
 
 
-class RegKind(str, enum.Enum):
+class RegKind(str, Enum):
     GPR = "gpr"
     FPR = "fpr"
     EXC = "exc"

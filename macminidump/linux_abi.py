@@ -19,7 +19,6 @@ that a dump imports no construct. Registers are named as :mod:`macminidump.arch`
 
 from __future__ import annotations
 
-import enum
 import struct
 
 from .linux_abi_packed import (
@@ -29,6 +28,7 @@ from .linux_abi_packed import (
     SIGINFO_FORMAT,
     USER_FPREGS_STRUCT_FORMAT,
 )
+from .plain_enum import IntEnum, IntFlag
 
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # -- signals ----------------------------------------------------------------------------------
 
 
-class LinuxSignal(enum.IntEnum):
+class LinuxSignal(IntEnum):
     """Signal numbers of Linux x86_64 and aarch64 (not the host's: macOS numbers differ)."""
 
     SIGHUP = 1
@@ -111,7 +111,7 @@ def siginfo_values(data: Any, offset: int = 0) -> tuple[int, int, int, int | Non
 # -- the auxiliary vector -------------------------------------------------------------------
 
 
-class AuxvType(enum.IntEnum):
+class AuxvType(IntEnum):
     """a_type of an auxiliary vector entry; the vector ends at AT_NULL."""
 
     AT_NULL = 0
@@ -245,7 +245,7 @@ NT_X86_XSTATE = 0x202
 # -- the loaded program's ELF structures ------------------------------------------------------
 
 
-class SegmentType(enum.IntEnum):
+class SegmentType(IntEnum):
     PT_NULL = 0
     PT_LOAD = 1
     PT_DYNAMIC = 2
@@ -260,13 +260,13 @@ class SegmentType(enum.IntEnum):
     PT_GNU_PROPERTY = 0x6474E553
 
 
-class SegmentFlags(enum.IntFlag):
+class SegmentFlags(IntFlag):
     PF_X = 1
     PF_W = 2
     PF_R = 4
 
 
-class DynamicTag(enum.IntEnum):
+class DynamicTag(IntEnum):
     """d_tag of the ``.dynamic`` entries the capture reads (the list ends at DT_NULL)."""
 
     DT_NULL = 0

@@ -8,7 +8,6 @@ when a file is written.
 
 from __future__ import annotations
 
-import enum
 import operator
 import struct
 from types import MappingProxyType
@@ -16,6 +15,7 @@ from types import MappingProxyType
 from . import records
 from .arch import Arch, RegKind, arch_info
 from .errors import ModelError
+from .plain_enum import IntFlag
 from .plain_typing import Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
@@ -44,7 +44,7 @@ else:
 U64_MAX = (1 << 64) - 1
 
 
-class Protection(enum.IntFlag):
+class Protection(IntFlag):
     NONE = 0
     READ = 1
     WRITE = 2

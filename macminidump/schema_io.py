@@ -10,13 +10,13 @@ A value a schema cannot hold is a RenderError.
 
 from __future__ import annotations
 
-import enum
 import struct
 from typing import Any
 
 import construct
 
 from .errors import ParseError, RenderError
+from .plain_enum import IntEnum
 from .struct_io import unpack_at
 
 __all__ = [
@@ -35,7 +35,7 @@ class EnumOrInt(construct.Adapter):  # type: ignore[misc]
     """An integer field that parses to an ``enum_type`` member when known, else to ``int``
     (both compare equal to the number; building accepts either)."""
 
-    def __init__(self, subcon: construct.Construct, enum_type: type[enum.IntEnum]):
+    def __init__(self, subcon: construct.Construct, enum_type: type[IntEnum]):
         super().__init__(subcon)
         self.enum_type = enum_type
 

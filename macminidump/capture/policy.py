@@ -31,13 +31,13 @@ size and its cost per region), computed by the format's layout.
 from __future__ import annotations
 
 import bisect
-import enum
 import operator
 import re
 
 from .. import records
 from ..errors import TargetError
 from ..model import MemorySelection, OmittedRange, Protection
+from ..plain_enum import Enum, IntEnum
 from ..plain_typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 from ..writer import CoreCost
 
@@ -67,7 +67,7 @@ LAZY_MIN = 64 << 10
 OMITTED_LISTED = 64
 
 
-class Memory(enum.Enum):
+class Memory(Enum):
     """The memory policies, by their command-line names."""
 
     STACKS = "stacks"
@@ -76,7 +76,7 @@ class Memory(enum.Enum):
     FULL = "full"
 
 
-class Priority(enum.IntEnum):
+class Priority(IntEnum):
     """The order memory is kept in when a budget cuts: lowest first."""
 
     CRASHED_STACK = 0

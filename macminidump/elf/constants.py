@@ -9,11 +9,11 @@ owner "GNU", so decoders must key on (owner, type), as pyelftools does.
 
 from __future__ import annotations
 
-import enum
 import struct
 
 from ..linux_abi import NT_X86_XSTATE
 from ..linux_abi_packed import ELF64_PHDR_FORMAT, ELF64_PHDR_SIZE
+from ..plain_enum import Enum, IntEnum
 from .packed import ELF64_EHDR_SIZE
 
 #: e_ident[0:4]
@@ -30,30 +30,30 @@ NOTE_ALIGN = 4
 PN_XNUM = 0xFFFF
 
 
-class ElfClass(enum.IntEnum):
+class ElfClass(IntEnum):
     ELFCLASSNONE = 0
     ELFCLASS32 = 1
     ELFCLASS64 = 2
 
 
-class ElfData(enum.IntEnum):
+class ElfData(IntEnum):
     ELFDATANONE = 0
     ELFDATA2LSB = 1
     ELFDATA2MSB = 2
 
 
-class ElfVersion(enum.IntEnum):
+class ElfVersion(IntEnum):
     EV_NONE = 0
     EV_CURRENT = 1
 
 
-class ElfOsAbi(enum.IntEnum):
+class ElfOsAbi(IntEnum):
     # the kernel and gcore write SYSV (0) in cores, not LINUX
     ELFOSABI_SYSV = 0
     ELFOSABI_LINUX = 3
 
 
-class ElfType(enum.IntEnum):
+class ElfType(IntEnum):
     ET_NONE = 0
     ET_REL = 1
     ET_EXEC = 2
@@ -61,12 +61,12 @@ class ElfType(enum.IntEnum):
     ET_CORE = 4
 
 
-class ElfMachine(enum.IntEnum):
+class ElfMachine(IntEnum):
     EM_X86_64 = 62
     EM_AARCH64 = 183
 
 
-class NoteOwner(str, enum.Enum):
+class NoteOwner(str, Enum):
     """The note name without its NUL. On disk, namesz counts the NUL ("CORE\\0" = 5)."""
 
     CORE = "CORE"
@@ -86,7 +86,7 @@ class NoteOwner(str, enum.Enum):
 NT_MEMORY_SELECTION = 0x4D4D0001
 
 
-class CoreNoteType(enum.IntEnum):
+class CoreNoteType(IntEnum):
     """n_type of the notes the kernel and gcore write in a core (owners CORE, LINUX, GDB)."""
 
     # owner "CORE"

@@ -7,7 +7,7 @@ and the LC_NOTE owner strings LLDB and xnu use.
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum, IntFlag
+from ..plain_enum import Enum, IntEnum, IntFlag
 
 #: 64-bit Mach-O magic, as a little-endian u32 reads it from a little-endian file
 MH_MAGIC_64 = 0xFEEDFACF
