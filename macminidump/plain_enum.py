@@ -304,26 +304,46 @@ else:
                 return f"<{name}: {int.__repr__(self.value)}>"
             return f"<{name}.{self.name}: {int.__repr__(self.value)}>"
 
+        # Each operator written out: a shared helper would cost a call on the hot path.
+        # int's own operator is applied to plain ints (an IntFlag operand would re-enter).
         def __or__(self, other):
-            if not isinstance(other, int):
+            cls = type(self)
+            if type(other) is cls:
+                value = self.value | other.value
+            elif type(other) is int:
+                value = self.value | other
+            elif isinstance(other, int):
+                value = self.value | int(other)
+            else:
                 return NotImplemented
-            value = int.__or__(self, other)
-            found = type(self)._value2member_map_.get(value)
-            return found if found is not None else type(self)(value)
+            found = cls._value2member_map_.get(value)
+            return found if found is not None else cls(value)
 
         def __and__(self, other):
-            if not isinstance(other, int):
+            cls = type(self)
+            if type(other) is cls:
+                value = self.value & other.value
+            elif type(other) is int:
+                value = self.value & other
+            elif isinstance(other, int):
+                value = self.value & int(other)
+            else:
                 return NotImplemented
-            value = int.__and__(self, other)
-            found = type(self)._value2member_map_.get(value)
-            return found if found is not None else type(self)(value)
+            found = cls._value2member_map_.get(value)
+            return found if found is not None else cls(value)
 
         def __xor__(self, other):
-            if not isinstance(other, int):
+            cls = type(self)
+            if type(other) is cls:
+                value = self.value ^ other.value
+            elif type(other) is int:
+                value = self.value ^ other
+            elif isinstance(other, int):
+                value = self.value ^ int(other)
+            else:
                 return NotImplemented
-            value = int.__xor__(self, other)
-            found = type(self)._value2member_map_.get(value)
-            return found if found is not None else type(self)(value)
+            found = cls._value2member_map_.get(value)
+            return found if found is not None else cls(value)
 
         __ror__, __rand__, __rxor__ = __or__, __and__, __xor__
 
