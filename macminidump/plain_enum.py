@@ -35,11 +35,12 @@ Deliberately not provided (refused where a class declares it, so nothing silentl
 differs): ``auto``, ``unique``, ``Flag``, ``StrEnum``, ``ReprEnum``, the functional API
 (``Enum("C", "A B")``), ``_missing_``, ``_ignore_``, ``_order_`` and every other
 ``_sunder_`` name, class keywords (``boundary=``), other ``_names`` that are not methods,
-a member value not exactly of the mixed-in type, multi-bit or negative ``IntFlag``
-members, and a member called ``name`` or ``value``. Members are not instances of
+a member value not exactly of the mixed-in type or not hashable, multi-bit or negative
+``IntFlag`` members, and a member called ``name`` or ``value``. Members are not instances of
 ``enum.Enum``, and the classes are not ``enum.EnumType``: code that special-cases enum
 classes (Hypothesis' ``sampled_from(C)``) is given ``list(C)``. ``dir()`` of a class or
-member is Python's default.
+member is Python's default. Unlike enum, a name given twice in one class body is not
+caught (the class body is a plain dict: the last value wins).
 """
 
 from __future__ import annotations
