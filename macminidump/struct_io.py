@@ -17,6 +17,25 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def format_codes(fmt: str) -> list[str]:
+    """The codes of ``struct`` format ``fmt`` after its byte-order character, each with
+    its count: ``"<I16sQ"`` -> ``["I", "16s", "Q"]`` (white space and a count without a
+    code are left out, as ``struct`` reads them)."""
+    # (a loop, not a regex: the renderer's layouts are split at import, and a dump
+    # imports no re)
+    codes = []
+    count = ""
+    for c in fmt[1:]:
+        if c.isdecimal():
+            count += c
+        elif c == "?" or (c.isascii() and c.isalpha()):
+            codes.append(count + c)
+            count = ""
+        else:
+            count = ""
+    return codes
+
+
 def unpack_at(fmt: struct.Struct, buffer: Any, offset: int, what: str) -> tuple[Any, ...]:
     """``fmt`` unpacked at ``offset``; a ParseError naming ``what`` and the offset when
     it runs past the end of ``buffer`` (``struct`` alone would raise ``struct.error``)."""

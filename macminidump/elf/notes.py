@@ -15,7 +15,6 @@ set with ``prctl``, a file name) decodes to ``None`` and the caller keeps it raw
 from __future__ import annotations
 
 import operator
-import re
 import struct
 
 from .. import records
@@ -43,7 +42,7 @@ from ..linux_abi_packed import (
 )
 from ..model import FileMapping, ProcessInfo, SignalInfo
 from ..plain_typing import Callable, Iterable, Mapping, NamedTuple, Sequence
-from ..struct_io import unpack_at
+from ..struct_io import format_codes, unpack_at
 from .constants import CoreNoteType, NoteOwner
 from .packed import (
     ELF_PRPSINFO_X86_64_FIELDS,
@@ -120,7 +119,7 @@ class _Flat:
 
 def _flat(fmt_text: str, fields: Sequence[str], declaration: str) -> _Flat:
     fmt = struct.Struct(fmt_text)
-    codes = re.findall(r"\d*[a-zA-Z?]", fmt_text[1:])
+    codes = format_codes(fmt_text)
     sized = [(i, int(c[:-1])) for i, c in enumerate(codes) if c.endswith("s")]
     positions = [i for i, _ in sized]
     byte_fields = (

@@ -9,13 +9,13 @@ through construct.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Mapping
 from typing import Any
 
 from ..arch import RegKind
 from ..schema_io import fixed_format
+from ..struct_io import format_codes
 from . import schema
 
 
@@ -25,7 +25,7 @@ class FlatCodec:
         self.struct = fixed_format(decl)
         self.names = tuple(sc.name for sc in decl.subcons)
         self.size = self.struct.size
-        self._codes = re.findall(r"\d*[a-zA-Z?]", self.struct.format[1:])
+        self._codes = format_codes(self.struct.format)
         # 16-byte names travel as latin-1 text in the model, as name16 decodes them
         self._text_at = tuple(
             i for i, sc in enumerate(decl.subcons) if isinstance(sc.subcon, schema.Name16Adapter)
