@@ -10,8 +10,6 @@ owner "macminidump mem"; each format's constants.py names them): compact JSON, s
 
 from __future__ import annotations
 
-import re
-
 from .errors import ModelError
 from .model import MemorySelection, OmittedRange
 
@@ -82,10 +80,12 @@ def _int(value: Any) -> int:
 # through json, whose result these match (tests/test_memory_note.py).
 
 _NOT_COMPACT = object()
-#: printable ASCII but `"` and `\`: text that JSON writes without an escape
-_PLAIN = r"[ !#-\[\]-~]*"
-_PLAIN_TEXT = re.compile(_PLAIN)
-_TOKEN = re.compile(r"[{}\[\],:]|null|-?(?:0|[1-9][0-9]*)|" + f'"{_PLAIN}"')
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` is printable ASCII without `"` and `\\`: text that JSON writes
+    without an escape."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def _compact(value: Any) -> str | None:
@@ -95,7 +95,7 @@ def _compact(value: Any) -> str | None:
     if type(value) is int:
         return str(value)
     if type(value) is str:
-        return f'"{value}"' if _PLAIN_TEXT.fullmatch(value) else None
+        return f'"{value}"' if _plain(value) else None
     if type(value) is list:
         items = [_compact(v) for v in value]
         return None if None in items else f"[{','.join(items)}]"  # type: ignore[arg-type]
@@ -109,15 +109,51 @@ def _compact(value: Any) -> str | None:
 
 def _read_compact(text: str) -> Any:
     """``json.loads(text)`` when ``text`` is in the compact form, else _NOT_COMPACT."""
-    tokens = _TOKEN.findall(text)
-    if sum(map(len, tokens)) != len(text):
-        return _NOT_COMPACT  # (something between the tokens: spaces, escapes, floats...)
+    tokens = _tokens(text)
+    if tokens is None:
+        return _NOT_COMPACT
     tokens.reverse()
     try:
         value = _read_value(tokens, 0)
     except (IndexError, ValueError):
         return _NOT_COMPACT
     return _NOT_COMPACT if tokens else value
+
+
+def _tokens(text: str) -> list[str] | None:
+    """The tokens of ``text`` if it is made of nothing else: ``{}[],:``, null, integers
+    and plain strings; None otherwise (spaces, escapes, floats..., or two values with
+    nothing between them, which no JSON text holds either)."""
+    # (str methods, not a regex: a dump imports no re; its note is read back in each dump)
+    parts = text.split('"')
+    if len(parts) % 2 == 0:
+        return None  # (a string without its end)
+    tokens = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            if not _plain(part):
+                return None
+            tokens.append(f'"{part}"')
+            continue
+        if part.translate(_OUTSIDE):
+            return None  # (a character no token outside a string holds)
+        for word in part.translate(_SPACED).split():
+            if word in _PUNCTUATION or word == "null":
+                tokens.append(word)
+                continue
+            digits = word[1:] if word[0] == "-" else word
+            if not digits or digits.strip(_DIGITS) or (digits[0] == "0" and digits != "0"):
+                return None
+            tokens.append(word)
+    return tokens
+
+
+_PUNCTUATION = "{}[],:"
+_DIGITS = "0123456789"
+#: deletes what tokens outside strings are made of
+_OUTSIDE = str.maketrans("", "", _PUNCTUATION + "nul-" + _DIGITS)
+#: spaces each punctuation mark apart (text outside strings holds no spaces by then)
+_SPACED = str.maketrans({c: f" {c} " for c in _PUNCTUATION})
 
 
 #: how deep the compact reader goes (the note's own values are 3 deep); deeper: json's

@@ -4,9 +4,10 @@ with json's results (one property per invariant)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from macminidump import memory_note
@@ -81,3 +82,61 @@ def _depth(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max(map(_depth, value.values()), default=0)
     return 0
+
+
+# -- the reader and writer without re: the regular expressions they replaced, the oracles ---
+
+PLAIN = r"[ !#-\[\]-~]*"
+TOKEN = re.compile(r"[{}\[\],:]|null|-?(?:0|[1-9][0-9]*)|" + f'"{PLAIN}"')
+
+
+def read_compact_by_regex(text: str) -> Any:
+    tokens = TOKEN.findall(text)
+    if sum(map(len, tokens)) != len(text):
+        return memory_note._NOT_COMPACT
+    tokens.reverse()
+    try:
+        value = memory_note._read_value(tokens, 0)
+    except (IndexError, ValueError):
+        return memory_note._NOT_COMPACT
+    return memory_note._NOT_COMPACT if tokens else value
+
+
+#: what the note's text is made of, and what comes near it
+pieces = st.sampled_from(
+    ["{", "}", "[", "]", ",", ":", "null", "nul", "0", "00", "-", "-0", "12", "01", '"', '"ab"']
+    + ['"a b"', '"\\\\"', '"é"', '"\\t"', " ", "\t", "1.5", "1e3", "true", "x", "\x7f", "~"]
+)
+note_texts = st.lists(pieces, max_size=16).map("".join)
+
+
+@given(note_texts | st.text(alphabet='{}[],:"0123456789-nul \\e.\t\x7fé', max_size=30))
+@example("[0, 0]")
+@example("[0,\t0]")
+@example(" 0")
+@example("0 ")
+@example("[1.5]")
+@example('{"a":01}')
+@example("[-]")
+@example('"a"null')
+@example('["a]')
+@example("[null]")
+def test_the_compact_reader_reads_as_the_regex_read(text: str) -> None:
+    assert _same(memory_note._read_compact(text), read_compact_by_regex(text))
+
+
+@given(json_values)
+def test_the_compact_reader_reads_json_as_the_regex_read_it(value: Any) -> None:
+    text = json.dumps(value, separators=(",", ":"))
+    assert _same(memory_note._read_compact(text), read_compact_by_regex(text))
+
+
+@given(st.text(max_size=12) | st.text(alphabet=' !"#[\\]~\x1f\x7f\x80a', max_size=12))
+def test_plain_text_is_what_the_regex_took_for_plain(text: str) -> None:
+    assert memory_note._plain(text) == bool(re.fullmatch(PLAIN, text))
+
+
+def _same(read: Any, expected: Any) -> bool:
+    if read is memory_note._NOT_COMPACT or expected is memory_note._NOT_COMPACT:
+        return read is expected
+    return type(read) is type(expected) and read == expected
