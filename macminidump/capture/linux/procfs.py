@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import _thread
 import os
-import re
 import struct
 
 TYPE_CHECKING = False  # (not typing's: the supervisor starts without typing)
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..base import MemoryMapping
 
 # (the readers of maps and auxv import the model and the ABI declarations when called:
@@ -135,10 +136,6 @@ def yama_scope() -> int | None:
         return None
 
 
-#: a line of /proc/PID/maps: start-end perms offset dev inode [path]
-# (the patterns here are compiled when first used, through re's cache: the supervisor
-# imports this module and never reads maps unless a program crashes)
-_MAPS_LINE = r"(?m)^([0-9a-f]+)-([0-9a-f]+) (\S*) ([0-9a-f]+) \S+ \S+(?:[ \t]+([^\n]*))?$"
 #: rwx of a maps line -> Protection bits
 _PERMS = {
     f"{r}{w}{x}": (r == "r") + (w == "w") * 2 + (x == "x") * 4
@@ -153,22 +150,98 @@ def maps(where: str) -> list[MemoryMapping]:
     from ...model import PROTECTIONS
     from ..base import MemoryMapping
 
+    # (the kernel's perms, "rw-p", looked up whole: 2,000 mappings with 1,000 threads)
+    protections = {rwx + ps: PROTECTIONS[bits] for rwx, bits in _PERMS.items() for ps in "ps"}
     out = []
-    # (one regex over the file, not a split per line: 2,000 mappings with 1,000 threads)
-    for start, end, perms, offset, path in re.findall(_MAPS_LINE, read_text(f"{where}/maps") or ""):
-        prot = _PERMS.get(perms[:3])
-        if prot is None:
-            prot = ("r" in perms[0:1]) * 1 + ("w" in perms[1:2]) * 2 + ("x" in perms[2:3]) * 4
+    for start, end, perms, offset, path in maps_lines(read_text(f"{where}/maps") or ""):
+        protection = protections.get(perms)
+        if protection is None:
+            prot = _PERMS.get(perms[:3])
+            if prot is None:
+                prot = ("r" in perms[0:1]) * 1 + ("w" in perms[1:2]) * 2 + ("x" in perms[2:3]) * 4
+            protection = PROTECTIONS[prot]
         out.append(
             MemoryMapping(
                 start=int(start, 16),
                 end=int(end, 16),
-                protection=PROTECTIONS[prot],
+                protection=protection,
                 path=path,
                 offset=int(offset, 16),
             )
         )
     return out
+
+
+def maps_lines(text: str) -> Iterable[tuple[str, str, str, str, str]]:
+    """(start, end, perms, offset, path) of each line of a maps ``text`` that reads
+    ``start-end perms offset dev inode[ path]``: hex numbers, single spaces between the
+    fields (perms may be empty), the path after spaces or tabs and up to the newline (the
+    kernel writes a newline in a file name as ``\\012``); other lines are skipped."""
+    # (str methods, not a regex: a dump imports no re, ~5 ms.) 2,000 mappings with 1,000
+    # threads: a Python loop over the lines costs twice the regex, so the kernel's own
+    # output (ASCII, every line with its space after the inode) is read a column at a
+    # time, and anything else a line at a time.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if not lines or not text.isascii() or any(c in text for c in _ODD_SPACES):
+        return _maps_lines_one_by_one(lines)
+    count = len(lines)
+    rows = list(map(str.split, lines, [" "] * count, [5] * count))
+    if set(map(len, rows)) != {6}:
+        return _maps_lines_one_by_one(lines)
+    spans, perms, offsets, devs, inodes, paths = zip(*rows)
+    # every span hex-hex and every offset hex, checked at once: with the hex digits
+    # deleted, a span leaves its dash and the newline after it, an offset its newline
+    numbers = "\n".join(spans + offsets)
+    if (
+        numbers.encode().translate(None, _HEX_BYTES) != b"-\n" * count + b"\n" * (count - 1)
+        or numbers.startswith("-")
+        or "\n-" in numbers
+        or "-\n" in numbers
+        or "" in offsets
+        or "" in devs
+        or "" in inodes
+    ):
+        return _maps_lines_one_by_one(lines)
+    bounds = "\n".join(spans).replace("-", "\n").split("\n")
+    # (no white space in the text but spaces and newlines: lstrip() strips spaces)
+    return zip(bounds[0::2], bounds[1::2], perms, offsets, map(str.lstrip, paths))
+
+
+#: the ASCII white space other than a space and a newline
+_ODD_SPACES = ("\t", "\x0b", "\x0c", "\r", "\x1c", "\x1d", "\x1e", "\x1f")
+_HEX = "0123456789abcdef"
+_HEX_BYTES = _HEX.encode()
+
+
+def _maps_lines_one_by_one(lines: list[str]) -> list[tuple[str, str, str, str, str]]:
+    out = []
+    for line in lines:
+        fields = line.split(" ", 5)
+        if len(fields) < 5:
+            continue
+        span, perms, offset, dev, inode = fields[:5]
+        start, _, end = span.partition("-")
+        numbers = start + end + offset
+        if not (start and end and offset and dev and inode) or numbers.strip(_HEX):
+            continue
+        if not (perms + dev).isprintable() and _has_space(perms + dev):
+            continue  # (the only printable white space is the space they were split on)
+        if inode.isprintable() or not _has_space(inode):
+            path = fields[5].lstrip(" \t") if len(fields) == 6 else ""
+        else:  # white space other than a space right after the inode
+            tail = line.split(" ", 4)[4]
+            solid = next(i for i, c in enumerate(tail) if c.isspace())
+            if solid == 0 or tail[solid] != "\t":
+                continue
+            path = tail[solid:].lstrip(" \t")
+        out.append((start, end, perms, offset, path))
+    return out
+
+
+def _has_space(text: str) -> bool:
+    return any(map(str.isspace, text))
 
 
 def smaps(where: str) -> bytes | None:
@@ -216,6 +289,9 @@ class SmapsLater:
 def written_in(text: bytes) -> set[int]:
     """Starts of the private mappings with pages of their own (a nonzero Anonymous or
     Private_Dirty) in smaps ``text``."""
+    # (re imported here: only ``--memory dirty`` asks, and a dump imports no re, ~5 ms)
+    import re
+
     written: set[int] = set()
     start, private = -1, False
     # (one pattern for the header lines and the nonzero counts, which are the few lines a
@@ -228,33 +304,61 @@ def written_in(text: bytes) -> set[int]:
     return written
 
 
-def dont_dump_in(text: bytes) -> list[tuple[int, int]]:
-    """The mappings the process marked MADV_DONTDUMP in smaps ``text`` (``dd`` in VmFlags:
-    keys, secrets; the kernel and gcore never dump them)."""
-    # 25 lines a mapping and 2,000 mappings in a 1,000-thread process: find the few
-    # marked ones (the kernel's [vvar] is one), then the header line above each
-    marked = []
-    smaps_header = re.compile(_SMAPS_HEADER)
-    for flags in re.finditer(_DONT_DUMP, text):
-        line = flags.start()  # (the newline before VmFlags)
-        while line >= 0:
-            line_start = text.rfind(b"\n", 0, line) + 1
-            header = smaps_header.match(text, line_start)
-            if header:
-                marked.append((int(header.group(1), 16), int(header.group(2), 16)))
-                break
-            line = line_start - 1
-    return marked
-
-
-#: an smaps header line (start-end perms ...), and a VmFlags line holding ``dd`` (a
-#: literal start, so the search skips through the text rather than trying every line;
-#: at a line's start, so a file named "VmFlags: dd" is not taken for one)
-_SMAPS_HEADER = rb"([0-9a-f]+)-([0-9a-f]+) "
-_DONT_DUMP = rb"\nVmFlags:[^\n]*? dd(?=[ \t\n]|$)"
 #: after a newline: a header line (its start and the p/s of its perms), or a nonzero
 #: count of a mapping's own pages (the keys start upper-case: never a header's hex)
 _WRITTEN = rb"\n(?:([0-9a-f]+)-[0-9a-f]+ [^ \n]{3}(.)|(?:Anonymous|Private_Dirty): *[1-9])"
+
+
+def dont_dump_in(text: bytes) -> list[tuple[int, int]]:
+    """The mappings the process marked MADV_DONTDUMP in smaps ``text`` (``dd`` in VmFlags:
+    keys, secrets; the kernel and gcore never dump them): (start, end) of the header line
+    above each line that starts with ``VmFlags:`` (after a newline) and holds `` dd``
+    followed by a space, a tab or the line's end."""
+    # 25 lines a mapping and 2,000 mappings in a 1,000-thread process: find the few
+    # " dd" in the text (the kernel's [vvar] is one), keep those on a VmFlags line (at a
+    # line's start, so a file named "VmFlags: dd" is not taken for one), then look for
+    # the header line above each. (bytes methods, not a regex: a dump imports no re.)
+    marked = []
+    at = _find_dd(text, 0)
+    while at >= 0:
+        line = text.rfind(b"\n", 0, at)  # (the newline before the flags' line)
+        if line < 0 or not text.startswith(b"\nVmFlags:", line):
+            at = _next_line_dd(text, at)
+            continue
+        if text[at + 3 : at + 4] not in _AFTER_DD:
+            at = _find_dd(text, at + 1)
+            continue
+        while line >= 0:
+            line_start = text.rfind(b"\n", 0, line) + 1
+            span, space, _ = text[line_start:line].partition(b" ")
+            start, _, end = span.partition(b"-")
+            if space and start and end and not (start + end).strip(_HEX_BYTES):
+                marked.append((int(start, 16), int(end, 16)))
+                break
+            line = line_start - 1
+        at = _next_line_dd(text, at)
+    return marked
+
+
+def _find_dd(text: bytes, start: int) -> int:
+    """Where the first `` dd`` at or after ``start`` is, or -1."""
+    # (found by its "dd": a search for " dd" is slowed twentyfold by smaps' runs of
+    # spaces, and "dd" is rare)
+    at = text.find(b"dd", start + 1)
+    while at >= 0 and text[at - 1] != 0x20:
+        at = text.find(b"dd", at + 1)
+    return at - 1 if at >= 0 else -1
+
+
+def _next_line_dd(text: bytes, at: int) -> int:
+    """The first `` dd`` after the line holding ``at``, or -1."""
+    line_end = text.find(b"\n", at)
+    return -1 if line_end < 0 else _find_dd(text, line_end)
+
+
+#: what may follow `` dd`` on a VmFlags line: a space, a tab, the end of the line or of
+#: the text
+_AFTER_DD = (b" ", b"\t", b"\n", b"")
 
 
 #: /proc/PID/stat fields (1-based) of the environment strings' start and end
