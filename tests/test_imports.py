@@ -110,8 +110,10 @@ def test_dump_loads_none_of_the_slow_stdlib(tmp_path: Path) -> None:
     other in and together cost it ~18 ms of its ~80 (fresh processes on the 2-core test
     machine): contextlib (capture/base, gc_pause and writer use classes), signal (writer
     uses signal's C core; api imports it for a self dump only), collections.abc (the ABCs
-    come from plain_typing). Run without site (-S): its .pth files, an editable install's
-    finder among them, may load any of them before the package is imported."""
+    come from plain_typing), re (procfs, memory_note and struct_io read text with str
+    methods; ~5 ms, and its patterns compiled in every process). Run without site (-S):
+    its .pth files, an editable install's finder among them, may load any of them before
+    the package is imported."""
     child = subprocess.Popen(["sleep", "30"])
     try:
         code = (
@@ -123,7 +125,7 @@ def test_dump_loads_none_of_the_slow_stdlib(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
-    slow = {"contextlib", "signal", "collections.abc", "importlib.util"}
+    slow = {"contextlib", "signal", "collections.abc", "importlib.util", "re"}
     assert not loaded & slow, sorted(loaded & slow)
     assert "macminidump.elf.render" in loaded  # (the dump did happen, in this interpreter)
 

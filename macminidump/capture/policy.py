@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import bisect
 import operator
-import re
 
 from .. import records
 from ..errors import TargetError
@@ -97,7 +96,8 @@ KIND = {
     Priority.REST: "rest",
 }
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+#: a size: digits, a binary unit maybe, B or iB maybe (matched ignoring case)
+_SIZE = r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -107,7 +107,11 @@ def parse_size(text: str | int) -> int:
         if text <= 0:
             raise TargetError(f"size {text} is not a positive number of bytes")
         return text
-    match = _SIZE.match(str(text))
+    # (re imported here: sizes come with a budget or a range, never in a plain dump,
+    # which imports no re)
+    import re
+
+    match = re.match(_SIZE, str(text), re.IGNORECASE)
     if not match:
         raise TargetError(f"{text!r} is not a size (e.g. 64K, 8M, 1G, 4096)")
     value = int(match.group(1)) * _UNITS[match.group(2).upper()]
