@@ -178,6 +178,13 @@ def test_not_sizes(text: str) -> None:
         parse_size(text)
 
 
+def test_a_unit_that_only_looks_like_one_is_not_a_size() -> None:
+    """The Kelvin sign (U+212A) matches K when case is ignored: refused as a size, not a
+    KeyError's traceback."""
+    with pytest.raises(TargetError, match="size"):
+        parse_size("1\u212a")
+
+
 def test_ranges() -> None:
     assert parse_range("0x1000:4K") == (0x1000, 4096)
     assert parse_range("4096:0x10") == (4096, 16)

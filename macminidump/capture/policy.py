@@ -112,9 +112,11 @@ def parse_size(text: str | int) -> int:
     import re
 
     match = re.match(_SIZE, str(text), re.IGNORECASE)
-    if not match:
+    # (ignoring case, the pattern's K also takes the Kelvin sign, which upper() keeps)
+    unit = _UNITS.get(match.group(2).upper()) if match else None
+    if match is None or unit is None:
         raise TargetError(f"{text!r} is not a size (e.g. 64K, 8M, 1G, 4096)")
-    value = int(match.group(1)) * _UNITS[match.group(2).upper()]
+    value = int(match.group(1)) * unit
     if value <= 0:
         raise TargetError(f"size {text!r} is not a positive number of bytes")
     return value
