@@ -111,7 +111,9 @@ def test_dump_loads_none_of_the_slow_stdlib(tmp_path: Path) -> None:
     machine): contextlib (capture/base, gc_pause and writer use classes), signal (writer
     uses signal's C core; api imports it for a self dump only), collections.abc (the ABCs
     come from plain_typing), re (procfs, memory_note and struct_io read text with str
-    methods; ~5 ms, and its patterns compiled in every process). Run without site (-S):
+    methods; ~5 ms, and its patterns compiled in every process), enum (the package's
+    enums are plain_enum's), and what they import: functools, collections. Run without
+    site (-S):
     its .pth files, an editable install's finder among them, may load any of them before
     the package is imported."""
     child = subprocess.Popen(["sleep", "30"])
@@ -125,7 +127,8 @@ def test_dump_loads_none_of_the_slow_stdlib(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
-    slow = {"contextlib", "signal", "collections.abc", "importlib.util", "re"}
+    slow = {"contextlib", "signal", "collections.abc", "importlib.util", "re", "enum"}
+    slow |= {"functools", "collections", "typing"}
     assert not loaded & slow, sorted(loaded & slow)
     assert "macminidump.elf.render" in loaded  # (the dump did happen, in this interpreter)
 
