@@ -133,6 +133,36 @@ def test_dump_loads_none_of_the_slow_stdlib(tmp_path: Path) -> None:
     assert "macminidump.elf.render" in loaded  # (the dump did happen, in this interpreter)
 
 
+def test_the_installed_command_loads_none_of_the_slow_stdlib(tmp_path: Path) -> None:
+    """The script pip installs as the ``macminidump`` command (bin/macminidump, its first
+    line rewritten to the interpreter) adds nothing to what a dump imports: pip's own
+    launcher of an entry point imports re, and with it enum, functools and collections.
+    Its imports are read from -X importtime, the script ending the process itself."""
+    script = ROOT / "macminidump" / "bin" / "macminidump"
+    assert script.read_text().startswith("#!python\n")  # (what pip rewrites)
+    assert os.access(script, os.X_OK)
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        done = subprocess.run(
+            [sys.executable, "-S", "-X", "importtime", str(script), "dump", str(child.pid),
+             "-o", str(tmp_path / "core")],
+            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )  # fmt: skip
+    finally:
+        child.kill()
+        child.wait()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "core").stat().st_size > 0
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "self [us]" not in line
+    }
+    assert "macminidump.elf.render" in imported
+    slow = {"re", "enum", "functools", "collections", "contextlib", "signal", "typing"}
+    assert not imported & slow, sorted(imported & slow)
+
+
 def test_run_of_a_program_that_does_not_crash_loads_no_capture_path(tmp_path: Path) -> None:
     code = (
         "from macminidump.cli import main\n"
