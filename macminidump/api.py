@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import subprocess
     from typing import Any
 
+    from .capture.linux.held import Held
+
 PR_SET_PTRACER = 0x59616D61  # Yama: allow this process to ptrace us
 
 
@@ -97,6 +99,7 @@ def write_core(
     options: CaptureOptions | None = None,
     task: int | None = None,
     progress: Progress | None = None,
+    held: Held | None = None,
 ) -> int:
     """Write a core of a live process at ``path`` (mode 0600); returns its size.
 
@@ -119,9 +122,15 @@ def write_core(
     macOS a crash handler passes ``crash`` (the crashed thread's state from its
     ``ucontext``). A failure leaves no file behind. What the capture had to leave out
     (a thread that exited while it was read) comes as a ``CaptureWarning``.
+
+    ``held`` (Linux): process ``target`` stopped already by a ``capture.linux.held.Held``,
+    which the capture continues from and resumes: the ``dump`` command stops the process
+    before it loads the rest of the package (see that module).
     """
     path = os.fspath(path)
     options = _options(options, memory, max_size, include, keep_environment)
+    if held is not None and (task is not None or held.pid != target):
+        raise CaptureError(f"process {held.pid} is held, not the target {target!r}")
     if _is_self(target, task):
         _warn(_self_dump(path, options, crash))
         return os.stat(path).st_size
@@ -137,7 +146,8 @@ def write_core(
         from .capture.linux import LinuxTarget
 
         assert target is not None
-        written = write_captured(LinuxTarget(target), path, "elf", options, crash, progress)
+        linux = LinuxTarget(target, held=held)
+        written = write_captured(linux, path, "elf", options, crash, progress)
     _warn(written.warnings)
     return written.size
 

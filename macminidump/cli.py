@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
+    from .capture.linux.held import Held
     from .capture.policy import CaptureOptions
     from .progress import Progress
 
@@ -352,6 +353,26 @@ def parse_policy_arguments(argv: Sequence[str]) -> Any:
     return args if args is not None else policy_parser().parse_args(argv)
 
 
+def _held_ahead(pid: int) -> Held | None:
+    """On Linux, process ``pid`` stopped now, before the capture loads the rest of the
+    package: the kernel's walk of its pages for smaps (15-20 ms for a 512 MiB heap) then
+    runs on another core meanwhile (capture/linux/held.py). Its refusals (no such
+    process, a 32-bit program...) are the capture's own. None where the capture does not
+    stop a process this way (other systems, this process): write_core says why."""
+    if sys.platform != "linux" or pid == os.getpid():
+        return None
+    from .capture.linux.held import Held
+    from .capture.linux.ptrace import check_platform
+
+    try:
+        check_platform()
+    except TargetError:
+        return None
+    held = Held(pid)
+    held.stop()
+    return held
+
+
 def _progress() -> Progress | None:
     """A progress line when stderr is a terminal (captures that take seconds)."""
     if not sys.stderr.isatty():
@@ -441,14 +462,22 @@ def _to_spec(args: argparse.Namespace) -> int:
 def _dump(args: argparse.Namespace) -> int:
     import warnings
 
-    from .api import write_core
     from .errors import CaptureWarning
 
-    options = capture_options(args)
+    options = capture_options(args)  # (bad values refused before the process is touched)
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CaptureWarning)
-        size = write_core(args.output, args.pid, options=options, progress=_progress())
+    held = _held_ahead(args.pid)
+    try:
+        from .api import write_core  # (loaded while the process is held: see _held_ahead)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CaptureWarning)
+            size = write_core(
+                args.output, args.pid, options=options, progress=_progress(), held=held
+            )
+    finally:
+        if held is not None:
+            held.resume()  # (a failure before the capture took the stop over)
     elapsed = time.perf_counter() - started
     said = [str(w.message) for w in caught if issubclass(w.category, CaptureWarning)]
     for message in said:

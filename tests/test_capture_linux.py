@@ -19,6 +19,7 @@ import signal
 import statistics
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -455,8 +456,99 @@ def test_smaps_is_read_once_every_thread_stopped(
     for states in seen:
         assert set(states) == tids
         assert all(state == "t" and tracer == me for state, tracer in states.values()), states
-    assert t._smaps is None  # (resume forgot it)
+    assert t.held.smaps is None  # (resume forgot it)
     assert_released(target.pid)
+
+
+def test_a_held_process_is_captured_from_its_stop(
+    programs: dict[str, Path], run: Callable[..., Target], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LinuxTarget(pid, held=...)`` of a process ``Held`` stopped already captures from
+    that stop (no second seize, the smaps read it started is the one used) and resumes
+    it; a later capture stops it again as usual. A hold of another pid is refused."""
+    from macminidump.capture.linux import ptrace
+    from macminidump.capture.linux.held import Held
+
+    target = run([programs["four"]])
+    held = Held(target.pid)
+    held.stop()
+    started = held.smaps
+    assert started is not None and all(s == "t" for s, _ in task_states(target.pid).values())
+    seizes: list[int] = []
+    real = ptrace.Tracee.seize_all
+
+    def counting(tracee: ptrace.Tracee) -> None:
+        seizes.append(tracee.pid)
+        real(tracee)
+
+    monkeypatch.setattr(ptrace.Tracee, "seize_all", counting)
+    t = LinuxTarget(target.pid, held=held)
+    seen: list[procfs.SmapsLater | None] = []
+    real_text = LinuxTarget._smaps_text
+
+    def noting(self: LinuxTarget) -> bytes:
+        seen.append(self.held.smaps)
+        return real_text(self)
+
+    monkeypatch.setattr(LinuxTarget, "_smaps_text", noting)
+    snap = capture(t)
+    assert seizes == [] and seen[0] is started
+    assert len(snap.threads) == 4
+    assert_released(target.pid)
+    assert target.progresses()
+    capture(t)
+    assert seizes == [target.pid]
+    assert_released(target.pid)
+    with pytest.raises(CaptureError, match="is held, not process"):
+        LinuxTarget(target.pid + 1, held=held)
+
+
+def test_dump_holds_the_process_before_loading_the_capture(
+    programs: dict[str, Path], run: Callable[..., Target], tmp_path: Path
+) -> None:
+    """``macminidump dump`` stops the process before it imports the capture and the
+    renderer (so the kernel's smaps walk runs while they load): at the stop, neither
+    ``macminidump.api`` nor the renderer is loaded yet. The core is whole."""
+    target = run([programs["four"]])
+    code = (
+        "import sys\nfrom macminidump.capture.linux import held\n"
+        "real = held.Held.stop\nloaded = []\n"
+        "def stop(self):\n"
+        "    loaded.append(sorted(m for m in sys.modules if m in "
+        "('macminidump.api', 'macminidump.elf.render', 'macminidump.capture.base')))\n"
+        "    real(self)\n"
+        "held.Held.stop = stop\nfrom macminidump.cli import main\n"
+        f"code = main(['dump', '{target.pid}', '-o', {str(tmp_path / 'core')!r}])\n"
+        "print(code, loaded)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split("\n")[-2] == "0 [[]]", (done.stdout, done.stderr)
+    from macminidump.elf.parse import parse_elf
+
+    assert len(parse_elf(tmp_path / "core").threads) == 4
+    assert_released(target.pid)
+    assert target.progresses()
+
+
+def test_dump_releases_a_held_process_when_the_capture_never_starts(
+    programs: dict[str, Path],
+    run: Callable[..., Target],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure between the dump's early stop and the capture (here write_core refusing)
+    leaves the process running and untraced, and is reported as any other."""
+    from macminidump import api, cli
+
+    def refusing(*args: object, **kwargs: object) -> int:
+        raise CaptureError("refused for the test")
+
+    target = run([programs["four"]])
+    monkeypatch.setattr(api, "write_core", refusing)
+    assert cli.main(["dump", str(target.pid), "-o", str(tmp_path / "core")]) != 0
+    assert_released(target.pid)
+    assert target.progresses()
+    assert not (tmp_path / "core").exists()
 
 
 def smaps_line_by_line(text: bytes) -> tuple[set[int], list[tuple[int, int]]]:

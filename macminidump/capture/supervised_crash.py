@@ -49,8 +49,8 @@ class SupervisedTarget(LinuxTarget):
     def stop(self) -> None:
         start = time.perf_counter()
         self.tracee.take_over(self.crashed, self.adopted - {self.crashed})
-        self._smaps = procfs.SmapsLater(self._proc())
-        self.stop_seconds = time.perf_counter() - start
+        self.held.smaps = procfs.SmapsLater(self._proc())
+        self.held.stop_seconds = time.perf_counter() - start
 
     def resume(self) -> None:
         self.tracee.disown()

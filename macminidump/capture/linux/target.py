@@ -8,11 +8,9 @@ dynamic linker's list of libraries (``dynlinker``). ``capture_pid`` is the short
 from __future__ import annotations
 
 import bisect
-import os
-import time
 
 from ...arch import Arch, RegKind, arch_info
-from ...errors import CaptureError, TargetError
+from ...errors import CaptureError
 from ...linux_abi import AuxvType, forget_decoded
 from ...model import FileMapping, Image, ProcessInfo, Snapshot
 from ...plain_typing import Iterable, Sequence
@@ -20,6 +18,7 @@ from .. import policy
 from ..base import CapturedThread, CaptureOptions, MemoryMapping, capture
 from . import procfs, ptrace, registers
 from .dynlinker import LibraryList, Reader, header_pages
+from .held import Held
 
 PAGE = policy.PAGE
 ENTRY_WINDOW = 64
@@ -29,17 +28,24 @@ RED_ZONE = arch_info(Arch.X86_64).red_zone
 class LinuxTarget:
     """One live Linux x86_64 process (see the package doc).
 
-    ``tracee`` is the ptrace state of its threads; a subclass (the crash supervisor's)
-    changes how they are stopped and released by overriding ``stop`` and ``resume``.
+    ``held`` stops and resumes it (``tracee`` is the ptrace state of its threads); given
+    one already stopped, the first ``stop`` continues from that stop. A subclass (the
+    crash supervisor's) changes how the threads are stopped and released by overriding
+    ``stop`` and ``resume``.
     """
 
     arch = Arch.X86_64
 
-    def __init__(self, pid: int, stop_timeout: float = ptrace.STOP_TIMEOUT):
-        self.check_platform()
-        refuse_32bit(pid)
+    def __init__(
+        self, pid: int, stop_timeout: float = ptrace.STOP_TIMEOUT, held: Held | None = None
+    ):
+        if held is not None and held.pid != pid:
+            raise CaptureError(f"process {held.pid} is held, not process {pid}")
+        self.held = held if held is not None else Held(pid, stop_timeout)
+        #: the caller stopped it already: the first stop() takes that stop over
+        self._stopped_ahead = self.held.stopped
         self.pid = pid
-        self.tracee = ptrace.Tracee(pid, stop_timeout)
+        self.tracee = self.held.tracee
         self._auxv: list[tuple[int, int]] | None = None
         self._libraries: LibraryList | None = None
         self._registers = registers.ThreadRegisters()
@@ -47,13 +53,11 @@ class LinuxTarget:
         self._stack_pointers: dict[int, int] = {}
         #: the mappings, read once while stopped
         self._mappings: list[MemoryMapping] | None = None
-        #: /proc/PID/smaps, read once while stopped (dont_dump and the dirty policy ask),
-        #: from the moment every thread stopped (see ``procfs.SmapsLater``)
-        self._smaps: procfs.SmapsLater | None = None
-        #: how long the last stop() took, in seconds
-        self.stop_seconds = 0.0
 
-    check_platform = staticmethod(ptrace.check_platform)
+    @property
+    def stop_seconds(self) -> float:
+        """How long the last stop() took, in seconds."""
+        return self.held.stop_seconds
 
     @property
     def exited(self) -> bool:
@@ -68,56 +72,27 @@ class LinuxTarget:
     # -- stop / resume -----------------------------------------------------------------
 
     def stop(self) -> None:
-        if self.tracee.tracer is not None:
-            raise CaptureError(f"process {self.pid} is already stopped by this target")
-        start = time.perf_counter()
-        self._check_target()
-        try:
-            self.tracee.seize_all()
-            self._smaps = procfs.SmapsLater(self._proc())
-        except BaseException:
-            self.resume()
-            raise
-        self.stop_seconds = time.perf_counter() - start
-
-    def _check_target(self) -> None:
-        pid = self.pid
-        if not isinstance(pid, int) or pid <= 0:
-            raise TargetError(f"{pid!r} is not a process id")
-        where = procfs.directory(pid)
-        status = procfs.status(where)
-        if not status:
-            raise TargetError(f"no such process: {pid}")
-        tgid = int(status.get("Tgid", pid))
-        if tgid != pid:
-            raise TargetError(f"{pid} is a thread of process {tgid}, not a process id")
-        if pid == os.getpid():
-            raise TargetError(f"process {pid} is this process: ptrace cannot stop its caller")
-        if status.get("State", "").startswith(("Z", "X")) and len(procfs.task_ids(pid)) <= 1:
-            # (a zombie leader with live threads is a process whose main thread left)
-            raise TargetError(f"process {pid} has exited (it is a zombie)")
-        if procfs.has_flag(procfs.stat(where), procfs.PF_KTHREAD):
-            raise TargetError(f"process {pid} is a kernel thread")
+        ahead, self._stopped_ahead = self._stopped_ahead, False
+        if not (ahead and self.held.stopped):
+            self.held.stop()
 
     def resume(self) -> None:
-        self._mappings = self._smaps = None
+        self._mappings = None
         forget_decoded()  # (the registers' decodes: not kept past the stop)
-        self.tracee.release()
+        self.held.resume()
 
     def _smaps_text(self) -> bytes:
         """/proc/PID/smaps of this stop. Read only after every thread stopped: a mapping
         marked MADV_DONTDUMP after an earlier read would be saved."""
-        if self._smaps is None:  # (a subclass that stops its own way)
-            self._smaps = procfs.SmapsLater(self._proc())
-        text = self._smaps.text()
+        if self.held.smaps is None:  # (a subclass that stops its own way)
+            self.held.smaps = procfs.SmapsLater(self._proc())
+        text = self.held.smaps.text()
         if text is None:  # a live process always has mappings
             raise self.tracee.gone()
         return text
 
     def _proc(self) -> str:
-        """/proc directory of a live stopped thread (see ``Tracee.live_thread``)."""
-        tid = self.tracee.live_thread()
-        return procfs.directory(self.pid, None if tid == self.pid else tid)
+        return self.held.proc()
 
     # -- threads -------------------------------------------------------------------------
 
@@ -279,18 +254,3 @@ def debugger_file_mappings(mappings: Sequence[MemoryMapping]) -> list[FileMappin
 def capture_pid(pid: int, options: CaptureOptions | None = None) -> Snapshot:
     """A Snapshot of live process ``pid``: stopped for the capture only, then resumed."""
     return capture(LinuxTarget(pid), options)
-
-
-def refuse_32bit(pid: int) -> None:
-    """TargetError for a 32-bit (i386) program: its registers and memory would be read as
-    x86_64 and no debugger could open the core. Unreadable: later steps say why."""
-    try:
-        with open(f"/proc/{pid}/exe", "rb") as f:
-            ident = f.read(5)
-    except OSError:
-        return
-    if ident[:4] == b"\x7fELF" and ident[4:5] == b"\x01":
-        raise TargetError(
-            f"process {pid} is a 32-bit (i386) program: only 64-bit x86_64 processes "
-            "can be captured"
-        )
