@@ -464,12 +464,10 @@ def _dump(args: argparse.Namespace) -> int:
 
     from .errors import CaptureWarning
 
+    options = capture_options(args)  # (bad values refused before the process is touched)
     started = time.perf_counter()
-    # (first of all: the options' checks load half the package, which the kernel's smaps
-    # walk then overlaps too; a bad value costs the process a pause of a few ms)
     held = _held_ahead(args.pid)
     try:
-        options = capture_options(args)
         from .api import write_core  # (loaded while the process is held: see _held_ahead)
 
         with warnings.catch_warnings(record=True) as caught:

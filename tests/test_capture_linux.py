@@ -506,17 +506,16 @@ def test_a_held_process_is_captured_from_its_stop(
 def test_dump_holds_the_process_before_loading_the_capture(
     programs: dict[str, Path], run: Callable[..., Target], tmp_path: Path
 ) -> None:
-    """``macminidump dump`` stops the process before it imports the policy, the model, the
-    capture and the renderer (so the kernel's smaps walk runs while they load): at the
-    stop, none of them is loaded yet. The core is whole."""
+    """``macminidump dump`` stops the process before it imports the capture and the
+    renderer (so the kernel's smaps walk runs while they load): at the stop, neither
+    ``macminidump.api`` nor the renderer is loaded yet. The core is whole."""
     target = run([programs["four"]])
     code = (
         "import sys\nfrom macminidump.capture.linux import held\n"
         "real = held.Held.stop\nloaded = []\n"
         "def stop(self):\n"
-        "    loaded.append(sorted(m for m in sys.modules if m in ('macminidump.api', "
-        "'macminidump.elf.render', 'macminidump.capture.base', 'macminidump.model', "
-        "'macminidump.capture.policy')))\n"
+        "    loaded.append(sorted(m for m in sys.modules if m in "
+        "('macminidump.api', 'macminidump.elf.render', 'macminidump.capture.base')))\n"
         "    real(self)\n"
         "held.Held.stop = stop\nfrom macminidump.cli import main\n"
         f"code = main(['dump', '{target.pid}', '-o', {str(tmp_path / 'core')!r}])\n"
@@ -538,9 +537,8 @@ def test_dump_releases_a_held_process_when_the_capture_never_starts(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A failure between the dump's early stop and the capture (write_core refusing, a bad
-    option value) leaves the process running and untraced, and is reported as any
-    other."""
+    """A failure between the dump's early stop and the capture (here write_core refusing)
+    leaves the process running and untraced, and is reported as any other."""
     from macminidump import api, cli
 
     def refusing(*args: object, **kwargs: object) -> int:
@@ -553,13 +551,11 @@ def test_dump_releases_a_held_process_when_the_capture_never_starts(
     assert target.progresses()
     assert not (tmp_path / "core").exists()
     monkeypatch.undo()
-    # a bad option value is refused after the stop (the checks load the policy): the
-    # process is released all the same, and the message is the usual one
+    # a bad option value is refused before the process is touched, with the usual line
     argv = ["dump", str(target.pid), "-o", str(tmp_path / "core"), "--max-size", "lots"]
     assert cli.main(argv) == 2
     assert "'lots' is not a size" in capsys.readouterr().err
     assert_released(target.pid)
-    assert target.progresses()
     assert not (tmp_path / "core").exists()
 
 
