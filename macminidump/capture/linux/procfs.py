@@ -267,9 +267,15 @@ class SmapsLater:
         self._done = _thread.allocate_lock()
         self._done.acquire()
         self._result: list[bytes | None | BaseException] = []
-        _thread.start_new_thread(self._read, (where,))
+        running = _thread.allocate_lock()
+        running.acquire()
+        _thread.start_new_thread(self._read, (where, running))
+        # (wait until the reader runs: a new thread waits for the GIL, up to the switch
+        # interval of 5 ms, while this one imports or captures)
+        running.acquire()
 
-    def _read(self, where: str) -> None:
+    def _read(self, where: str, running: _thread.LockType) -> None:
+        running.release()
         try:
             self._result.append(smaps(where))
         except BaseException as e:  # (MemoryError and the like: raised by ``text``)
