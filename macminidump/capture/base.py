@@ -215,25 +215,26 @@ def captured(
     options = options or CaptureOptions()
     if options.max_size is not None and cost is None:
         raise CaptureError("a size budget needs the file format's cost model")
-    return _Captured(target, options, crash, cost, lazy, progress, while_stopped)
+
+    def capture_stopped() -> Snapshot:
+        return _snapshot_of_stopped(target, options, crash, cost, lazy, progress, while_stopped)
+
+    return _Captured(target, capture_stopped, progress)
 
 
 class _Captured:
     """``with captured(...) as snapshot``: the collector paused and the target stopped from
-    ``__enter__``, which captures, to ``__exit__``; on every path both are undone."""
+    ``__enter__``, which captures (``capture_stopped``), to ``__exit__``; on every path
+    both are undone."""
 
     def __init__(
         self,
         target: TargetOS,
-        options: CaptureOptions,
-        crash: CrashContext | None,
-        cost: CostOf | None,
-        lazy: bool,
+        capture_stopped: Callable[[], Snapshot],
         progress: Progress | None,
-        while_stopped: Callable[[], object] | None,
     ):
         self.target = target
-        self._arguments = (target, options, crash, cost, lazy, progress, while_stopped)
+        self._capture_stopped = capture_stopped
         self._progress = progress
         self._paused = gc_pause.paused()
         self._stopped = stopped(target)
@@ -243,7 +244,7 @@ class _Captured:
         try:
             self._stopped.__enter__()
             try:
-                return _snapshot_of_stopped(*self._arguments)
+                return self._capture_stopped()
             except BaseException:
                 self._stopped.__exit__()
                 raise
