@@ -355,8 +355,8 @@ def parse_policy_arguments(argv: Sequence[str]) -> Any:
 
 def _held_ahead(pid: int) -> Held | None:
     """On Linux, process ``pid`` stopped now, before the capture loads the rest of the
-    package: the kernel's walk of its pages for smaps (15-20 ms for a 512 MiB heap) then
-    runs on another core meanwhile (capture/linux/held.py). Its refusals (no such
+    package: the kernel's walk of its pages for smaps (see ``procfs.smaps``) then runs on
+    another core meanwhile (capture/linux/held.py). Its refusals (no such
     process, a 32-bit program...) are the capture's own. None where the capture does not
     stop a process this way (other systems, this process): write_core says why."""
     if sys.platform != "linux" or pid == os.getpid():

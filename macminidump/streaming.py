@@ -26,19 +26,24 @@ Render = Callable[[Snapshot, "str | os.PathLike[str]"], int]
 FORMATS = ("elf", "macho")
 
 
+def check_format(fmt: str) -> None:
+    """ValueError unless ``fmt`` is one of ``FORMATS`` (without importing its renderer)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"no core format {fmt!r}")
+
+
 def format_of(fmt: str) -> tuple[Render, CostOf]:
     """The renderer and the budget's cost model of a core format (one of ``FORMATS``)."""
+    check_format(fmt)
     if fmt == "elf":
         from .elf.layout import core_cost as elf_cost
         from .elf.render import render_elf
 
         return render_elf, elf_cost
-    if fmt == "macho":
-        from .macho.layout import core_cost as macho_cost
-        from .macho.render import render_macho
+    from .macho.layout import core_cost as macho_cost
+    from .macho.render import render_macho
 
-        return render_macho, macho_cost
-    raise ValueError(f"no core format {fmt!r}")
+    return render_macho, macho_cost
 
 
 @records.frozen
@@ -58,8 +63,7 @@ def write_captured(
     progress: Progress | None = None,
 ) -> Written:
     """Capture ``target`` into a core at ``path`` in format ``fmt``."""
-    if fmt not in FORMATS:
-        raise ValueError(f"no core format {fmt!r}")
+    check_format(fmt)
 
     def cost(snapshot: Snapshot) -> CoreCost:
         return format_of(fmt)[1](snapshot)

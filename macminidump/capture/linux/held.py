@@ -3,7 +3,7 @@
 ``LinuxTarget`` stops and resumes its process through one. It exists on its own, with
 light imports (ptrace, procfs), for ``macminidump dump``: the command stops the process
 as soon as its options are read, so that the kernel's walk of the process's pages for
-smaps (``procfs.SmapsLater``: 15-20 ms for a 512 MiB heap) runs on another core while the
+smaps (``procfs.smaps``, read by ``procfs.SmapsLater``) runs on another core while the
 rest of the package loads; ``LinuxTarget(pid, held=...)`` then captures from that stop.
 """
 

@@ -247,20 +247,20 @@ def _has_space(text: str) -> bool:
 def smaps(where: str) -> bytes | None:
     """``where``/smaps, whole; None when it cannot be read (or is empty: a process with no
     memory left). Costly: the kernel walks every resident page of the process to write it
-    (8-10 ms for a 512 MiB heap), so a caller reads it once, for ``written_in`` and
-    ``dont_dump_in``."""
+    (15-20 ms for a 512 MiB heap on the 2-core test machine, more than the rest of a dump
+    together), so a caller reads it once, for ``written_in`` and ``dont_dump_in``, and
+    a capture on a thread of its own (``SmapsLater``)."""
     return _read_bytes(f"{where}/smaps") or None
 
 
 class SmapsLater:
     """``smaps(where)`` read on a thread of its own from now, for ``text`` to give later.
 
-    Why: for a process with a large resident heap the kernel spends 15-20 ms walking its
-    pages inside the read (a 512 MiB heap: more than the rest of a dump together). That
-    walk runs with the GIL released, so it proceeds on another core while the capture
-    reads registers and stacks and the renderer is imported. (``_thread``, not
-    ``threading``: nothing to import, and a read that outlives a failed capture needs no
-    joining; a page of the file a call, each handed back under the GIL.)
+    Why: for a process with a large resident heap the kernel walks its pages inside the
+    read (see ``smaps``). That walk runs with the GIL released, so it proceeds on another
+    core while the capture reads registers and stacks and the renderer is imported.
+    (``_thread``, not ``threading``: nothing to import, and a read that outlives a failed
+    capture needs no joining; a page of the file a call, each handed back under the GIL.)
     """
 
     def __init__(self, where: str):

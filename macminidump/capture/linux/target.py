@@ -84,7 +84,7 @@ class LinuxTarget:
     def _smaps_text(self) -> bytes:
         """/proc/PID/smaps of this stop. Read only after every thread stopped: a mapping
         marked MADV_DONTDUMP after an earlier read would be saved."""
-        if self.held.smaps is None:  # (a subclass that stops its own way)
+        if self.held.smaps is None:  # (not stopped through ``held`` or a subclass's stop)
             self.held.smaps = procfs.SmapsLater(self._proc())
         text = self.held.smaps.text()
         if text is None:  # a live process always has mappings
