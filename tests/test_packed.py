@@ -220,6 +220,30 @@ def test_fpregset_encoded_once_is_encoded_alike() -> None:
         notes.encode_fpregset(4, {**fpr, "fcw": 1 << 16})
 
 
+def test_fpregset_wide_register_that_does_not_fit_is_named() -> None:
+    """A 16-byte register (st/xmm) whose value is negative, 2**128 or more, or not an
+    integer gets a RenderError naming the thread and the register, not a bare
+    OverflowError (the model refuses these earlier; the encoder is called directly too)."""
+    fpr = dict.fromkeys(linux_abi.X86_64_FPREGS, 0)
+    value: Any
+    for name, value in (
+        ("xmm3", 1 << 128),
+        ("xmm15", -1),
+        ("stmm0", (1 << 200) + 5),
+        ("xmm0", "x"),
+        ("xmm7", None),
+    ):
+        with pytest.raises(RenderError) as caught:
+            notes.encode_fpregset(0x2A, {**fpr, name: value})
+        assert str(caught.value) == (
+            f"thread 0x2a: register {name} = {value!r} is not an unsigned 16-byte integer"
+        )
+    # the largest value that fits still encodes, through either path (a complete set,
+    # and one missing registers); xmm3 is at 160 + 3 * 16 in the fxsave area
+    for registers in ({**fpr, "xmm3": (1 << 128) - 1}, {"xmm3": (1 << 128) - 1}):
+        assert notes.encode_fpregset(1, registers)[208:224] == b"\xff" * 16
+
+
 def test_values_that_do_not_fit_get_constructs_error() -> None:
     """Whatever the struct refuses, construct builds, so the RenderError is its own."""
     gpr = dict.fromkeys(linux_abi.X86_64_USER_REGS, 0)

@@ -602,7 +602,15 @@ def encode_fpregset(thread_id: int, fpr: Mapping[str, int]) -> bytes:
         pass  # missing registers are zeros; what does not fit is named below
     values: dict[str, Any] = _every(X86_64_FPREGS, _FPREGS_OF, fpr)
     for name in _WIDE_FPREGS:
-        values[name] = values[name].to_bytes(16, "little")
+        value = values[name]
+        try:
+            values[name] = value.to_bytes(16, "little")
+        except (AttributeError, OverflowError):
+            # (construct would see only bytes: the register is named here)
+            raise RenderError(
+                f"thread {thread_id:#x}: register {name} = {value!r} "
+                "is not an unsigned 16-byte integer"
+            ) from None
     values["padding"] = _FPREGSET_PADDING
     return _build(_FPREGSET, values, f"thread {thread_id:#x}: NT_FPREGSET")
 
