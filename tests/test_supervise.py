@@ -757,3 +757,218 @@ def test_a_cloned_process_is_let_go(only_child: bool, tmp_path: Path) -> None:
     )
     assert (out.returncode, out.stdout) == (4, f"child {int(signal.SIGSEGV)}\n"), out.stderr
     assert not (tmp_path / "x.core").exists()
+
+
+# -- a thread that is not the leader calls execve -------------------------------------------
+
+EXEC_FROM_THREAD = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static pthread_barrier_t ready;
+static const char *after;
+
+__attribute__((noinline)) void idle_inner(void) { pthread_barrier_wait(&ready); for (;;) pause(); }
+__attribute__((noinline)) void idle_outer(void) { idle_inner(); }
+static void *idle_thread(void *a) { (void)a; idle_outer(); return 0; }
+
+static void *exec_thread(void *a) {
+  (void)a;
+  pthread_barrier_wait(&ready);
+  printf("exec from %ld\n", (long)syscall(SYS_gettid));
+  fflush(stdout);
+  execl("/proc/self/exe", "after-exec", after, (char *)0);
+  perror("execl");
+  _exit(99);
+}
+
+__attribute__((noinline)) void crash_inner(void) { *(volatile int *)0x10 = 1; }
+__attribute__((noinline)) void crash_outer(void) { crash_inner(); }
+
+int main(int argc, char **argv) {
+  pthread_t t;
+  const char *mode = argc > 1 ? argv[1] : "";
+  if (argc > 2 && !strcmp(mode, "exec")) {
+    /* before the exec: the leader, two idle threads and the thread that execs */
+    after = argv[2];
+    pthread_barrier_init(&ready, 0, 4);
+    for (int i = 0; i < 2; i++) pthread_create(&t, 0, idle_thread, 0);
+    pthread_create(&t, 0, exec_thread, 0);
+    pthread_barrier_wait(&ready);
+    for (;;) pause();
+  }
+  /* after it (the same program): two idle threads, then what the mode says */
+  pthread_barrier_init(&ready, 0, 3);
+  for (int i = 0; i < 2; i++) pthread_create(&t, 0, idle_thread, 0);
+  pthread_barrier_wait(&ready);
+  printf("pid %d\n", getpid());
+  fflush(stdout);
+  if (!strcmp(mode, "crash")) crash_outer();
+  if (!strcmp(mode, "stop")) {
+    kill(getpid(), SIGTSTP);
+    puts("continued");
+    return 5;
+  }
+  return 4;
+}
+"""
+
+# the supervisor as a terminal's foreground job would run it, without a terminal: its own
+# SIGSTOP (the mirrored Ctrl-Z) is reported instead of sent; the state after the exec
+# event is reported too
+MIRROR_DRIVER = r"""
+import json, os, signal, sys
+from macminidump.capture import supervise
+from macminidump.capture.linux.ptrace import PTRACE_EVENT_EXEC
+
+class Watched(supervise._Supervisor):
+    def _handle(self, tid, status):
+        super()._handle(tid, status)
+        if os.WIFSTOPPED(status) and status >> 16 == PTRACE_EVENT_EXEC:
+            state = {"pid": self.pid, "tid": tid, "tids": sorted(self.tids),
+                     "listening": sorted(self.listening), "foreign": sorted(self.foreign)}
+            print("EXEC " + json.dumps(state), file=sys.stderr, flush=True)
+
+real_kill = os.kill
+def kill(pid, sig):
+    if pid == os.getpid() and sig == signal.SIGSTOP:
+        print("MIRRORED", file=sys.stderr, flush=True)
+        return
+    real_kill(pid, sig)
+
+os.kill = kill
+supervise._foreground_job = lambda: True
+supervise._Supervisor = Watched
+only_child = sys.argv[1] == "only-child"
+sys.exit(supervise.run_supervised(sys.argv[3:], sys.argv[2], only_child=only_child))
+"""
+
+
+@pytest.fixture(scope="session")
+def exec_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "no C compiler: apt-get install gcc"
+    root = tmp_path_factory.mktemp("supervise-exec")
+    (root / "exec.c").write_text(EXEC_FROM_THREAD)
+    subprocess.run(
+        [cc, *CFLAGS, "-o", str(root / "exec"), str(root / "exec.c")],
+        check=True,
+        capture_output=True,
+    )
+    (root / "driver.py").write_text(DRIVER)
+    (root / "mirror.py").write_text(MIRROR_DRIVER)
+    return root / "exec"
+
+
+@pytest.mark.parametrize("how", ["cli", "api"])
+def test_a_crash_after_a_thread_execs(how: str, exec_program: Path, tmp_path: Path) -> None:
+    """A thread that is not the leader execs (its former thread id vanishes without an
+    exit, the other threads die), the new program starts two threads and crashes: the
+    core holds its three threads, the crash on the leader's id, and ``run`` exits as the
+    crash says, with nothing said about the vanished thread. ``cli``: `macminidump run`
+    (the supervisor waits for any child); ``api``: run_supervised as a library call,
+    which never reaps a child that is not its own."""
+    core = tmp_path / "exec.core"
+    argv = [str(exec_program), "exec", "crash"]
+    if how == "cli":
+        out = subprocess.run(
+            [sys.executable, "-m", "macminidump", "run", "-o", str(core), "--", *argv],
+            capture_output=True, text=True, timeout=TIMEOUT,
+        )  # fmt: skip
+        status, stdout, stderr = out.returncode, out.stdout, out.stderr
+        assert stderr == "", stderr
+    else:
+        status, stdout, reports = drive(exec_program, core, *argv)
+        assert [r["error"] for r in reports] == [None], reports
+    former = int(re.search(r"^exec from (\d+)$", stdout, re.M).group(1))  # type: ignore[union-attr]
+    pid = int(re.search(r"^pid (\d+)$", stdout, re.M).group(1))  # type: ignore[union-attr]
+    assert former != pid
+    assert status == 128 + signal.SIGSEGV, stdout
+    if how == "api":
+        assert reports[0]["thread_id"] == pid
+    snapshot = parse_core(core)
+    assert snapshot.process is not None and snapshot.process.pid == pid
+    assert [t.id for t in snapshot.threads][0] == pid and snapshot.threads[0].crashed
+    assert len(snapshot.threads) == 3 and former not in {t.id for t in snapshot.threads}
+
+    assert shutil.which("gdb"), "gdb is missing: apt-get install -y gdb libc6-dbg"
+    text = subprocess.run(
+        ["gdb", "-batch", "-nx", "-ex", "set debuginfod enabled off"]
+        + ["-ex", "info threads", "-ex", "thread apply all bt", str(exec_program), str(core)],
+        capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+    ).stdout  # fmt: skip
+    assert "Program terminated with signal SIGSEGV" in text, text
+    threads = gdb_threads(text)
+    assert sorted(threads) == sorted(t.id for t in snapshot.threads), text
+    assert threads[pid][:3] == ["crash_inner", "crash_outer", "main"], text
+    for tid, frames in threads.items():
+        if tid != pid:
+            assert "idle_inner" in frames, text
+            below = frames[frames.index("idle_inner") :]
+            assert below[:3] == ["idle_inner", "idle_outer", "idle_thread"], text
+
+
+@pytest.mark.parametrize("only_child", [False, True])
+def test_a_terminal_stop_after_a_thread_execs_is_mirrored(
+    only_child: bool, exec_program: Path, tmp_path: Path
+) -> None:
+    """After a thread that is not the leader execs, the supervisor forgets its former id
+    (the kernel reports no exit for it): a stop from the terminal (SIGTSTP) of the new
+    program is then mirrored onto the supervisor once all its threads are stopped, as
+    without the exec (before, the vanished id kept "every thread stopped" from ever
+    being true, and a Ctrl-Z left the shell waiting on a running supervisor)."""
+    import select
+
+    proc = subprocess.Popen(
+        [sys.executable, str(exec_program.parent / "mirror.py")]
+        + ["only-child" if only_child else "not-only-child", str(tmp_path / "stop.core")]
+        + [str(exec_program), "exec", "stop"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # its own process group in this session: not orphaned, so SIGTSTP stops it
+        preexec_fn=os.setpgrp,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    seen = {out_fd: b"", err_fd: b""}
+
+    def until(fd: int, pattern: bytes, timeout: float) -> re.Match[bytes] | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, seen[fd])
+            if match or time.monotonic() > deadline:
+                return match
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                seen[fd] += os.read(fd, 65536)
+
+    try:
+        started = until(out_fd, rb"pid (\d+)\n", TIMEOUT)
+        assert started, seen
+        pid = int(started.group(1))
+        mirrored = until(err_fd, rb"MIRRORED\n", 5.0)
+        # continued either way, so that a failure does not leave the program stopped
+        os.kill(pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    stdout = (seen[out_fd] + out).decode()
+    stderr = (seen[err_fd] + err).decode()
+    assert proc.returncode == 5 and "continued" in stdout, (stdout, stderr)
+    assert mirrored, f"the terminal stop was not mirrored: {stderr}"
+    former = int(re.search(r"^exec from (\d+)$", stdout, re.M).group(1))  # type: ignore[union-attr]
+    # two exec events: the supervisor's start of the program, then the thread's
+    execs = re.findall(r"^EXEC (.*)$", stderr, re.M)
+    assert len(execs) == 2, stderr
+    state = json.loads(execs[-1])
+    assert state["tid"] == state["pid"] == pid != former
+    assert former not in state["tids"] + state["listening"] + state["foreign"], state
+    assert pid in state["tids"] and pid not in state["listening"], state
+    assert not (tmp_path / "stop.core").exists()

@@ -18,8 +18,10 @@ How it follows the program:
   pipe as a ``CaptureError``; the child is reaped.
 - Every thread is traced from its creation (TRACECLONE attaches it) and known from its
   first stop on: a thread of the program (``tgkill`` with no signal tells, no /proc
-  read) or a process it cloned, which is let go. Every stop is answered at once, with
-  one ``PTRACE_CONT`` and nothing more for the common ones: a signal
+  read) or a process it cloned, which is let go. A thread other than the leader that
+  execs takes the leader's id; its former id, which reports no exit, is forgotten at
+  the exec stop. Every stop is answered at once, with one ``PTRACE_CONT`` and nothing
+  more for the common ones: a signal
   that would not kill (handled, ignored, or not a crash signal) is passed on unchanged;
   a group-stop (SIGSTOP, SIGTSTP, ...) is left in place with ``PTRACE_LISTEN``, so job
   control works as without a tracer.
@@ -495,8 +497,23 @@ class _Supervisor:
                 ptrace.resume(tid, sig)
         else:
             if event == PTRACE_EVENT_EXEC:
-                self.execed = True
+                self._on_exec(tid)
             ptrace.resume(tid)
+
+    def _on_exec(self, tid: int) -> None:
+        """An exec stop: ``tid`` is the pid, even when the thread that called execve was
+        another (the kernel gives it the leader's id). That thread's former id then
+        vanishes without an exit to wait for (ptrace(2), "execve(2) under ptrace"; the
+        event message names it): kept, it would keep ``_mirror_stop``'s "every thread
+        stopped" false for good (a Ctrl-Z would stop the program, not its supervisor),
+        and a crash would interrupt it in vain. The old leader ends unreported too, but
+        its id lives on in the thread that execed, which is in no group-stop; the other
+        threads report their exit (code 0) as usual."""
+        self.execed = True
+        former = ptrace.event_message(tid)
+        if former is not None and former != tid:
+            self._forget(former)
+        self.listening.discard(tid)
 
     def _kills(self, tid: int, sig: int) -> bool:
         """Whether delivering ``sig`` now takes its default action (for these: a core dump
