@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs as much as this whole module
 
@@ -107,7 +107,9 @@ def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home, __name__), name)
+    # (__import__, not importlib.import_module: importlib loads warnings, ~1 ms of a dump)
+    __import__(home[1:], globals(), None, (), 1)  # (each home is ".module" of this package)
+    value = getattr(sys.modules[__name__ + home], name)
     globals()[name] = value  # later lookups are plain attributes
     return value
 

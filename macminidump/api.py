@@ -14,13 +14,12 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import warnings
 
 from .capture.base import CaptureOptions, CrashContext
 from .capture.policy import Memory
 from .errors import CaptureError, CaptureWarning, TargetError
 from .model import Snapshot
-from .plain_typing import Iterable
+from .plain_typing import Callable, Iterable
 from .progress import Progress
 from .streaming import capture_snapshot, write_captured
 
@@ -100,6 +99,7 @@ def write_core(
     task: int | None = None,
     progress: Progress | None = None,
     held: Held | None = None,
+    on_warning: Callable[[str], object] | None = None,
 ) -> int:
     """Write a core of a live process at ``path`` (mode 0600); returns its size.
 
@@ -126,13 +126,16 @@ def write_core(
     ``held`` (Linux): process ``target`` stopped already by a ``capture.linux.held.Held``,
     which the capture continues from and resumes: the ``dump`` command stops the process
     before it loads the rest of the package (see that module).
+
+    ``on_warning``: called with each such message instead of a ``CaptureWarning`` (the
+    ``dump`` command prints them its own way).
     """
     path = os.fspath(path)
     options = _options(options, memory, max_size, include, keep_environment)
     if held is not None and (task is not None or held.pid != target):
         raise CaptureError(f"process {held.pid} is held, not the target {target!r}")
     if _is_self(target, task):
-        _warn(_self_dump(path, options, crash))
+        _warn(_self_dump(path, options, crash), on_warning)
         return os.stat(path).st_size
     if sys.platform == "darwin":
         from .capture.mach import MachTarget
@@ -148,12 +151,17 @@ def write_core(
         assert target is not None
         linux = LinuxTarget(target, held=held)
         written = write_captured(linux, path, "elf", options, crash, progress)
-    _warn(written.warnings)
+    _warn(written.warnings, on_warning)
     return written.size
 
 
-def _warn(messages: Iterable[str]) -> None:
+def _warn(messages: Iterable[str], on_warning: Callable[[str], object] | None) -> None:
     for message in messages:
+        if on_warning is not None:
+            on_warning(message)
+            continue
+        import warnings  # (only when there is something to say: a dump imports no warnings)
+
         warnings.warn(message, CaptureWarning, stacklevel=3)
 
 

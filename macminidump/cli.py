@@ -460,26 +460,27 @@ def _to_spec(args: argparse.Namespace) -> int:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    import warnings
-
-    from .errors import CaptureWarning
-
-    options = capture_options(args)  # (bad values refused before the process is touched)
+    # bad policy values are refused before the process is touched; without any the
+    # policy (and what it imports) loads after the stop, which then comes sooner
+    options = capture_options(args) if _policy_given(args) else None
     started = time.perf_counter()
     held = _held_ahead(args.pid)
+    said: list[str] = []
     try:
         from .api import write_core  # (loaded while the process is held: see _held_ahead)
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CaptureWarning)
-            size = write_core(
-                args.output, args.pid, options=options, progress=_progress(), held=held
-            )
+        size = write_core(
+            args.output,
+            args.pid,
+            options=options,
+            progress=_progress(),
+            held=held,
+            on_warning=said.append,
+        )
     finally:
         if held is not None:
             held.resume()  # (a failure before the capture took the stop over)
     elapsed = time.perf_counter() - started
-    said = [str(w.message) for w in caught if issubclass(w.category, CaptureWarning)]
     for message in said:
         print(f"macminidump: warning: {message}", file=sys.stderr)
     if args.json:

@@ -34,7 +34,7 @@ in its own repr.
 
 from __future__ import annotations
 
-import operator
+import _operator as operator  # (the C core: operator.py re-declares it in Python, ~0.4 ms)
 
 TYPE_CHECKING = False  # not typing's: a dump need not import typing for this module
 

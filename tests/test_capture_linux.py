@@ -503,26 +503,38 @@ def test_a_held_process_is_captured_from_its_stop(
         LinuxTarget(target.pid + 1, held=held)
 
 
+@pytest.mark.parametrize(
+    ("options", "loaded_at_stop"),
+    [([], []), (["--max-size", "8M"], ["macminidump.capture.policy"])],
+    ids=["default-policy", "policy-given"],
+)
 def test_dump_holds_the_process_before_loading_the_capture(
-    programs: dict[str, Path], run: Callable[..., Target], tmp_path: Path
+    programs: dict[str, Path],
+    run: Callable[..., Target],
+    tmp_path: Path,
+    options: list[str],
+    loaded_at_stop: list[str],
 ) -> None:
     """``macminidump dump`` stops the process before it imports the capture and the
     renderer (so the kernel's smaps walk runs while they load): at the stop, neither
-    ``macminidump.api`` nor the renderer is loaded yet. The core is whole."""
+    ``macminidump.api`` nor the renderer is loaded yet, nor the memory policy unless a
+    policy option was given (its values are checked before the process is touched). The
+    core is whole."""
     target = run([programs["four"]])
+    watched = ["macminidump.api", "macminidump.elf.render", "macminidump.capture.base"]
+    watched.append("macminidump.capture.policy")
     code = (
         "import sys\nfrom macminidump.capture.linux import held\n"
         "real = held.Held.stop\nloaded = []\n"
         "def stop(self):\n"
-        "    loaded.append(sorted(m for m in sys.modules if m in "
-        "('macminidump.api', 'macminidump.elf.render', 'macminidump.capture.base')))\n"
+        f"    loaded.append(sorted(m for m in sys.modules if m in {watched!r}))\n"
         "    real(self)\n"
         "held.Held.stop = stop\nfrom macminidump.cli import main\n"
-        f"code = main(['dump', '{target.pid}', '-o', {str(tmp_path / 'core')!r}])\n"
+        f"code = main(['dump', '{target.pid}', '-o', {str(tmp_path / 'core')!r}, *{options!r}])\n"
         "print(code, loaded)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.stdout.split("\n")[-2] == "0 [[]]", (done.stdout, done.stderr)
+    assert done.stdout.split("\n")[-2] == f"0 [{loaded_at_stop!r}]", (done.stdout, done.stderr)
     from macminidump.elf.parse import parse_elf
 
     assert len(parse_elf(tmp_path / "core").threads) == 4

@@ -770,8 +770,10 @@ def test_write_core_and_dump_say_what_they_left_out(
     arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The public paths on macOS (libSystem replaced by the fake): write_core warns with
-    CaptureWarning, `macminidump dump` prints the warning and lists it in --json."""
+    CaptureWarning (or hands it to ``on_warning``), `macminidump dump` prints the warning
+    and lists it in --json."""
     import json
+    import warnings
 
     import macminidump
     from macminidump.capture.mach import libsystem, target
@@ -793,6 +795,12 @@ def test_write_core_and_dump_say_what_they_left_out(
         size = macminidump.write_core(core, 4242)
     assert size == core.stat().st_size
     assert [t.id for t in parse_core(core).threads] == list(stacks.THREAD_IDS[:2])
+    # on_warning takes the messages instead: nothing is warned
+    taken: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        macminidump.write_core(tmp_path / "c.core", 4242, on_warning=taken.append)
+    assert len(taken) == 1 and "exited during capture and was left out" in taken[0]
     assert main(["dump", "4242", "-o", str(tmp_path / "b.core"), "--json"]) == 0
     out, err = capsys.readouterr()
     (said,) = json.loads(out)["warnings"]

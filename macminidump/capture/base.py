@@ -25,7 +25,7 @@ nothing of how the state was captured.
 
 from __future__ import annotations
 
-import bisect
+import _bisect as bisect  # (the C core: bisect.py adds nothing a dump uses)
 import struct
 
 from .. import gc_pause, records

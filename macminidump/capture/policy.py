@@ -30,8 +30,8 @@ size and its cost per region), computed by the format's layout.
 
 from __future__ import annotations
 
-import bisect
-import operator
+import _bisect as bisect  # (the C core: bisect.py adds nothing a dump uses)
+import _operator as operator  # (the C core: operator.py re-declares it in Python, ~0.4 ms)
 
 from .. import records
 from ..errors import TargetError

@@ -7,7 +7,7 @@ dynamic linker's list of libraries (``dynlinker``). ``capture_pid`` is the short
 
 from __future__ import annotations
 
-import bisect
+import _bisect as bisect  # (the C core: bisect.py adds nothing a dump uses)
 
 from ...arch import Arch, RegKind, arch_info
 from ...errors import CaptureError
