@@ -22,7 +22,9 @@ of ``--rounds`` (target ≤ 100 ms). Beside it, in the same rounds and on the sa
 process, the floor of that work: a C program built here that makes the system calls a
 capture makes and nothing else (stop every thread, its registers and XSAVE area, its
 name, its stack from sp, /proc maps and smaps, write them to a file, resume), timed from
-its first system call to its last. What lies between the two is Python's.
+its first system call to its last. What lies between the two is Python's. And the
+same system calls made from Python (``python_floor``: one ctypes or os call each, no
+model, policy, notes or check), the least a capture written in Python can pay.
 """
 
 from __future__ import annotations
@@ -179,6 +181,66 @@ int main(int argc, char **argv) {
 """
 
 
+def python_floor(pid: int, out: Path) -> float:
+    """CAPTURE_FLOOR's system calls made from Python, one ctypes or os call each and
+    nothing else (no model, no policy, no notes, no check): the least any capture
+    written in Python pays, in seconds."""
+    import bisect
+    import ctypes
+    import os
+    import struct
+
+    class IoVec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    libc = ctypes.PyDLL(None)  # (none of these calls blocks: the GIL is kept)
+    ptrace, readv = libc.ptrace, libc.process_vm_readv
+    ptrace.restype, readv.restype = ctypes.c_long, ctypes.c_ssize_t
+    seize, interrupt, getregs, getregset, detach = 0x4206, 0x4207, 12, 0x4204, 17
+    nt_x86_xstate, wall = 0x202, 0x40000000
+    gpr = struct.Struct("<27Q")  # user_regs_struct; rsp is its 20th
+    regs, xstate = ctypes.create_string_buffer(gpr.size), ctypes.create_string_buffer(4096)
+    xstate_iov = IoVec(ctypes.addressof(xstate), 4096)
+    stack = ctypes.create_string_buffer(1 << 16)
+    local, remote = IoVec(ctypes.addressof(stack), 0), IoVec(0, 0)
+    regs_at, xstate_at = ctypes.c_void_p(ctypes.addressof(regs)), ctypes.byref(xstate_iov)
+    local_at, remote_at = ctypes.byref(local), ctypes.byref(remote)
+
+    started = time.perf_counter()
+    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    for tid in tids:
+        ptrace(seize, tid, 0, 0)
+        ptrace(interrupt, tid, 0, 0)
+    for tid in tids:
+        os.waitpid(tid, wall)
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        ranges = [line.split(b" ", 1)[0].split(b"-") for line in f.read().splitlines()]
+    starts, ends = [int(a, 16) for a, _ in ranges], [int(b, 16) for _, b in ranges]
+    with open(f"/proc/{pid}/smaps", "rb") as f:
+        f.read()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for tid in tids:
+        ptrace(getregs, tid, 0, regs_at)
+        xstate_iov.len = 4096
+        ptrace(getregset, tid, nt_x86_xstate, xstate_at)
+        name = os.open(f"/proc/{pid}/task/{tid}/comm", os.O_RDONLY)
+        os.read(name, 64)
+        os.close(name)
+        sp = gpr.unpack(regs.raw)[19]
+        i = bisect.bisect_right(starts, sp) - 1
+        size = min(ends[i] - sp, len(stack)) if i >= 0 and sp < ends[i] else 0
+        local.len = remote.len = size
+        remote.base = sp
+        got = max(readv(pid, local_at, 1, remote_at, 1, 0), 0)
+        os.write(fd, regs.raw)
+        os.write(fd, xstate.raw[: xstate_iov.len])
+        os.write(fd, stack.raw[:got])
+    for tid in tids:
+        ptrace(detach, tid, 0, 0)
+    os.close(fd)
+    return time.perf_counter() - started
+
+
 def in_process_thousand(exe: Path, directory: Path, rounds: int) -> dict[str, list[float]]:
     """Capture + render_elf of a 1,000-thread process and the C floor of the same work,
     alternating, in seconds."""
@@ -198,6 +260,11 @@ def in_process_thousand(exe: Path, directory: Path, rounds: int) -> dict[str, li
         remove_outputs(directory)
         return elapsed
 
+    def python() -> float:
+        elapsed = python_floor(proc.pid, directory / "out.python")
+        remove_outputs(directory)
+        return elapsed
+
     def floor() -> float:
         done = subprocess.run(
             [str(floor_exe), str(proc.pid), str(directory / "out.floor")],
@@ -208,7 +275,9 @@ def in_process_thousand(exe: Path, directory: Path, rounds: int) -> dict[str, li
 
     try:
         # (interleave's first run of each warms the caches)
-        samples = interleave({"capture + render_elf": ours, "C floor": floor}, rounds)
+        samples = interleave(
+            {"capture + render_elf": ours, "C floor": floor, "Python floor": python}, rounds
+        )
         return {name: list(sample.times) for name, sample in samples.items()}
     finally:
         proc.kill()
@@ -269,6 +338,7 @@ def main() -> int:
                 proc.wait()
         thousands = in_process_thousand(heap, directory, args.rounds)
     thousand, floor = thousands["capture + render_elf"], thousands["C floor"]
+    python_floor_times = thousands["Python floor"]
     thousand_ms = statistics.median(thousand) * 1000
     if args.json:
         out = as_json(report)
@@ -279,6 +349,11 @@ def main() -> int:
             "median_ms": statistics.median(floor) * 1000,
             "min_ms": min(floor) * 1000,
             "max_ms": max(floor) * 1000,
+        }
+        out["Python floor of that capture, 1000 threads"] = {
+            "median_ms": statistics.median(python_floor_times) * 1000,
+            "min_ms": min(python_floor_times) * 1000,
+            "max_ms": max(python_floor_times) * 1000,
         }
         print(json.dumps(out, indent=2))
     else:
@@ -291,6 +366,11 @@ def main() -> int:
         print(
             f"  its floor, the same system calls in C: {statistics.median(floor) * 1000:.1f} ms "
             f"({min(floor) * 1000:.1f}–{max(floor) * 1000:.1f})"
+        )
+        print(
+            "  the same system calls from Python, one call each and nothing else: "
+            f"{statistics.median(python_floor_times) * 1000:.1f} ms "
+            f"({min(python_floor_times) * 1000:.1f}–{max(python_floor_times) * 1000:.1f})"
         )
     missed = any(v.missed for v in checks) or min(thousand) > 0.1
     return 1 if missed else 0
