@@ -20,7 +20,6 @@ from .capture.policy import Memory
 from .errors import CaptureError, CaptureWarning, TargetError
 from .model import Snapshot
 from .plain_typing import Callable, Iterable
-from .progress import Progress
 from .streaming import capture_snapshot, write_captured
 
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .capture.linux.held import Held
+    from .progress import Progress
 
 PR_SET_PTRACER = 0x59616D61  # Yama: allow this process to ptrace us
 

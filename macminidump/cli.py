@@ -19,7 +19,6 @@ from .arguments import (
     replay,
 )
 from .errors import CaptureError, MacMiniDumpError, TargetError, WriteError
-from .escape import printable
 
 # (typing's TYPE_CHECKING would import typing, which costs `--help` a few ms)
 TYPE_CHECKING = False
@@ -576,6 +575,8 @@ def _guard_standard_fds() -> bool:
 
 
 def _error(message: str) -> None:
+    from .escape import printable  # (only on an error)
+
     # one line, and a name in it must not forge a second one or drive the terminal
     line = printable(message)
     try:

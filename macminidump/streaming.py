@@ -16,8 +16,11 @@ from .capture.base import CaptureOptions, CrashContext, TargetOS, captured
 from .capture.policy import CostOf
 from .model import Snapshot
 from .plain_typing import Callable
-from .progress import Progress
 from .writer import CoreCost
+
+TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
+if TYPE_CHECKING:
+    from .progress import Progress
 
 Render = Callable[[Snapshot, "str | os.PathLike[str]"], int]
 

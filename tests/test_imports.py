@@ -61,7 +61,6 @@ def test_help_loads_only_the_command_line() -> None:
         "macminidump.cli",
         "macminidump.cli_help",
         "macminidump.errors",
-        "macminidump.escape",
     ]
     # (shutil: argparse imports it for the terminal's width unless given it, and
     # bz2, lzma and zlib come with it)
@@ -183,7 +182,6 @@ def test_run_of_a_program_that_does_not_crash_loads_no_capture_path(tmp_path: Pa
         "macminidump.arguments",
         "macminidump.cli",
         "macminidump.errors",
-        "macminidump.escape",
         "macminidump.capture",
         "macminidump.capture.supervise",
         "macminidump.capture.linux",

@@ -47,7 +47,6 @@ from ..model import (
     Thread,
 )
 from ..plain_typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
-from ..progress import Progress
 from . import policy
 from .policy import (
     EXECUTE,
@@ -63,6 +62,8 @@ from .policy import (
 TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typing)
 if TYPE_CHECKING:
     from typing import Any
+
+    from ..progress import Progress
 
 CODE_WINDOW = 256
 MAX_FRAMES = 4096
