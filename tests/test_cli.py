@@ -57,6 +57,26 @@ def test_one_command_parser_is_the_full_parsers_command(
     assert outcome(argv[0]) == outcome(None)
 
 
+@pytest.mark.parametrize("command", ["dump", "run"])
+def test_the_policy_options_defaults_are_capture_options_defaults(command: str) -> None:
+    """Without a policy option ``dump`` captures with ``write_core``'s own defaults (the
+    process is then held before the policy loads): the command line's defaults must be
+    those, and each option differs from them once given."""
+    from macminidump import cli
+    from macminidump.capture.policy import CaptureOptions
+
+    argv = {"dump": ["1", "-o", "x"], "run": ["-o", "x", "--", "true"]}[command]
+    args = cli._parser(command).parse_args([command, *argv])
+    assert not cli._policy_given(args)
+    assert cli.capture_options(args) == CaptureOptions()
+    for option, value in [("--memory", "referenced"), ("--max-size", "8M"),
+                          ("--max-stack", "0"), ("--include", "0x1000:16"),
+                          ("--keep-environment", None)]:  # fmt: skip
+        given = [option] if value is None else [option, value]
+        parsed = cli._parser(command).parse_args([command, *argv[:-2], *given, *argv[-2:]])
+        assert cli._policy_given(parsed), option
+
+
 def test_version() -> None:
     out = run("--version")
     assert out.returncode == 0 and out.stdout.startswith("macminidump 0.")
