@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import debuggers
@@ -181,19 +182,24 @@ OUTERMOST = {
 }
 
 
-@pytest.fixture(scope="session")
-def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def compiled(directory: Path, name: str, source: str, flags: Sequence[str] = CFLAGS) -> Path:
+    """C ``source`` built with cc as ``directory/name``."""
     cc = shutil.which("cc") or shutil.which("gcc")
     assert cc, "no C compiler: apt-get install gcc"
-    root = tmp_path_factory.mktemp("supervise")
-    (root / "crash.c").write_text(SOURCE)
+    (directory / f"{name}.c").write_text(source)
     subprocess.run(
-        [cc, *CFLAGS, "-o", str(root / "crash"), str(root / "crash.c")],
+        [cc, *flags, "-o", str(directory / name), str(directory / f"{name}.c")],
         check=True,
         capture_output=True,
     )
+    return directory / name
+
+
+@pytest.fixture(scope="session")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("supervise")
     (root / "driver.py").write_text(DRIVER)
-    return root / "crash"
+    return compiled(root, "crash", SOURCE)
 
 
 def drive(
@@ -681,13 +687,7 @@ def test_a_thread_event_costs_the_same_with_many_threads_alive(
 ) -> None:
     """200 idle threads, 300 short-lived ones: the supervisor's waits stay in proportion
     to the events (about 3 per thread created), not to events × threads alive."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "no C compiler: apt-get install gcc"
-    (tmp_path / "churn.c").write_text(CHURN)
-    subprocess.run(
-        [cc, "-O2", "-pthread", "-o", str(tmp_path / "churn"), str(tmp_path / "churn.c")],
-        check=True,
-    )
+    compiled(tmp_path, "churn", CHURN, ["-O2", "-pthread"])
     calls = {"waitpid": 0, "waitid": 0}
     real_waitpid, real_waitid = os.waitpid, os.waitid
 
@@ -742,11 +742,7 @@ def test_a_cloned_process_is_let_go(only_child: bool, tmp_path: Path) -> None:
     """A process the program clones without CLONE_THREAD is not a thread of it: it runs
     untraced (it exits 7 when it finds a tracer), its crash is its own (no core), and the
     program goes on to its exit status."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "no C compiler: apt-get install gcc"
-    (tmp_path / "cloned.c").write_text(CLONED_PROCESS)
-    exe = tmp_path / "cloned"
-    subprocess.run([cc, "-O2", "-o", str(exe), str(tmp_path / "cloned.c")], check=True)
+    exe = compiled(tmp_path, "cloned", CLONED_PROCESS, ["-O2"])
     code = (
         "import sys\nfrom macminidump.capture.supervise import run_supervised\n"
         f"sys.exit(run_supervised([{str(exe)!r}], {str(tmp_path / 'x.core')!r}, "
@@ -851,18 +847,10 @@ sys.exit(supervise.run_supervised(sys.argv[3:], sys.argv[2], only_child=only_chi
 
 @pytest.fixture(scope="session")
 def exec_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "no C compiler: apt-get install gcc"
     root = tmp_path_factory.mktemp("supervise-exec")
-    (root / "exec.c").write_text(EXEC_FROM_THREAD)
-    subprocess.run(
-        [cc, *CFLAGS, "-o", str(root / "exec"), str(root / "exec.c")],
-        check=True,
-        capture_output=True,
-    )
     (root / "driver.py").write_text(DRIVER)
     (root / "mirror.py").write_text(MIRROR_DRIVER)
-    return root / "exec"
+    return compiled(root, "exec", EXEC_FROM_THREAD)
 
 
 @pytest.mark.parametrize("how", ["cli", "api"])
