@@ -126,10 +126,6 @@ _RWX = int(SegmentFlags.PF_R | SegmentFlags.PF_W | SegmentFlags.PF_X)
 _PROTECTION_OF = tuple(_protection_of(flags) for flags in range(_RWX + 1))
 
 
-def _protection(p_flags: int) -> Any:
-    return _PROTECTION_OF[p_flags & _RWX]
-
-
 class ElfCore(CoreReader):
     """A parsed ELF core. Holds an mmap of the file (or the bytes given) while alive.
 
@@ -194,7 +190,7 @@ class ElfCore(CoreReader):
                     notes.forget_register_states()
             else:
                 try:
-                    protection = _PROTECTION_OF[ph.p_flags & _RWX]  # (_protection, inlined)
+                    protection = _PROTECTION_OF[ph.p_flags & _RWX]
                     self.regions.append(
                         Region.trusted(
                             ph.p_vaddr,
