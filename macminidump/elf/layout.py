@@ -169,14 +169,12 @@ def note_plan(snapshot: Snapshot) -> list[NoteEntry]:
         if fpr:
             append(new(NoteEntry, (core, fpregset, encode_fpregset(thread.id, fpr))))
         xsave = thread.xsave
-        if not thread.raw_states:  # (a capture's threads: no list made for none)
-            if xsave is not None:
-                append(new(NoteEntry, (linux, xstate, xsave)))
-            continue
-        raw = [_raw_note(item, f"thread {thread.id:#x}") for item in thread.raw_states]
         if xsave is not None:
             append(new(NoteEntry, (linux, xstate, xsave)))
-        elif any((n.owner, n.type) == _XSTATE for n in raw):
+        if not thread.raw_states:
+            continue  # (a capture's threads: no list made for none)
+        raw = [_raw_note(item, f"thread {thread.id:#x}") for item in thread.raw_states]
+        if xsave is None and any((n.owner, n.type) == _XSTATE for n in raw):
             raise RenderError(
                 f"thread {thread.id:#x}: a raw NT_X86_XSTATE would be read back as the "
                 "thread's xsave"
