@@ -29,7 +29,7 @@ import pytest
 
 from macminidump import linux_abi, linux_abi_schema
 from macminidump.arch import RegKind, arch_info
-from macminidump.capture.base import capture
+from macminidump.capture.base import CaptureOptions, capture
 from macminidump.capture.linux import LinuxTarget, capture_pid, procfs, registers
 from macminidump.errors import CaptureError, ModelError
 from macminidump.model import Snapshot
@@ -540,6 +540,41 @@ def test_dump_holds_the_process_before_loading_the_capture(
     assert len(parse_elf(tmp_path / "core").threads) == 4
     assert_released(target.pid)
     assert target.progresses()
+
+
+@pytest.mark.parametrize(("memory", "runs"), [("stacks", True), ("full", False)])
+def test_the_process_runs_while_its_core_is_written(
+    programs: dict[str, Path],
+    run: Callable[..., Target],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    memory: str,
+    runs: bool,
+) -> None:
+    """The process is paused only while its state is read: a stacks capture holds every
+    byte before the file is written, so the process is released and goes on while the
+    renderer runs; ``full`` streams large regions from it, so it stays stopped then."""
+    from macminidump import streaming
+
+    target = run([programs["four"]])
+    real = streaming.format_of
+    seen: list[tuple[bool, bool]] = []
+
+    def render(snapshot: Snapshot, path: str | os.PathLike[str]) -> int:
+        states = task_states(target.pid).values()
+        released = all(state != "t" and tracer == 0 for state, tracer in states)
+        stopped = all(state == "t" for state, _ in states)
+        seen.append((released and target.progresses(), stopped))
+        return real("elf")[0](snapshot, path)
+
+    monkeypatch.setattr(streaming, "format_of", lambda fmt: (render, real(fmt)[1]))
+    core = tmp_path / "core"
+    streaming.write_captured(LinuxTarget(target.pid), core, "elf", CaptureOptions(memory=memory))
+    assert seen == [(runs, not runs)]
+    from macminidump.elf.parse import parse_elf
+
+    assert len(parse_elf(core).threads) == 4
+    assert_released(target.pid)
 
 
 def test_dump_releases_a_held_process_when_the_capture_never_starts(

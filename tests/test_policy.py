@@ -30,7 +30,7 @@ from macminidump.capture.linux import procfs
 from macminidump.capture.mach import MachTarget
 from macminidump.capture.policy import Memory, parse_range, parse_size
 from macminidump.elf.layout import core_cost as elf_cost
-from macminidump.errors import TargetError
+from macminidump.errors import CaptureError, TargetError
 from macminidump.model import Protection, SignalInfo
 from macminidump.parse import parse_core
 from macminidump.streaming import write_captured
@@ -203,6 +203,33 @@ def test_large_regions_are_read_while_the_file_is_written() -> None:
         assert lazy[0].data.read(0, 16) == world().memory.read(lazy[0].address, 16)
         assert target.calls.count("read") == reads + 1
     assert target.running
+
+
+def test_a_capture_with_nothing_to_stream_resumes_before_the_file_is_written() -> None:
+    """Every byte of a stacks capture is read while the target is stopped: the target goes
+    on before the body of ``captured`` (where the file is written), and once only."""
+    target = FakeTarget(world())
+    with captured(target, CaptureOptions(max_stack=16 << 10), CRASH) as snap:
+        assert not [r for r in snap.regions if type(r.data).__name__ == "TargetSource"]
+        assert target.running and target.calls[-1] == "resume"
+    assert target.calls.count("resume") == 1
+
+
+def test_a_target_found_dead_at_the_early_resume_writes_nothing() -> None:
+    """The resume is where a backend reaps a target killed meanwhile: found exited there,
+    ``captured`` raises before its body runs (no core of a process that was not whole)."""
+
+    class DiesAtResume(FakeTarget):
+        def resume(self) -> None:
+            super().resume()
+            self.exited = True
+
+    target = DiesAtResume(world())
+    body: list[Snapshot] = []
+    with pytest.raises(CaptureError, match="exited during capture"):
+        with captured(target, CaptureOptions(max_stack=16 << 10), CRASH) as snap:
+            body.append(snap)
+    assert body == [] and target.calls.count("resume") == 1
 
 
 # ---------------------------------------------------------------- the Mach backend

@@ -16,8 +16,9 @@ chain, and names the regions a debugger needs for complete backtraces:
 
 The memory policy (``policy.py``: referenced, dirty or full memory, the caller's ranges,
 a size budget and its order of priority, the memory never saved) chooses among those
-and adds to them. ``captured`` keeps the target stopped while the file is written, so
-large regions stream from the target to the file instead of through RAM.
+and adds to them. ``captured`` keeps the target stopped while the file is written when
+large regions stream from the target to the file (instead of through RAM); a capture
+with nothing left to read resumes the target before the file is written.
 
 A backend knows its OS and nothing of file formats; the renderers know formats and
 nothing of how the state was captured.
@@ -205,8 +206,9 @@ def captured(
     progress: Progress | None = None,
     while_stopped: Callable[[], object] | None = None,
 ) -> _Captured:
-    """The Snapshot of ``target`` while it stays stopped: large regions (``lazy``) read
-    from the target only when the renderer streams them, so memory never piles up here.
+    """The Snapshot of ``target``: large regions (``lazy``) read from the target only when
+    the renderer streams them, so memory never piles up here. The target stays stopped
+    while such a region is in the snapshot; without one it is resumed before the body.
 
     ``cost``: the file format's cost model, needed for a ``max_size`` budget.
     ``while_stopped``: the caller's own preparation, called once the target's state is
@@ -226,7 +228,9 @@ def captured(
 class _Captured:
     """``with captured(...) as snapshot``: the collector paused and the target stopped from
     ``__enter__``, which captures (``capture_stopped``), to ``__exit__``; on every path
-    both are undone."""
+    both are undone. A snapshot that reads nothing more from the target (no region
+    streams from it) resumes the target at once: the process goes on while the file is
+    written, and is paused only for as long as its state is read."""
 
     def __init__(
         self,
@@ -239,16 +243,23 @@ class _Captured:
         self._progress = progress
         self._paused = gc_pause.paused()
         self._stopped = stopped(target)
+        #: whether the target is still to be resumed
+        self._holding = False
 
     def __enter__(self) -> Snapshot:
         self._paused.__enter__()
         try:
             self._stopped.__enter__()
+            self._holding = True
             try:
-                return self._capture_stopped()
+                snapshot = self._capture_stopped()
             except BaseException:
-                self._stopped.__exit__()
+                self._resume()
                 raise
+            if not any(isinstance(r.data, TargetSource) for r in snapshot.regions):
+                self._resume()
+                self._check_alive()
+            return snapshot
         except BaseException:
             self._paused.__exit__()
             raise
@@ -259,10 +270,19 @@ class _Captured:
                 if exc_type is None and self._progress is not None:
                     self._progress.done()
             finally:
-                self._stopped.__exit__()
+                self._resume()
         finally:
             self._paused.__exit__()
-        if exc_type is None and self.target.exited:
+        if exc_type is None:
+            self._check_alive()
+
+    def _resume(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._stopped.__exit__()
+
+    def _check_alive(self) -> None:
+        if self.target.exited:
             raise CaptureError("the process exited during capture")
 
 
