@@ -6,6 +6,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from macminidump import CaptureError, Image, Region, RegKind, Snapshot, Thread, records
 from macminidump.capture.base import CrashContext, capture
@@ -194,6 +196,43 @@ def test_write_captured_imports_the_renderer_while_stopped(
     with pytest.raises(ValueError, match="no core format 'pe'"):
         streaming.write_captured(untouched, tmp_path / "other", "pe")
     assert untouched.calls == [] and not (tmp_path / "other").exists()
+
+
+@given(
+    layout=st.lists(
+        st.tuples(st.integers(1, 64), st.integers(0, 64), st.sampled_from([1, 3, 5, 7])),
+        max_size=12,
+    ),
+    picks=st.lists(st.tuples(st.integers(0, 12), st.integers(-2, 2)), max_size=80),
+    limit=st.integers(1, 8),
+)
+@example(layout=[(1, 0, 5)], picks=[(1, 0), (1, 1)], limit=2)  # code from 0: 0x1000 is not
+def test_in_code_is_the_executable_lookup_of_each_word(
+    layout: list[tuple[int, int, int]], picks: list[tuple[int, int]], limit: int
+) -> None:
+    """``MappingIndex.in_code`` (the stack scan's filter, a set of 2 MiB chunks first)
+    keeps exactly the words ``at`` finds in executable memory above 0x1000, the first
+    ``limit`` in order: words picked at, around and between mapping bounds, with
+    mappings a page to 256 MiB long, apart or touching, some of them code."""
+    from macminidump.capture.base import MemoryMapping
+    from macminidump.capture.policy import EXECUTE, MappingIndex
+    from macminidump.model import Protection
+
+    mappings, cursor = [], 0
+    for pages, gap, protection in layout:
+        cursor += gap * 0x100000
+        end = cursor + pages * pages * 0x10000
+        mappings.append(MemoryMapping(start=cursor, end=end, protection=Protection(protection)))
+        cursor = end
+    edges = [0, 0x1000, *(a for m in mappings for a in (m.start, m.end))]
+    values = [max(0, edges[i % len(edges)] + delta) for i, delta in picks]
+    index = MappingIndex(mappings)
+    expected = []
+    for value in values:
+        mapping = index.at(value) if value > 0x1000 else None
+        if mapping is not None and int(mapping.protection) & EXECUTE:
+            expected.append(value)
+    assert index.in_code(values, limit) == expected[:limit]
 
 
 def test_stack_is_scanned_when_there_is_no_frame_chain() -> None:

@@ -173,6 +173,10 @@ int main(void) {
 """
 
 SOURCES = {"four": FOUR, "many": MANY, "churn": CHURN, "signals": SIGNALS, "leaderless": LEADERLESS}
+#: programs built as distributions build them: optimized, without frame pointers (the
+#: capture then scans each stack for return addresses)
+OPTIMIZED = {"four-o2": FOUR}
+OPTIMIZED_CFLAGS = ["-g", "-O2", "-fomit-frame-pointer", "-pthread"]
 
 
 @pytest.fixture(scope="session")
@@ -181,10 +185,12 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert cc, "no C compiler: apt-get install gcc"
     root = tmp_path_factory.mktemp("linux-capture")
     out = {}
-    for name, source in SOURCES.items():
+    builds = [(name, source, CFLAGS) for name, source in SOURCES.items()]
+    builds += [(name, source, OPTIMIZED_CFLAGS) for name, source in OPTIMIZED.items()]
+    for name, source, flags in builds:
         (root / f"{name}.c").write_text(source)
         subprocess.run(
-            [cc, *CFLAGS, "-o", str(root / name), str(root / f"{name}.c")],
+            [cc, *flags, "-o", str(root / name), str(root / f"{name}.c")],
             check=True,
             capture_output=True,
         )
@@ -726,6 +732,34 @@ def test_four_threads(programs: dict[str, Path], run: Callable[..., Target]) -> 
     # and it runs on
     assert_released(pid)
     assert target.progresses()
+
+
+def test_stacks_without_frame_pointers_are_scanned(
+    programs: dict[str, Path], run: Callable[..., Target]
+) -> None:
+    """An optimized program keeps no frame chain: each thread's saved stack is scanned,
+    and every word of it that points into code (the first SCAN_HITS within SCAN_BYTES of
+    sp, found here from /proc/PID/maps) gets its code window; among them addresses in the
+    program and in libc (where its threads start)."""
+    from macminidump.capture.base import SCAN_BYTES, SCAN_HITS
+
+    target = run([programs["four-o2"]])
+    code = [(s, e, p) for s, e, perms, _, p in maps(target.pid) if "x" in perms]
+    snap = capture_pid(target.pid)
+    assert len(snap.threads) == 4
+    for t in snap.threads:
+        rsp = t.gpr["rsp"]
+        stack = next(r for r in snap.regions if r.contains(rsp))
+        end = min(stack.end, rsp + SCAN_BYTES) - 7
+        words = [snap.memory.read_u64(a) for a in range(rsp, end, 8)]
+        hits = [w for w in words if any(s <= w < e for s, e, _ in code)][:SCAN_HITS]
+        for word in hits:
+            start, end = next((s, e) for s, e, _ in code if s <= word < e)
+            low, high = max(word - 16, start), min(word + 16, end)  # (windows stop there)
+            assert saved(snap, low, high - low), f"thread {t.id}: no code at {word:#x}"
+        paths = {p for w in hits for s, e, p in code if s <= w < e}
+        assert str(programs["four-o2"]) in paths, (t.id, paths)
+        assert any(p.endswith(".so.6") and "libc" in p for p in paths), (t.id, paths)
 
 
 def test_repeated_and_idempotent(programs: dict[str, Path], run: Callable[..., Target]) -> None:

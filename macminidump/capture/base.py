@@ -568,15 +568,10 @@ def _scan_for_code(
     code window in the core.
     """
     data = target.read(start, min(end - start, SCAN_BYTES))
-    hits = []
-    for offset in range(0, len(data) - 7, 8):
-        value = _strip(int.from_bytes(data[offset : offset + 8], "little"), bits)
-        mapping = mappings.at(value) if value > 0x1000 else None
-        if mapping is not None and int(mapping.protection) & EXECUTE:
-            hits.append(value)
-            if len(hits) == SCAN_HITS:
-                break
-    return hits
+    words = struct.unpack_from(f"<{len(data) // 8}Q", data)
+    if bits is not None:
+        words = tuple([bits.strip(word) for word in words])
+    return mappings.in_code(words, SCAN_HITS)
 
 
 def _read_regions(
