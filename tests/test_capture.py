@@ -199,40 +199,57 @@ def test_write_captured_imports_the_renderer_while_stopped(
 
 
 @given(
+    base=st.sampled_from([0, 0x5555_0000_0000, 0x7F12_3400_0000, 0xFFFF_8000_0000_0000]),
     layout=st.lists(
         st.tuples(st.integers(1, 64), st.integers(0, 64), st.sampled_from([1, 3, 5, 7])),
         max_size=12,
     ),
-    picks=st.lists(st.tuples(st.integers(0, 12), st.integers(-2, 2)), max_size=80),
+    picks=st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from([0, 1, -1, 2, 1 << 24, 1 << 32, 1 << 40])),
+        max_size=80,
+    ),
     limit=st.integers(1, 8),
+    stripped=st.booleans(),
 )
-@example(layout=[(1, 0, 5)], picks=[(1, 0), (1, 1)], limit=2)  # code from 0: 0x1000 is not
+@example(base=0, layout=[(1, 0, 5)], picks=[(1, 0), (1, 1)], limit=2, stripped=False)
+@example(base=0, layout=[(2, 1, 5)], picks=[(2, 1)] * 9, limit=3, stripped=False)  # > limit
 def test_in_code_is_the_executable_lookup_of_each_word(
-    layout: list[tuple[int, int, int]], picks: list[tuple[int, int]], limit: int
+    base: int,
+    layout: list[tuple[int, int, int]],
+    picks: list[tuple[int, int]],
+    limit: int,
+    stripped: bool,
 ) -> None:
-    """``MappingIndex.in_code`` (the stack scan's filter, a set of 2 MiB chunks first)
+    """``MappingIndex.in_code`` (the stack scan's filter: byte columns tested in C first)
     keeps exactly the words ``at`` finds in executable memory above 0x1000, the first
-    ``limit`` in order: words picked at, around and between mapping bounds, with
-    mappings a page to 256 MiB long, apart or touching, some of them code."""
+    ``limit`` in order: words picked at, around and 16 MiB to 1 TiB off mapping bounds,
+    with mappings a page to 256 MiB long, apart or touching, some of them code, low and
+    high in the address space; and the same after a ``strip`` (arm64's pointer bits)."""
     from macminidump.capture.base import MemoryMapping
     from macminidump.capture.policy import EXECUTE, MappingIndex
     from macminidump.model import Protection
 
-    mappings, cursor = [], 0
+    mappings, cursor = [], base
     for pages, gap, protection in layout:
         cursor += gap * 0x100000
         end = cursor + pages * pages * 0x10000
         mappings.append(MemoryMapping(start=cursor, end=end, protection=Protection(protection)))
         cursor = end
     edges = [0, 0x1000, *(a for m in mappings for a in (m.start, m.end))]
-    values = [max(0, edges[i % len(edges)] + delta) for i, delta in picks]
+    words = [(edges[i % len(edges)] + delta) % (1 << 64) for i, delta in picks]
     index = MappingIndex(mappings)
+
+    def strip(word: int) -> int:
+        return word & ((1 << 56) - 1)
+
     expected = []
-    for value in values:
+    for word in words:
+        value = strip(word) if stripped else word
         mapping = index.at(value) if value > 0x1000 else None
         if mapping is not None and int(mapping.protection) & EXECUTE:
             expected.append(value)
-    assert index.in_code(values, limit) == expected[:limit]
+    data = struct.pack(f"<{len(words)}Q", *words) + b"\x01" * (len(words) % 3)  # a ragged end
+    assert index.in_code(data, limit, strip if stripped else None) == expected[:limit]
 
 
 def test_stack_is_scanned_when_there_is_no_frame_chain() -> None:

@@ -568,10 +568,7 @@ def _scan_for_code(
     code window in the core.
     """
     data = target.read(start, min(end - start, SCAN_BYTES))
-    words = struct.unpack_from(f"<{len(data) // 8}Q", data)
-    if bits is not None:
-        words = tuple([bits.strip(word) for word in words])
-    return mappings.in_code(words, SCAN_HITS)
+    return mappings.in_code(data, SCAN_HITS, bits.strip if bits is not None else None)
 
 
 def _read_regions(

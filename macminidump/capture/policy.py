@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import _bisect as bisect  # (the C core: bisect.py adds nothing a dump uses)
 import _operator as operator  # (the C core: operator.py re-declares it in Python, ~0.4 ms)
+import struct
 
 from .. import records
 from ..errors import TargetError
@@ -306,8 +307,12 @@ def never_saved(
 # ----------------------------------------------------------------- choosing within a budget
 
 
-#: the granule of ``MappingIndex.in_code``'s first test: 2 MiB
-CODE_CHUNK_BITS = 21
+#: the bytes of a little-endian word that say which 16 MiB of the low 256 TiB it points
+#: into (where user space lies): ``MappingIndex.in_code`` tests them column by column,
+#: the most telling first
+CHUNK_BYTES = (5, 4, 3)
+#: past this many 16 MiB chunks, a mapping lets every byte pass (the test stays exact)
+MANY_CHUNKS = 4096
 
 
 class MappingIndex:
@@ -316,9 +321,12 @@ class MappingIndex:
     def __init__(self, mappings: Iterable[MemoryMapping]):
         self.sorted = sorted(mappings, key=lambda m: m.start)
         self._starts = [m.start for m in self.sorted]
-        #: the CODE_CHUNK-sized chunks (address >> CODE_CHUNK_BITS) that executable
-        #: mappings touch; made on the first ``in_code``
-        self._code_chunks: frozenset[int] | None = None
+        #: per byte of CHUNK_BYTES, a translate table: 1 for the values some executable
+        #: mapping's 16 MiB chunks have there, else 0; made on the first ``in_code``
+        self._chunk_tables: list[tuple[int, bytes]] | None = None
+        #: word -> whether it points into code, for the words ``in_code`` looked up
+        #: (the threads of a process hold the same return addresses)
+        self._in_code: dict[int, bool] = {}
 
     def at(self, address: int) -> MemoryMapping | None:
         i = bisect.bisect_right(self._starts, address) - 1
@@ -328,31 +336,65 @@ class MappingIndex:
                 return mapping
         return None
 
-    def in_code(self, values: Sequence[int], limit: int) -> list[int]:
-        """The first ``limit`` of ``values`` above 0x1000 that ``at`` finds in executable
-        memory, in their order.
+    def in_code(
+        self, words: bytes, limit: int, strip: Callable[[int], int] | None = None
+    ) -> list[int]:
+        """Of the little-endian 64-bit ``words`` (each passed through ``strip``, if given),
+        the first ``limit`` above 0x1000 that ``at`` finds in executable memory, in order.
 
         A stack scan asks this of every word of a thread's stack, and a thousand threads
-        have half a million words: a set of the 2 MiB chunks code lies in rejects most
-        words in one comprehension (stack, heap and small numbers lie elsewhere), and
-        only the rest are looked up."""
-        chunks = self._code_chunks
-        if chunks is None:
-            chunks = self._code_chunks = frozenset(
-                chunk
-                for m in self.sorted
-                if int(m.protection) & EXECUTE
-                for chunk in range(m.start >> CODE_CHUNK_BITS, ((m.end - 1) >> CODE_CHUNK_BITS) + 1)
-            )
-        hits = []
-        at = self.at
-        for value in [v for v in values if v >> CODE_CHUNK_BITS in chunks]:
-            mapping = at(value) if value > 0x1000 else None
-            if mapping is not None and int(mapping.protection) & EXECUTE:
+        have half a million. Without ``strip``, the words are first tested a byte column
+        at a time, in C (``translate``): a word whose bytes 3 to 5 are not each one some
+        code's 16 MiB chunk has there points elsewhere (stack, heap, small numbers), and
+        only the few left are looked up."""
+        count = len(words) // 8
+        if strip is not None:
+            values = [strip(v) for v in struct.unpack_from(f"<{count}Q", words)]
+            return [v for v in values if self._executable(v)][:limit]
+        marks = -1
+        for k, table in self._code_chunk_tables():
+            marks &= int.from_bytes(words[k : count * 8 : 8].translate(table), "little")
+            if not marks:
+                return []
+        column = marks.to_bytes(count, "little")
+        hits: list[int] = []
+        known = self._in_code
+        i = column.find(1)
+        while i >= 0:
+            value = int.from_bytes(words[8 * i : 8 * i + 8], "little")
+            executable = known.get(value)
+            if executable is None:
+                executable = known[value] = self._executable(value)
+            if executable:
                 hits.append(value)
                 if len(hits) == limit:
                     break
+            i = column.find(1, i + 1)
         return hits
+
+    def _executable(self, value: int) -> bool:
+        mapping = self.at(value) if value > 0x1000 else None
+        return mapping is not None and bool(int(mapping.protection) & EXECUTE)
+
+    def _code_chunk_tables(self) -> list[tuple[int, bytes]]:
+        tables = self._chunk_tables
+        if tables is None:
+            allowed: list[set[int]] = [set() for _ in CHUNK_BYTES]
+            for m in self.sorted:
+                if not int(m.protection) & EXECUTE:
+                    continue
+                first, last = m.start >> 24, (m.end - 1) >> 24
+                if last - first > MANY_CHUNKS:
+                    allowed = [set(range(256)) for _ in CHUNK_BYTES]
+                    break
+                for chunk in range(first, last + 1):
+                    for k, values in zip(CHUNK_BYTES, allowed):
+                        values.add((chunk >> (8 * (k - 3))) & 0xFF)
+            tables = self._chunk_tables = [
+                (k, bytes(int(b in values) for b in range(256)))
+                for k, values in zip(CHUNK_BYTES, allowed)
+            ]
+        return tables
 
     def overlapping(self, start: int, end: int) -> Iterator[MemoryMapping]:
         i = max(0, bisect.bisect_right(self._starts, start) - 1)
