@@ -352,13 +352,22 @@ def parse_policy_arguments(argv: Sequence[str]) -> Any:
     return args if args is not None else policy_parser().parse_args(argv)
 
 
+#: the resident size from which ``dump`` stops a process before it loads the capture:
+#: the kernel's walk of its pages for smaps then takes longer than that loading (~13 ms
+#: for 512 MiB here, the loading ~20 ms; bench/bench_pause.py)
+EARLY_HOLD_RESIDENT = 1 << 30
+
+
 def _held_ahead(pid: int) -> Held | None:
-    """On Linux, process ``pid`` stopped now, before the capture loads the rest of the
-    package: the kernel's walk of its pages for smaps (see ``procfs.smaps``) then runs on
-    another core meanwhile (capture/linux/held.py). Its refusals (no such
-    process, a 32-bit program...) are the capture's own. None where the capture does not
-    stop a process this way (other systems, this process): write_core says why."""
-    if sys.platform != "linux" or pid == os.getpid():
+    """On Linux, a large process ``pid`` (``EARLY_HOLD_RESIDENT``) stopped now, before the
+    capture loads the rest of the package: the kernel's walk of its pages for smaps (see
+    ``procfs.smaps``) then runs on another core meanwhile (capture/linux/held.py), so the
+    dump ends sooner and the process is paused no longer, since the walk takes longer
+    than the loading. A smaller process is stopped once the capture is loaded, so the
+    loading is not part of its pause. Its refusals (no such process, a 32-bit
+    program...) are the capture's own. None where the capture does not stop a process
+    this way (other systems, this process, a small process): write_core says why."""
+    if sys.platform != "linux" or pid == os.getpid() or _resident(pid) < EARLY_HOLD_RESIDENT:
         return None
     from .capture.linux.held import Held
     from .capture.linux.ptrace import check_platform
@@ -370,6 +379,15 @@ def _held_ahead(pid: int) -> Held | None:
     held = Held(pid)
     held.stop()
     return held
+
+
+def _resident(pid: int) -> int:
+    """Process ``pid``'s resident bytes (/proc/PID/statm); 0 where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _progress() -> Progress | None:

@@ -510,33 +510,46 @@ def test_a_held_process_is_captured_from_its_stop(
 
 
 @pytest.mark.parametrize(
-    ("options", "loaded_at_stop"),
-    [([], []), (["--max-size", "8M"], ["macminidump.capture.policy"])],
-    ids=["default-policy", "policy-given"],
+    ("large", "options", "loaded_at_stop"),
+    [
+        (True, [], []),
+        (True, ["--max-size", "8M"], ["macminidump.capture.policy"]),
+        (
+            False,
+            [],
+            ["macminidump.api", "macminidump.capture.base", "macminidump.capture.policy"],
+        ),
+    ],
+    ids=["large-default-policy", "large-policy-given", "small"],
 )
-def test_dump_holds_the_process_before_loading_the_capture(
+def test_dump_holds_a_large_process_before_loading_the_capture(
     programs: dict[str, Path],
     run: Callable[..., Target],
     tmp_path: Path,
+    large: bool,
     options: list[str],
     loaded_at_stop: list[str],
 ) -> None:
-    """``macminidump dump`` stops the process before it imports the capture and the
-    renderer (so the kernel's smaps walk runs while they load): at the stop, neither
-    ``macminidump.api`` nor the renderer is loaded yet, nor the memory policy unless a
-    policy option was given (its values are checked before the process is touched). The
-    core is whole."""
+    """``macminidump dump`` stops a large process (``cli.EARLY_HOLD_RESIDENT``, 0 here for
+    ``large``) before it imports the capture and the renderer, so that the kernel's smaps
+    walk runs while they load: at the stop, neither ``macminidump.api`` nor the renderer
+    is loaded yet, nor the memory policy unless a policy option was given (its values are
+    checked before the process is touched). A smaller one is stopped once the capture is
+    loaded (the renderer still loads while it is stopped, beside the walk), so the
+    loading is no part of its pause. The core is whole either way."""
     target = run([programs["four"]])
     watched = ["macminidump.api", "macminidump.elf.render", "macminidump.capture.base"]
     watched.append("macminidump.capture.policy")
+    argv = ["dump", str(target.pid), "-o", str(tmp_path / "core"), *options]
     code = (
         "import sys\nfrom macminidump.capture.linux import held\n"
         "real = held.Held.stop\nloaded = []\n"
         "def stop(self):\n"
         f"    loaded.append(sorted(m for m in sys.modules if m in {watched!r}))\n"
         "    real(self)\n"
-        "held.Held.stop = stop\nfrom macminidump.cli import main\n"
-        f"code = main(['dump', '{target.pid}', '-o', {str(tmp_path / 'core')!r}, *{options!r}])\n"
+        "held.Held.stop = stop\nfrom macminidump import cli\n"
+        f"cli.EARLY_HOLD_RESIDENT = {0 if large else 'cli.EARLY_HOLD_RESIDENT'}\n"
+        f"code = cli.main({argv!r})\n"
         "print(code, loaded)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -583,6 +596,20 @@ def test_the_process_runs_while_its_core_is_written(
     assert_released(target.pid)
 
 
+def test_the_resident_size_that_decides_the_early_hold(
+    programs: dict[str, Path], run: Callable[..., Target]
+) -> None:
+    """``cli._resident``: /proc/PID/status's VmRSS in bytes (give or take what the process
+    touched between the two reads), and 0 for a process that is not there."""
+    from macminidump import cli
+
+    target = run([programs["four"]])
+    status = Path(f"/proc/{target.pid}/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) * 1024  # type: ignore[index]
+    assert abs(cli._resident(target.pid) - rss) <= 64 * 1024
+    assert cli._resident(2**22 + 1) == 0  # (above pid_max's largest value)
+
+
 def test_dump_releases_a_held_process_when_the_capture_never_starts(
     programs: dict[str, Path],
     run: Callable[..., Target],
@@ -590,16 +617,22 @@ def test_dump_releases_a_held_process_when_the_capture_never_starts(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A failure between the dump's early stop and the capture (here write_core refusing)
-    leaves the process running and untraced, and is reported as any other."""
+    """A failure between the dump's early stop of a large process and the capture (here
+    write_core refusing) leaves the process running and untraced, and is reported as
+    any other."""
     from macminidump import api, cli
 
+    target = run([programs["four"]])
+    held: list[bool] = []
+
     def refusing(*args: object, **kwargs: object) -> int:
+        held.append(all(state == "t" for state, _ in task_states(target.pid).values()))
         raise CaptureError("refused for the test")
 
-    target = run([programs["four"]])
     monkeypatch.setattr(api, "write_core", refusing)
+    monkeypatch.setattr(cli, "EARLY_HOLD_RESIDENT", 0)  # (the program is small)
     assert cli.main(["dump", str(target.pid), "-o", str(tmp_path / "core")]) != 0
+    assert held == [True]
     assert_released(target.pid)
     assert target.progresses()
     assert not (tmp_path / "core").exists()
