@@ -352,19 +352,20 @@ def parse_policy_arguments(argv: Sequence[str]) -> Any:
     return args if args is not None else policy_parser().parse_args(argv)
 
 
-#: the resident size from which ``dump`` stops a process before it loads the capture:
-#: the kernel's walk of its pages for smaps then takes longer than that loading (~13 ms
-#: for 512 MiB here, the loading ~20 ms; bench/bench_pause.py)
-EARLY_HOLD_RESIDENT = 1 << 30
+#: the resident size from which ``dump`` stops a process before it loads the capture.
+#: Stopped first, the process is paused for the loading too (~20 ms) where the kernel's
+#: walk of its pages for smaps is shorter, and the dump ends sooner by as much of the
+#: walk as the loading hides. The walk goes at ~40 MiB/ms here (bench/bench_pause.py): from
+#: 400 MiB on, it takes half the loading, and the dump gains what the pause loses.
+EARLY_HOLD_RESIDENT = 400 << 20
 
 
 def _held_ahead(pid: int) -> Held | None:
     """On Linux, a large process ``pid`` (``EARLY_HOLD_RESIDENT``) stopped now, before the
     capture loads the rest of the package: the kernel's walk of its pages for smaps (see
-    ``procfs.smaps``) then runs on another core meanwhile (capture/linux/held.py), so the
-    dump ends sooner and the process is paused no longer, since the walk takes longer
-    than the loading. A smaller process is stopped once the capture is loaded, so the
-    loading is not part of its pause. Its refusals (no such process, a 32-bit
+    ``procfs.smaps``) then runs on another core meanwhile (capture/linux/held.py), and the
+    dump ends sooner. A smaller process is stopped once the capture is loaded, so the
+    loading is no part of its pause. Its refusals (no such process, a 32-bit
     program...) are the capture's own. None where the capture does not stop a process
     this way (other systems, this process, a small process): write_core says why."""
     if sys.platform != "linux" or pid == os.getpid() or _resident(pid) < EARLY_HOLD_RESIDENT:
