@@ -355,8 +355,9 @@ def parse_policy_arguments(argv: Sequence[str]) -> Any:
 #: the resident size from which ``dump`` stops a process before it loads the capture.
 #: Stopped first, the process is paused for the loading too (~20 ms) where the kernel's
 #: walk of its pages for smaps is shorter, and the dump ends sooner by as much of the
-#: walk as the loading hides. The walk goes at ~40 MiB/ms here (bench/bench_pause.py): from
-#: 400 MiB on, it takes half the loading, and the dump gains what the pause loses.
+#: walk as the loading hides. The walk goes at ~40 MiB/ms here (13 ms for 512 MiB): from
+#: 400 MiB on, it takes half the loading, and the dump gains what the pause loses
+#: (bench/bench_pause.py and bench_dump.py measure both sides).
 EARLY_HOLD_RESIDENT = 400 << 20
 
 
