@@ -163,7 +163,9 @@ def _add_dump(sub: Any) -> None:
             "Write a minimal core of a running process: every thread's registers "
             "and stack, the list of loaded libraries, and a little code around each return "
             "address, so gdb and LLDB show complete backtraces. The process is stopped only "
-            "while it is read (a few milliseconds) and never signalled."
+            "while its state is read (about 10 ms for a few threads; large regions, as "
+            "--memory dirty and full save, keep it stopped until they are written) and never "
+            "signalled."
         ),
         formatter_class=_LINES,
         epilog="example:\n  macminidump dump $(pidof myserver) -o myserver.core\n"
