@@ -215,6 +215,38 @@ def test_a_capture_with_nothing_to_stream_resumes_before_the_file_is_written() -
     assert target.calls.count("resume") == 1
 
 
+@pytest.mark.parametrize(("memory", "running"), [("stacks", True), ("full", False)])
+def test_the_snapshot_is_made_once_nothing_more_is_read(
+    monkeypatch: pytest.MonkeyPatch, memory: str, running: bool
+) -> None:
+    """The model of what was read (threads, the Snapshot and its checks: ~30 ms for a
+    thousand threads) is made after the target is resumed when nothing streams from
+    it, and before, while it stays stopped, when something does; a Snapshot that fails
+    its checks then is an error, and the target is resumed once."""
+    from macminidump.capture import base
+    from macminidump.errors import ModelError
+
+    target = FakeTarget(world())
+    seen: list[bool] = []
+    real = base._model_threads
+
+    def noting(*args: object) -> object:
+        seen.append(target.running)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(base, "_model_threads", noting)
+    with captured(target, CaptureOptions(memory=memory, max_stack=16 << 10), CRASH):
+        assert seen == [running]
+    assert target.calls.count("resume") == 1
+    twins = FakeTarget(world())
+    twins.world = records.evolve(world(), threads=[])  # (built unchecked below)
+    object.__setattr__(twins.world, "threads", world().threads * 2)
+    with pytest.raises(ModelError, match="two threads have id"):
+        with captured(twins, CaptureOptions(memory=memory, max_stack=16 << 10), CRASH):
+            pass
+    assert twins.running and twins.calls.count("resume") == 1
+
+
 def test_a_target_found_dead_at_the_early_resume_writes_nothing() -> None:
     """The resume is where a backend reaps a target killed meanwhile: found exited there,
     ``captured`` raises before its body runs (no core of a process that was not whole)."""
