@@ -10,8 +10,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from macminidump import CaptureError, Image, Region, RegKind, Snapshot, Thread, records
-from macminidump.capture.base import CrashContext, capture
-from macminidump.model import SignalInfo
+from macminidump.capture.base import CrashContext, MemoryMapping, capture
+from macminidump.capture.policy import EXECUTE, READ, MappingIndex
+from macminidump.model import Protection, SignalInfo
 from macminidump.testing.fake_os import FakeTarget
 
 STACK = 0x7FFF0000
@@ -198,45 +199,48 @@ def test_write_captured_imports_the_renderer_while_stopped(
     assert untouched.calls == [] and not (tmp_path / "other").exists()
 
 
-@given(
-    base=st.sampled_from([0, 0x5555_0000_0000, 0x7F12_3400_0000, 0xFFFF_8000_0000_0000]),
-    layout=st.lists(
-        st.tuples(st.integers(1, 64), st.integers(0, 64), st.sampled_from([1, 3, 5, 7])),
-        max_size=12,
-    ),
-    picks=st.lists(
-        st.tuples(st.integers(0, 12), st.sampled_from([0, 1, -1, 2, 1 << 24, 1 << 32, 1 << 40])),
-        max_size=80,
-    ),
-    limit=st.integers(1, 8),
-    stripped=st.booleans(),
-)
-@example(base=0, layout=[(1, 0, 5)], picks=[(1, 0), (1, 1)], limit=2, stripped=False)
-@example(base=0, layout=[(2, 1, 5)], picks=[(2, 1)] * 9, limit=3, stripped=False)  # > limit
-def test_in_code_is_the_executable_lookup_of_each_word(
-    base: int,
-    layout: list[tuple[int, int, int]],
-    picks: list[tuple[int, int]],
-    limit: int,
-    stripped: bool,
-) -> None:
-    """``MappingIndex.in_code`` (the stack scan's filter: byte columns tested in C first)
-    keeps exactly the words ``at`` finds in executable memory above 0x1000, the first
-    ``limit`` in order: words picked at, around and 16 MiB to 1 TiB off mapping bounds,
-    with mappings a page to 256 MiB long, apart or touching, some of them code, low and
-    high in the address space; and the same after a ``strip`` (arm64's pointer bits)."""
-    from macminidump.capture.base import MemoryMapping
-    from macminidump.capture.policy import EXECUTE, MappingIndex
-    from macminidump.model import Protection
-
+@st.composite
+def mappings_and_words(draw: st.DrawFn) -> tuple[list[MemoryMapping], list[int]]:
+    """Mappings a page to 256 MiB long, apart or touching, code, data or neither, low and
+    high in the address space; and words at, around and 16 MiB to 1 TiB off their
+    bounds."""
+    base = draw(st.sampled_from([0, 0x5555_0000_0000, 0x7F12_3400_0000, 0xFFFF_8000_0000_0000]))
+    layout = st.tuples(st.integers(1, 64), st.integers(0, 64), st.sampled_from([0, 1, 3, 5, 7]))
     mappings, cursor = [], base
-    for pages, gap, protection in layout:
+    for pages, gap, protection in draw(st.lists(layout, max_size=12)):
         cursor += gap * 0x100000
         end = cursor + pages * pages * 0x10000
         mappings.append(MemoryMapping(start=cursor, end=end, protection=Protection(protection)))
         cursor = end
     edges = [0, 0x1000, *(a for m in mappings for a in (m.start, m.end))]
-    words = [(edges[i % len(edges)] + delta) % (1 << 64) for i, delta in picks]
+    offsets = st.sampled_from([0, 1, -1, 2, 1 << 24, 1 << 32, 1 << 40])
+    picks = draw(st.lists(st.tuples(st.integers(0, 12), offsets), max_size=80))
+    return mappings, [(edges[i % len(edges)] + delta) % (1 << 64) for i, delta in picks]
+
+
+def packed(words: list[int]) -> bytes:
+    """The words as a stack holds them, and a ragged end that is no word."""
+    return struct.pack(f"<{len(words)}Q", *words) + b"\x01" * (len(words) % 3)
+
+
+@given(found=mappings_and_words(), limit=st.integers(1, 8), stripped=st.booleans())
+@example(
+    found=([MemoryMapping(start=0, end=0x10000, protection=Protection(5))], [0x1000, 0x1001]),
+    limit=2,
+    stripped=False,
+)  # code from 0: 0x1000 is not
+@example(
+    found=([MemoryMapping(start=0x100000, end=0x140000, protection=Protection(5))], [0x100001] * 9),
+    limit=3,
+    stripped=False,
+)  # more than the limit
+def test_in_code_is_the_executable_lookup_of_each_word(
+    found: tuple[list[MemoryMapping], list[int]], limit: int, stripped: bool
+) -> None:
+    """``MappingIndex.in_code`` (the stack scan's filter: byte columns tested in C first)
+    keeps exactly the words ``at`` finds in executable memory above 0x1000, the first
+    ``limit`` in order; and the same after a ``strip`` (arm64's pointer bits)."""
+    mappings, words = found
     index = MappingIndex(mappings)
 
     def strip(word: int) -> int:
@@ -248,8 +252,26 @@ def test_in_code_is_the_executable_lookup_of_each_word(
         mapping = index.at(value) if value > 0x1000 else None
         if mapping is not None and int(mapping.protection) & EXECUTE:
             expected.append(value)
-    data = struct.pack(f"<{len(words)}Q", *words) + b"\x01" * (len(words) % 3)  # a ragged end
-    assert index.in_code(data, limit, strip if stripped else None) == expected[:limit]
+    assert index.in_code(packed(words), limit, strip if stripped else None) == expected[:limit]
+
+
+@given(found=mappings_and_words())
+def test_maybe_data_keeps_every_pointer_into_data(
+    found: tuple[list[MemoryMapping], list[int]],
+) -> None:
+    """``MappingIndex.maybe_data`` (``referenced``'s filter) keeps, in their order, some of
+    the words, among them every one ``at`` finds in readable memory that is not code."""
+    mappings, words = found
+    index = MappingIndex(mappings)
+
+    def data(word: int) -> bool:
+        mapping = index.at(word)
+        return mapping is not None and int(mapping.protection) & (READ | EXECUTE) == READ
+
+    kept = index.maybe_data(packed(words))
+    rest = iter(words)
+    assert all(any(k == w for w in rest) for k in kept), "not the words' subsequence"
+    assert [w for w in kept if data(w)] == [w for w in words if data(w)]
 
 
 def test_stack_is_scanned_when_there_is_no_frame_chain() -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import _bisect as bisect  # (the C core: bisect.py adds nothing a dump uses)
 import _operator as operator  # (the C core: operator.py re-declares it in Python, ~0.4 ms)
 import struct
+from itertools import compress
 
 from .. import records
 from ..errors import TargetError
@@ -230,14 +231,16 @@ def referenced(
     words = list(values)
     if stack is not None:
         start, end = stack
-        words += _words(target.read(start, min(end - start, REFERENCED_SCAN)))
+        words += mappings.maybe_data(target.read(start, min(end - start, REFERENCED_SCAN)))
     wants: list[Want] = []
     seen: set[int] = set()
     for _level in range(levels):
         found = []
         for value in words:
+            if value in seen:
+                continue
             mapping = mappings.at(value)
-            if mapping is None or value in seen:
+            if mapping is None:
                 continue
             if int(mapping.protection) & (READ | EXECUTE) != READ:
                 continue
@@ -250,12 +253,8 @@ def referenced(
             if len(seen) >= REFERENCED_MAX * levels:
                 break
         wants += [Want(a, b, Priority.REFERENCED) for a, b in found]
-        words = [w for a, b in found for w in _words(target.read(a, b - a))]
+        words = [w for a, b in found for w in mappings.maybe_data(target.read(a, b - a))]
     return wants
-
-
-def _words(data: bytes) -> list[int]:
-    return [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data) - 7, 8)]
 
 
 def mapping_wants(
@@ -308,8 +307,8 @@ def never_saved(
 
 
 #: the bytes of a little-endian word that say which 16 MiB of the low 256 TiB it points
-#: into (where user space lies): ``MappingIndex.in_code`` tests them column by column,
-#: the most telling first
+#: into (where user space lies): ``MappingIndex`` tests a run of words against the
+#: chunks some of its mappings touch a byte column at a time, the most telling first
 CHUNK_BYTES = (5, 4, 3)
 #: past this many 16 MiB chunks, a mapping lets every byte pass (the test stays exact)
 MANY_CHUNKS = 4096
@@ -321,9 +320,9 @@ class MappingIndex:
     def __init__(self, mappings: Iterable[MemoryMapping]):
         self.sorted = sorted(mappings, key=lambda m: m.start)
         self._starts = [m.start for m in self.sorted]
-        #: per byte of CHUNK_BYTES, a translate table: 1 for the values some executable
-        #: mapping's 16 MiB chunks have there, else 0; made on the first ``in_code``
-        self._chunk_tables: list[tuple[int, bytes]] | None = None
+        #: executable (True) or readable data (False) -> per byte of CHUNK_BYTES, a
+        #: translate table: 1 for the values such mappings' 16 MiB chunks have there
+        self._chunk_tables: dict[bool, list[tuple[int, bytes]]] = {}
         #: word -> whether it points into code, for the words ``in_code`` looked up
         #: (the threads of a process hold the same return addresses)
         self._in_code: dict[int, bool] = {}
@@ -351,17 +350,9 @@ class MappingIndex:
         if strip is not None:
             values = [strip(v) for v in struct.unpack_from(f"<{count}Q", words)]
             return [v for v in values if self._executable(v)][:limit]
-        marks = -1
-        for k, table in self._code_chunk_tables():
-            marks &= int.from_bytes(words[k : count * 8 : 8].translate(table), "little")
-            if not marks:
-                return []
-        column = marks.to_bytes(count, "little")
         hits: list[int] = []
         known = self._in_code
-        i = column.find(1)
-        while i >= 0:
-            value = int.from_bytes(words[8 * i : 8 * i + 8], "little")
+        for value in self._in_chunks(words, True):
             executable = known.get(value)
             if executable is None:
                 executable = known[value] = self._executable(value)
@@ -369,19 +360,42 @@ class MappingIndex:
                 hits.append(value)
                 if len(hits) == limit:
                     break
-            i = column.find(1, i + 1)
         return hits
 
     def _executable(self, value: int) -> bool:
         mapping = self.at(value) if value > 0x1000 else None
         return mapping is not None and bool(int(mapping.protection) & EXECUTE)
 
-    def _code_chunk_tables(self) -> list[tuple[int, bytes]]:
-        tables = self._chunk_tables
+    def maybe_data(self, words: bytes) -> list[int]:
+        """The little-endian 64-bit ``words`` that may point into readable data (a
+        readable mapping that is not code), in order: those in a 16 MiB chunk some such
+        mapping touches, tested as ``in_code`` tests words (a superset: ``at`` decides)."""
+        return list(self._in_chunks(words, False))
+
+    def _in_chunks(self, words: bytes, code: bool) -> Iterator[int]:
+        """The little-endian 64-bit ``words`` whose bytes CHUNK_BYTES are each one that
+        the 16 MiB chunks of code (``code``) or of readable data have there, in order."""
+        column = self._chunk_column(words, code)
+        return compress(struct.unpack_from(f"<{len(column)}Q", words), column)
+
+    def _chunk_column(self, words: bytes, code: bool) -> bytes:
+        """A byte per whole word of ``words`` (none if it holds no such word): 1 where the
+        word is in ``_in_chunks``, else 0."""
+        count = len(words) // 8
+        marks = -1
+        for k, table in self._chunk_tables_of(code):
+            marks &= int.from_bytes(words[k : count * 8 : 8].translate(table), "little")
+            if not marks:
+                return b""
+        return marks.to_bytes(count, "little")
+
+    def _chunk_tables_of(self, code: bool) -> list[tuple[int, bytes]]:
+        tables = self._chunk_tables.get(code)
         if tables is None:
             allowed: list[set[int]] = [set() for _ in CHUNK_BYTES]
             for m in self.sorted:
-                if not int(m.protection) & EXECUTE:
+                protection = int(m.protection)
+                if code != bool(protection & EXECUTE) or not protection & (READ | EXECUTE):
                     continue
                 first, last = m.start >> 24, (m.end - 1) >> 24
                 if last - first > MANY_CHUNKS:
@@ -390,7 +404,7 @@ class MappingIndex:
                 for chunk in range(first, last + 1):
                     for k, values in zip(CHUNK_BYTES, allowed):
                         values.add((chunk >> (8 * (k - 3))) & 0xFF)
-            tables = self._chunk_tables = [
+            tables = self._chunk_tables[code] = [
                 (k, bytes(int(b in values) for b in range(256)))
                 for k, values in zip(CHUNK_BYTES, allowed)
             ]
