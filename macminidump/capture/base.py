@@ -165,25 +165,6 @@ class TargetOS(Protocol):
     def file_mappings(self, mappings: Sequence[MemoryMapping]) -> Sequence[FileMapping]: ...
 
 
-def stopped(target: TargetOS) -> _Stopped:
-    """The target stopped for the duration; resumed on every path, Ctrl-C included."""
-    return _Stopped(target)
-
-
-class _Stopped:
-    # (classes, not contextlib generators, here and in ``captured``: a dump imports no
-    # contextlib, which with what it imports costs a dump ~3 ms; see tests/test_imports.py)
-
-    def __init__(self, target: TargetOS):
-        self.target = target
-
-    def __enter__(self) -> None:
-        self.target.stop()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.target.resume()
-
-
 def capture(
     target: TargetOS,
     options: CaptureOptions | None = None,
@@ -228,10 +209,12 @@ def captured(
 class _Captured:
     """``with captured(...) as snapshot``: the collector paused and the target stopped from
     ``__enter__``, which captures (``capture_stopped``: the regions read, and how to make
-    the Snapshot of all that was read), to ``__exit__``; on every path both are undone.
-    When no region streams from the target, nothing more is read from it: it is resumed
-    before the Snapshot is made and checked, and the process goes on while the file is
-    written, paused only for as long as its state is read."""
+    the Snapshot of all that was read), to ``__exit__``; on every path both are undone,
+    Ctrl-C included. When no region streams from the target, nothing more is read from
+    it: it is resumed before the Snapshot is made and checked, and the process goes on
+    while the file is written, paused only for as long as its state is read. (A class,
+    not a contextlib generator: a dump imports no contextlib, which with what it imports
+    costs a dump ~3 ms; see tests/test_imports.py.)"""
 
     def __init__(
         self,
@@ -243,14 +226,14 @@ class _Captured:
         self._capture_stopped = capture_stopped
         self._progress = progress
         self._paused = gc_pause.paused()
-        self._stopped = stopped(target)
-        #: whether the target is still to be resumed
+        #: whether the target is stopped and still to be resumed (a stop that raises
+        #: leaves it running: it is not resumed)
         self._holding = False
 
     def __enter__(self) -> Snapshot:
         self._paused.__enter__()
         try:
-            self._stopped.__enter__()
+            self.target.stop()
             self._holding = True
             try:
                 regions, snapshot = self._capture_stopped()
@@ -280,7 +263,7 @@ class _Captured:
     def _resume(self) -> None:
         if self._holding:
             self._holding = False
-            self._stopped.__exit__()
+            self.target.resume()
 
     def _check_alive(self) -> None:
         if self.target.exited:
