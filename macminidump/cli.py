@@ -371,7 +371,11 @@ def _held_ahead(pid: int) -> Held | None:
     loading is no part of its pause. Its refusals (no such process, a 32-bit
     program...) are the capture's own. None where the capture does not stop a process
     this way (other systems, this process, a small process): write_core says why."""
-    if sys.platform != "linux" or pid == os.getpid() or _resident(pid) < EARLY_HOLD_RESIDENT:
+    if sys.platform != "linux" or pid == os.getpid():
+        return None
+    from .capture.linux import procfs
+
+    if procfs.resident(procfs.directory(pid)) < EARLY_HOLD_RESIDENT:
         return None
     from .capture.linux.held import Held
     from .capture.linux.ptrace import check_platform
@@ -383,15 +387,6 @@ def _held_ahead(pid: int) -> Held | None:
     held = Held(pid)
     held.stop()
     return held
-
-
-def _resident(pid: int) -> int:
-    """Process ``pid``'s resident bytes (/proc/PID/statm); 0 where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _progress() -> Progress | None:

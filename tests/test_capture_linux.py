@@ -599,15 +599,13 @@ def test_the_process_runs_while_its_core_is_written(
 def test_the_resident_size_that_decides_the_early_hold(
     programs: dict[str, Path], run: Callable[..., Target]
 ) -> None:
-    """``cli._resident``: /proc/PID/status's VmRSS in bytes (give or take what the process
-    touched between the two reads), and 0 for a process that is not there."""
-    from macminidump import cli
-
+    """``procfs.resident``: /proc/PID/status's VmRSS in bytes (give or take what the
+    process touched between the two reads), and 0 for a process that is not there."""
     target = run([programs["four"]])
     status = Path(f"/proc/{target.pid}/status").read_text()
     rss = int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) * 1024  # type: ignore[index]
-    assert abs(cli._resident(target.pid) - rss) <= 64 * 1024
-    assert cli._resident(2**22 + 1) == 0  # (above pid_max's largest value)
+    assert abs(procfs.resident(procfs.directory(target.pid)) - rss) <= 64 * 1024
+    assert procfs.resident(procfs.directory(2**22 + 1)) == 0  # (above pid_max's largest)
 
 
 def test_dump_releases_a_held_process_when_the_capture_never_starts(

@@ -54,6 +54,14 @@ def _read_bytes(path: str) -> bytes | None:
         return None
 
 
+def resident(where: str) -> int:
+    """The process's resident bytes (``where``/statm); 0 where it cannot be read."""
+    try:
+        return int((read_text(f"{where}/statm") or "").split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, IndexError):
+        return 0
+
+
 def status(where: str) -> dict[str, str]:
     """The ``Key: value`` lines of ``where``/status; empty when it cannot be read."""
     out = {}
