@@ -7,7 +7,8 @@ package's enum classes, and a member lookup (``RegKind("gpr")``) or a flag opera
 (``Protection.READ | Protection.WRITE``) runs three or four Python frames. As
 ``records`` does for attrs and ``plain_typing`` for typing, the names come from ``enum``
 when type checking, so mypy sees (and its enum plugin types) the real ones; at run time
-this module's ``Enum``, ``IntEnum`` and ``IntFlag`` build the classes, importing nothing.
+this module's ``Enum``, ``IntEnum`` and ``IntFlag`` build the classes, importing only
+``_operator`` (built into the interpreter).
 tests/test_plain_enum.py builds a twin of every enum of the package with the real
 ``enum`` and checks that the two behave alike.
 
@@ -50,6 +51,8 @@ TYPE_CHECKING = False  # (not typing's: a dump imports no typing; see plain_typi
 if TYPE_CHECKING:
     from enum import Enum, IntEnum, IntFlag
 else:
+    import _operator  # (the C core: nothing more to import)
+
     _mappingproxy = type(type.__dict__)  # types.MappingProxyType, without importing types
     #: a data type's methods that an Enum's own replace, unless the class body has one
     _ENUM_METHODS = ("__repr__", "__str__", "__format__", "__reduce_ex__")
@@ -261,6 +264,27 @@ else:
         __str__ = int.__repr__
         __format__ = int.__format__
 
+    def _bitwise(name, op):
+        """An IntFlag's ``|``, ``&`` or ``^`` (``op``) with a member or an int, on either
+        side: int's own operator is applied to plain ints (an IntFlag operand would
+        re-enter), and the result is the member of that value."""
+
+        def method(self, other):
+            cls = type(self)
+            if type(other) is cls:
+                value = op(self.value, other.value)
+            elif type(other) is int:
+                value = op(self.value, other)
+            elif isinstance(other, int):
+                value = op(self.value, int(other))
+            else:
+                return NotImplemented
+            found = cls._value2member_map_.get(value)
+            return found if found is not None else cls(value)
+
+        method.__name__ = method.__qualname__ = name
+        return method
+
     class IntFlag(int, Enum):
         """Base of a set of bit flags: members are ints; any int is a value (KEEP)."""
 
@@ -305,48 +329,9 @@ else:
                 return f"<{name}: {int.__repr__(self.value)}>"
             return f"<{name}.{self.name}: {int.__repr__(self.value)}>"
 
-        # Each operator written out: a shared helper would cost a call on the hot path.
-        # int's own operator is applied to plain ints (an IntFlag operand would re-enter).
-        def __or__(self, other):
-            cls = type(self)
-            if type(other) is cls:
-                value = self.value | other.value
-            elif type(other) is int:
-                value = self.value | other
-            elif isinstance(other, int):
-                value = self.value | int(other)
-            else:
-                return NotImplemented
-            found = cls._value2member_map_.get(value)
-            return found if found is not None else cls(value)
-
-        def __and__(self, other):
-            cls = type(self)
-            if type(other) is cls:
-                value = self.value & other.value
-            elif type(other) is int:
-                value = self.value & other
-            elif isinstance(other, int):
-                value = self.value & int(other)
-            else:
-                return NotImplemented
-            found = cls._value2member_map_.get(value)
-            return found if found is not None else cls(value)
-
-        def __xor__(self, other):
-            cls = type(self)
-            if type(other) is cls:
-                value = self.value ^ other.value
-            elif type(other) is int:
-                value = self.value ^ other
-            elif isinstance(other, int):
-                value = self.value ^ int(other)
-            else:
-                return NotImplemented
-            found = cls._value2member_map_.get(value)
-            return found if found is not None else cls(value)
-
-        __ror__, __rand__, __rxor__ = __or__, __and__, __xor__
+        __or__ = __ror__ = _bitwise("__or__", _operator.or_)
+        __and__ = __rand__ = _bitwise("__and__", _operator.and_)
+        __xor__ = __rxor__ = _bitwise("__xor__", _operator.xor)
 
         def __invert__(self):
             return type(self)(~self.value)
